@@ -1,0 +1,413 @@
+//! DynamoDB adapter. Events live in the events table (key `stream_id` + `version`, NEW_IMAGE
+//! stream); idempotency records and snapshots live in the state table (key `pk` + `sk`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+
+use super::item::{envelope_from_item, EventItem, STREAM_ID, VERSION};
+use super::{
+    request_fingerprint, validate, AppendRequest, AppendResult, Envelope, EventStore,
+    ExpectedVersion, Page, Snapshot, StoreError, StreamId, Upcasters,
+};
+
+/// Idempotency records outlive any sane client retry window, then DynamoDB's TTL removes them.
+const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
+/// `Any` appends re-read the head and try again this many times before reporting the conflict.
+const ANY_ATTEMPTS: usize = 5;
+/// AWS cancels a transaction with `TransactionConflict` while another one holds the same item.
+const TRANSACTION_CONFLICT_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct EventTables {
+    pub events: String,
+    pub state: String,
+}
+
+#[derive(Clone)]
+pub struct DynamoEventStore {
+    client: Client,
+    tables: EventTables,
+    upcasters: Upcasters,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IdempotencyItem {
+    pk: String,
+    sk: String,
+    request_hash: String,
+    first_version: u64,
+    last_version: u64,
+    expires_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    snapshot: Snapshot,
+}
+
+enum Attempt {
+    Done(AppendResult),
+    Conflict,
+    IdempotencyHit,
+    TransactionConflict,
+}
+
+fn idempotency_key(stream: &StreamId, key: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(format!("IDEM#{stream}"))),
+        ("sk".to_owned(), AttributeValue::S(key.to_owned())),
+    ])
+}
+
+fn snapshot_key(stream: &StreamId) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(format!("SNAP#{stream}"))),
+        ("sk".to_owned(), AttributeValue::S("SNAP".to_owned())),
+    ])
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
+    StoreError::Backend(DisplayErrorContext(e).to_string())
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+impl DynamoEventStore {
+    pub fn new(client: Client, tables: EventTables, upcasters: Upcasters) -> Self {
+        Self {
+            client,
+            tables,
+            upcasters,
+        }
+    }
+
+    fn transaction(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        fingerprint: Option<&str>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = Vec::with_capacity(request.events.len() + 2);
+        for (i, event) in request.events.iter().enumerate() {
+            let envelope =
+                Envelope::from_new(request.stream_id.clone(), base + 1 + i as u64, event.clone());
+            let put = Put::builder()
+                .table_name(&self.tables.events)
+                .set_item(Some(to_item(&EventItem::from(envelope))?))
+                .condition_expression("attribute_not_exists(#v)")
+                .expression_attribute_names("#v", VERSION)
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        if base > 0 {
+            // Without this check an append "after version 7" onto a 5-event stream would leave a gap.
+            let check = ConditionCheck::builder()
+                .table_name(&self.tables.events)
+                .key(STREAM_ID, AttributeValue::S(request.stream_id.to_string()))
+                .key(VERSION, AttributeValue::N(base.to_string()))
+                .condition_expression("attribute_exists(#v)")
+                .expression_attribute_names("#v", VERSION)
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        if let (Some(key), Some(fp)) = (&request.idempotency_key, fingerprint) {
+            let first = request.events[0].metadata.occurred_at.timestamp();
+            let record = IdempotencyItem {
+                pk: format!("IDEM#{}", request.stream_id),
+                sk: key.clone(),
+                request_hash: fp.to_owned(),
+                first_version: base + 1,
+                last_version: base + request.events.len() as u64,
+                expires_at: first + IDEMPOTENCY_TTL_SECS,
+            };
+            let put = Put::builder()
+                .table_name(&self.tables.state)
+                .set_item(Some(to_item(&record)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(backend)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        Ok(items)
+    }
+
+    async fn attempt(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        fingerprint: Option<&str>,
+    ) -> Result<Attempt, StoreError> {
+        let items = self.transaction(request, base, fingerprint)?;
+        let idem_index = fingerprint.map(|_| items.len() - 1);
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match sent {
+            Ok(_) => {
+                return Ok(Attempt::Done(AppendResult {
+                    first_version: base + 1,
+                    last_version: base + request.events.len() as u64,
+                    replayed: false,
+                }))
+            }
+            Err(e) => e,
+        };
+        let text = DisplayErrorContext(&err).to_string();
+        match err {
+            SdkError::ServiceError(service) => match service.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(cancel) => {
+                    let codes: Vec<&str> = cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None"))
+                        .collect();
+                    let failed = |i: usize| codes.get(i) == Some(&"ConditionalCheckFailed");
+                    if idem_index.is_some_and(failed) {
+                        Ok(Attempt::IdempotencyHit)
+                    } else if (0..codes.len()).any(failed) {
+                        Ok(Attempt::Conflict)
+                    } else if codes.contains(&"TransactionConflict") {
+                        Ok(Attempt::TransactionConflict)
+                    } else if codes.contains(&"ValidationError") || text.contains("size") {
+                        Err(StoreError::TooLarge {
+                            stream_id: request.stream_id.clone(),
+                            detail: text,
+                        })
+                    } else {
+                        Err(StoreError::Backend(text))
+                    }
+                }
+                _ if text.contains("Item size") => Err(StoreError::TooLarge {
+                    stream_id: request.stream_id.clone(),
+                    detail: text,
+                }),
+                _ => Err(StoreError::Backend(text)),
+            },
+            _ => Err(StoreError::Backend(text)),
+        }
+    }
+
+    async fn replay_idempotent(
+        &self,
+        request: &AppendRequest,
+        fingerprint: &str,
+    ) -> Result<AppendResult, StoreError> {
+        let key = request.idempotency_key.as_deref().unwrap_or_default();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(idempotency_key(&request.stream_id, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let item = out.item.ok_or_else(|| {
+            StoreError::Backend(format!("idempotency record {key:?} vanished while being read"))
+        })?;
+        let record: IdempotencyItem =
+            serde_dynamo::from_item(item).map_err(|e| StoreError::Decode(e.to_string()))?;
+        if record.request_hash == fingerprint {
+            Ok(AppendResult {
+                first_version: record.first_version,
+                last_version: record.last_version,
+                replayed: true,
+            })
+        } else {
+            Err(StoreError::IdempotencyConflict {
+                stream_id: request.stream_id.clone(),
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    async fn append_at(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        fingerprint: Option<&str>,
+    ) -> Result<Attempt, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.attempt(request, base, fingerprint).await? {
+                Attempt::TransactionConflict if tries < TRANSACTION_CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * tries as u64)).await;
+                }
+                Attempt::TransactionConflict => return Ok(Attempt::Conflict),
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        validate(&request)?;
+        let fingerprint = request
+            .idempotency_key
+            .as_ref()
+            .map(|_| request_fingerprint(&request));
+        let fp = fingerprint.as_deref();
+        let attempts = match request.expected {
+            ExpectedVersion::Any => ANY_ATTEMPTS,
+            _ => 1,
+        };
+        for _ in 0..attempts {
+            let base = match request.expected {
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => v,
+                ExpectedVersion::Any => self.last_version(&request.stream_id).await?,
+            };
+            match self.append_at(&request, base, fp).await? {
+                Attempt::Done(result) => return Ok(result),
+                Attempt::IdempotencyHit => {
+                    return self.replay_idempotent(&request, fp.unwrap_or_default()).await
+                }
+                Attempt::Conflict | Attempt::TransactionConflict => {}
+            }
+        }
+        Err(StoreError::Conflict {
+            actual: self.last_version(&request.stream_id).await?,
+            stream_id: request.stream_id,
+            expected: request.expected,
+        })
+    }
+
+    async fn read_page(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("#s = :s AND #v >= :v")
+            .expression_attribute_names("#s", STREAM_ID)
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":s", AttributeValue::S(stream.to_string()))
+            .expression_attribute_values(":v", AttributeValue::N(from.max(1).to_string()))
+            .consistent_read(true)
+            .limit(limit.max(1) as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        let events = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| envelope_from_item(item).and_then(|e| self.upcasters.apply(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // AWS may return a LastEvaluatedKey before an empty last page; moto may not return one
+        // when the page ends exactly at the end. Both end the read correctly.
+        let next = match (&out.last_evaluated_key, events.last()) {
+            (Some(_), Some(last)) => Some(last.version + 1),
+            _ => None,
+        };
+        Ok(Page { events, next })
+    }
+
+    async fn last_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", STREAM_ID)
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":s", AttributeValue::S(stream.to_string()))
+            .projection_expression("#v")
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(backend)?;
+        match out.items.unwrap_or_default().first().and_then(|i| i.get(VERSION)) {
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| StoreError::Decode(format!("version {n:?} is not a number"))),
+            Some(other) => Err(StoreError::Decode(format!("version is {other:?}"))),
+            None => Ok(0),
+        }
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let stream_id = snapshot.stream_id.clone();
+        let version = snapshot.version;
+        let item = SnapshotItem {
+            pk: format!("SNAP#{stream_id}"),
+            sk: "SNAP".to_owned(),
+            snapshot,
+        };
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(to_item(&item)?))
+            .condition_expression("attribute_not_exists(pk) OR #v < :v")
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(()) // a newer snapshot is already stored
+            }
+            Err(e) => {
+                let text = DisplayErrorContext(&e).to_string();
+                if text.contains("Item size") {
+                    Err(StoreError::TooLarge {
+                        stream_id,
+                        detail: text,
+                    })
+                } else {
+                    Err(StoreError::Backend(text))
+                }
+            }
+        }
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(snapshot_key(stream)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item::<_, SnapshotItem>(item)
+                    .map(|s| s.snapshot)
+                    .map_err(|e| StoreError::Decode(e.to_string()))
+            })
+            .transpose()
+    }
+}

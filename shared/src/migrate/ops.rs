@@ -1,0 +1,345 @@
+//! Migration operations: the changes a migration may make, each idempotent so that a run that
+//! stopped half-way can simply be run again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
+    DeleteRequest, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType as DdbKeyType,
+    Projection as DdbProjection, ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
+    TimeToLiveStatus, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::Tables;
+
+/// Which of the product's tables an operation targets; resolved to the deployed name at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableRef {
+    Events,
+    State,
+    Migrations,
+}
+
+impl TableRef {
+    pub fn name(self, tables: &Tables) -> &str {
+        match self {
+            Self::Events => &tables.events,
+            Self::State => &tables.state,
+            Self::Migrations => &tables.migrations,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    S,
+    N,
+    B,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAttr {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: KeyType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Projection {
+    #[default]
+    All,
+    KeysOnly,
+    Include(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    CreateIndex {
+        table: TableRef,
+        index: String,
+        partition_key: KeyAttr,
+        #[serde(default)]
+        sort_key: Option<KeyAttr>,
+        #[serde(default)]
+        projection: Projection,
+    },
+    DeleteIndex {
+        table: TableRef,
+        index: String,
+    },
+    EnableTtl {
+        table: TableRef,
+        attribute: String,
+    },
+    DisableTtl {
+        table: TableRef,
+        attribute: String,
+    },
+    PutItems {
+        table: TableRef,
+        items: Vec<Map<String, Value>>,
+    },
+    DeleteItems {
+        table: TableRef,
+        keys: Vec<Map<String, Value>>,
+    },
+}
+
+/// Index creation on a large table backfills for minutes; a Lambda has at most 15.
+const INDEX_WAIT: Duration = Duration::from_secs(13 * 60);
+/// BatchWriteItem takes at most 25 requests.
+const BATCH: usize = 25;
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CreateIndex { .. } => "create_index",
+            Self::DeleteIndex { .. } => "delete_index",
+            Self::EnableTtl { .. } => "enable_ttl",
+            Self::DisableTtl { .. } => "disable_ttl",
+            Self::PutItems { .. } => "put_items",
+            Self::DeleteItems { .. } => "delete_items",
+        }
+    }
+
+    /// Static checks, so a bad file is refused before anything runs.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::CreateIndex { index, .. } | Self::DeleteIndex { index, .. } if index.len() < 3 => {
+                Err(format!("index name {index:?} must be 3 to 255 characters"))
+            }
+            Self::PutItems { items: rows, .. } | Self::DeleteItems { keys: rows, .. } => rows
+                .iter()
+                .position(|r| !(r.contains_key("pk") || r.contains_key("stream_id")))
+                .map_or(Ok(()), |i| Err(format!("row {i} has no key attribute (pk or stream_id)"))),
+            Self::EnableTtl { attribute, .. } | Self::DisableTtl { attribute, .. } if attribute.is_empty() => {
+                Err("ttl attribute must be named".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn run(&self, client: &Client, tables: &Tables) -> Result<(), String> {
+        let err = |e: &dyn std::error::Error| DisplayErrorContext(e).to_string();
+        match self {
+            Self::CreateIndex {
+                table,
+                index,
+                partition_key,
+                sort_key,
+                projection,
+            } => {
+                let table = table.name(tables);
+                if index_status(client, table, index).await?.is_none() {
+                    let keys: Vec<&KeyAttr> = std::iter::once(partition_key).chain(sort_key.as_ref()).collect();
+                    let mut create = CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(index)
+                        .projection(ddb_projection(projection));
+                    let mut definitions = Vec::new();
+                    for (key, role) in keys.iter().zip([DdbKeyType::Hash, DdbKeyType::Range]) {
+                        create = create.key_schema(
+                            KeySchemaElement::builder()
+                                .attribute_name(&key.name)
+                                .key_type(role)
+                                .build()
+                                .map_err(|e| err(&e))?,
+                        );
+                        definitions.push(
+                            AttributeDefinition::builder()
+                                .attribute_name(&key.name)
+                                .attribute_type(scalar(key.kind))
+                                .build()
+                                .map_err(|e| err(&e))?,
+                        );
+                    }
+                    client
+                        .update_table()
+                        .table_name(table)
+                        .set_attribute_definitions(Some(definitions))
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder()
+                                .create(create.build().map_err(|e| err(&e))?)
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| err(&e))?;
+                }
+                wait_for(client, table, index, true).await
+            }
+            Self::DeleteIndex { table, index } => {
+                let table = table.name(tables);
+                if index_status(client, table, index).await?.is_some() {
+                    client
+                        .update_table()
+                        .table_name(table)
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder()
+                                .delete(
+                                    DeleteGlobalSecondaryIndexAction::builder()
+                                        .index_name(index)
+                                        .build()
+                                        .map_err(|e| err(&e))?,
+                                )
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| err(&e))?;
+                }
+                wait_for(client, table, index, false).await
+            }
+            Self::EnableTtl { table, attribute } | Self::DisableTtl { table, attribute } => {
+                let enable = matches!(self, Self::EnableTtl { .. });
+                let table = table.name(tables);
+                let current = client
+                    .describe_time_to_live()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .map_err(|e| err(&e))?;
+                let desc = current.time_to_live_description();
+                let on = desc.and_then(|d| d.time_to_live_status())
+                    .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
+                let same_attr = desc.and_then(|d| d.attribute_name()) == Some(attribute.as_str());
+                if on == enable && (same_attr || !enable) {
+                    return Ok(());
+                }
+                client
+                    .update_time_to_live()
+                    .table_name(table)
+                    .time_to_live_specification(
+                        TimeToLiveSpecification::builder()
+                            .attribute_name(attribute)
+                            .enabled(enable)
+                            .build()
+                            .map_err(|e| err(&e))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| err(&e))?;
+                Ok(())
+            }
+            Self::PutItems { table, items } => {
+                let requests = items
+                    .iter()
+                    .map(|row| {
+                        let item: HashMap<String, AttributeValue> =
+                            serde_dynamo::to_item(row).map_err(|e| e.to_string())?;
+                        let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| err(&e))?;
+                        Ok(WriteRequest::builder().put_request(put).build())
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                batch_write(client, table.name(tables), requests).await
+            }
+            Self::DeleteItems { table, keys } => {
+                let requests = keys
+                    .iter()
+                    .map(|row| {
+                        let key: HashMap<String, AttributeValue> =
+                            serde_dynamo::to_item(row).map_err(|e| e.to_string())?;
+                        let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(|e| err(&e))?;
+                        Ok(WriteRequest::builder().delete_request(delete).build())
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                batch_write(client, table.name(tables), requests).await
+            }
+        }
+    }
+}
+
+fn scalar(kind: KeyType) -> ScalarAttributeType {
+    match kind {
+        KeyType::S => ScalarAttributeType::S,
+        KeyType::N => ScalarAttributeType::N,
+        KeyType::B => ScalarAttributeType::B,
+    }
+}
+
+fn ddb_projection(p: &Projection) -> DdbProjection {
+    match p {
+        Projection::All => DdbProjection::builder().projection_type(ProjectionType::All).build(),
+        Projection::KeysOnly => DdbProjection::builder().projection_type(ProjectionType::KeysOnly).build(),
+        Projection::Include(attrs) => DdbProjection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(attrs.clone()))
+            .build(),
+    }
+}
+
+async fn index_status(client: &Client, table: &str, index: &str) -> Result<Option<IndexStatus>, String> {
+    let out = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| DisplayErrorContext(&e).to_string())?;
+    Ok(out
+        .table()
+        .map(|t| t.global_secondary_indexes())
+        .unwrap_or_default()
+        .iter()
+        .find(|g| g.index_name() == Some(index))
+        .map(|g| g.index_status().cloned().unwrap_or(IndexStatus::Active)))
+}
+
+/// Polls until the index is ACTIVE (or gone), with a deadline rather than a fixed sleep.
+async fn wait_for(client: &Client, table: &str, index: &str, present: bool) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + INDEX_WAIT;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let status = index_status(client, table, index).await?;
+        let done = match (&status, present) {
+            (Some(IndexStatus::Active), true) | (None, false) => true,
+            (None, true) => return Err(format!("index {index} on {table} disappeared while being created")),
+            _ => false,
+        };
+        if done {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "index {index} on {table} is still {status:?} after {INDEX_WAIT:?}; run the migration again to keep waiting"
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<(), String> {
+    for chunk in requests.chunks(BATCH) {
+        let mut pending = chunk.to_vec();
+        let mut delay = Duration::from_millis(50);
+        for attempt in 0.. {
+            let out = client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| DisplayErrorContext(&e).to_string())?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(table))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt >= 8 {
+                return Err(format!("{} writes to {table} stayed unprocessed after retries", pending.len()));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+    Ok(())
+}
