@@ -1,0 +1,25 @@
+//! Wiring only: config, clients, then either the Lambda runtime or the command line.
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use shared::config::Config;
+use shared::migrate::Migrator;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let config = Config::load().unwrap_or_else(|e| e.exit());
+    let tables = config.tables().unwrap_or_else(|e| e.exit());
+    let migrations = migrator::embedded()?;
+    let sdk = shared::aws::load_sdk_config().await;
+    let runner = Migrator::new(shared::aws::dynamodb(&sdk), tables);
+
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        std::process::exit(Box::pin(migrator::cli(&runner, &migrations, &args)).await);
+    }
+    let (runner, migrations) = (&runner, &migrations);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        migrator::handle(runner, migrations, event.payload).await
+    }))
+    .await
+}

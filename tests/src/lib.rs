@@ -1,0 +1,9 @@
+//! The local stack, shared by the `wfe-local` command and the end-to-end tests: the SAM template
+//! read as the single source of tables and function settings, the moto endpoint (loopback only),
+//! and the DynamoDB Streams bridge that hands records to stream functions as Lambda would.
+
+pub mod endpoint;
+pub mod streams;
+pub mod template;
+
+pub use endpoint::workspace_root;

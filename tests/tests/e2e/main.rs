@@ -1,0 +1,7 @@
+//! End-to-end tests against the local stack (moto). One binary, one module per area.
+//! Isolation: every test works under its own tenant or its own stack of tables; none resets moto.
+
+mod support;
+
+mod event_store;
+mod migrations;
