@@ -117,10 +117,12 @@ impl Config {
     pub fn load() -> Result<Self, ConfigError> {
         let env: HashMap<String, String> = std::env::vars().collect();
         let file = match env.get("CONFIG_FILE") {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?),
+            Some(path) => Some(
+                std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ),
             None => None,
         };
         Self::from_sources(env, file.as_deref())
@@ -144,10 +146,13 @@ impl Config {
     /// An environment variable, or the file's value; `${VAR}` in the file (the seed's
     /// `jwt_secret = "${JWT_SECRET}"`) is resolved from the environment. Empty means unset.
     fn pick(&self, name: &str, file_value: Option<&String>) -> Option<String> {
-        let from_file = file_value.and_then(|v| match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-            Some(var) => self.env.get(var).cloned(),
-            None => Some(v.clone()),
-        });
+        let from_file =
+            file_value.and_then(
+                |v| match v.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                    Some(var) => self.env.get(var).cloned(),
+                    None => Some(v.clone()),
+                },
+            );
         self.env
             .get(name)
             .cloned()
@@ -155,8 +160,13 @@ impl Config {
             .filter(|v| !v.trim().is_empty())
     }
 
-    fn required(&self, name: &'static str, file_value: Option<&String>) -> Result<String, ConfigError> {
-        self.pick(name, file_value).ok_or(ConfigError::Missing(name))
+    fn required(
+        &self,
+        name: &'static str,
+        file_value: Option<&String>,
+    ) -> Result<String, ConfigError> {
+        self.pick(name, file_value)
+            .ok_or(ConfigError::Missing(name))
     }
 
     fn number<T: std::str::FromStr>(
@@ -194,7 +204,9 @@ impl Config {
         if let Some(bad) = cors_origins.iter().find(|o| o.as_str() == "*") {
             return Err(ConfigError::Invalid {
                 name: "CORS_ORIGINS",
-                reason: format!("{bad:?} is not allowed: list the origins that may send credentials"),
+                reason: format!(
+                    "{bad:?} is not allowed: list the origins that may send credentials"
+                ),
             });
         }
         Ok(ServerConfig {
@@ -252,7 +264,10 @@ impl Config {
     }
 
     pub fn gateway_url(&self) -> Option<String> {
-        self.pick("GRAPHQL_GATEWAY_URL", self.file.federation.gateway_url.as_ref())
+        self.pick(
+            "GRAPHQL_GATEWAY_URL",
+            self.file.federation.gateway_url.as_ref(),
+        )
     }
 }
 
@@ -273,7 +288,10 @@ mod tests {
             .unwrap()
             .auth()
             .unwrap_err();
-        assert_eq!(err.to_string(), "Environment variable JWT_SECRET is required");
+        assert_eq!(
+            err.to_string(),
+            "Environment variable JWT_SECRET is required"
+        );
     }
 
     #[test]
@@ -283,7 +301,10 @@ mod tests {
             .auth()
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("JWT_SECRET") && text.contains("12 bytes"), "{text}");
+        assert!(
+            text.contains("JWT_SECRET") && text.contains("12 bytes"),
+            "{text}"
+        );
         assert!(!text.contains("short-secret"));
     }
 
@@ -306,7 +327,11 @@ mod tests {
         "#;
         let secret = "0123456789abcdef0123456789abcdef";
         let cfg = Config::from_sources(
-            env(&[("JWT_SECRET", secret), ("PORT", "9000"), ("STATE_TABLE", "env-state")]),
+            env(&[
+                ("JWT_SECRET", secret),
+                ("PORT", "9000"),
+                ("STATE_TABLE", "env-state"),
+            ]),
             Some(toml),
         )
         .unwrap();
@@ -320,12 +345,16 @@ mod tests {
         let auth = cfg.auth().unwrap();
         assert_eq!(auth.key, JwtKeySource::Secret(secret.into()));
         assert_eq!(auth.token_expiration_secs, 600);
-        assert!(!format!("{auth:?}").contains(secret), "Debug redacts the secret");
+        assert!(
+            !format!("{auth:?}").contains(secret),
+            "Debug redacts the secret"
+        );
     }
 
     #[test]
     fn file_reference_to_unset_variable_is_missing() {
-        let cfg = Config::from_sources(env(&[]), Some("[auth]\njwt_secret = \"${JWT_SECRET}\"")).unwrap();
+        let cfg =
+            Config::from_sources(env(&[]), Some("[auth]\njwt_secret = \"${JWT_SECRET}\"")).unwrap();
         assert_eq!(cfg.auth().unwrap_err(), ConfigError::Missing("JWT_SECRET"));
     }
 
@@ -333,15 +362,27 @@ mod tests {
     fn defaults_and_bad_numbers() {
         let cfg = Config::from_sources(env(&[("TOKEN_EXPIRATION", "soon")]), None).unwrap();
         assert_eq!(cfg.server().unwrap().port, 3000);
-        assert!(cfg.auth().unwrap_err().to_string().contains("TOKEN_EXPIRATION"));
-        assert_eq!(cfg.tables().unwrap_err(), ConfigError::Missing("EVENTS_TABLE"));
+        assert!(cfg
+            .auth()
+            .unwrap_err()
+            .to_string()
+            .contains("TOKEN_EXPIRATION"));
+        assert_eq!(
+            cfg.tables().unwrap_err(),
+            ConfigError::Missing("EVENTS_TABLE")
+        );
         let wildcard = Config::from_sources(env(&[("CORS_ORIGINS", "*")]), None).unwrap();
         assert!(wildcard.server().is_err());
     }
 
     #[test]
     fn secrets_manager_arn_takes_precedence() {
-        let cfg = Config::from_sources(env(&[("JWT_SECRET_ARN", "arn:aws:secretsmanager:x")]), None).unwrap();
-        assert!(matches!(cfg.auth().unwrap().key, JwtKeySource::SecretsManager { .. }));
+        let cfg =
+            Config::from_sources(env(&[("JWT_SECRET_ARN", "arn:aws:secretsmanager:x")]), None)
+                .unwrap();
+        assert!(matches!(
+            cfg.auth().unwrap().key,
+            JwtKeySource::SecretsManager { .. }
+        ));
     }
 }

@@ -105,16 +105,25 @@ async fn create_table(client: &Client, name: &str, props: &Json) -> Result<(), S
         .billing_mode(BillingMode::from(
             props["BillingMode"].as_str().unwrap_or("PAY_PER_REQUEST"),
         ));
-    for def in props["AttributeDefinitions"].as_array().into_iter().flatten() {
+    for def in props["AttributeDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(def["AttributeName"].as_str().unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(def["AttributeType"].as_str().unwrap_or_default()))
+                .attribute_type(ScalarAttributeType::from(
+                    def["AttributeType"].as_str().unwrap_or_default(),
+                ))
                 .build()
                 .map_err(|e| e.to_string())?,
         );
     }
-    if let Some(view) = props.pointer("/StreamSpecification/StreamViewType").and_then(Json::as_str) {
+    if let Some(view) = props
+        .pointer("/StreamSpecification/StreamViewType")
+        .and_then(Json::as_str)
+    {
         req = req.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
@@ -123,7 +132,11 @@ async fn create_table(client: &Client, name: &str, props: &Json) -> Result<(), S
                 .map_err(|e| e.to_string())?,
         );
     }
-    for gsi in props["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+    for gsi in props["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(gsi["IndexName"].as_str().unwrap_or_default())
@@ -131,7 +144,9 @@ async fn create_table(client: &Client, name: &str, props: &Json) -> Result<(), S
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::from(
-                            gsi.pointer("/Projection/ProjectionType").and_then(Json::as_str).unwrap_or("ALL"),
+                            gsi.pointer("/Projection/ProjectionType")
+                                .and_then(Json::as_str)
+                                .unwrap_or("ALL"),
                         ))
                         .build(),
                 )
@@ -141,8 +156,16 @@ async fn create_table(client: &Client, name: &str, props: &Json) -> Result<(), S
     }
     match req.send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
-        Err(e) => Err(format!("creating table {name}: {}", DisplayErrorContext(&e))),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "creating table {name}: {}",
+            DisplayErrorContext(&e)
+        )),
     }
 }
 
@@ -152,7 +175,12 @@ mod tests {
 
     #[test]
     fn only_loopback_endpoints_are_accepted() {
-        for ok in ["http://127.0.0.1:4566", "http://localhost:4566/", "http://[::1]:4566", "http://127.0.0.2"] {
+        for ok in [
+            "http://127.0.0.1:4566",
+            "http://localhost:4566/",
+            "http://[::1]:4566",
+            "http://127.0.0.2",
+        ] {
             assert!(require_loopback(ok).is_ok(), "{ok}");
         }
         for bad in [

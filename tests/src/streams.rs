@@ -31,7 +31,10 @@ pub struct StreamReader {
 
 impl StreamReader {
     /// Starts at the beginning of the stream (TRIM_HORIZON).
-    pub async fn from_start(client: aws_sdk_dynamodbstreams::Client, arn: &str) -> Result<Self, String> {
+    pub async fn from_start(
+        client: aws_sdk_dynamodbstreams::Client,
+        arn: &str,
+    ) -> Result<Self, String> {
         let err = |e: &dyn std::error::Error| DisplayErrorContext(e).to_string();
         let desc = client
             .describe_stream()
@@ -77,13 +80,20 @@ impl StreamReader {
                 .await
                 .map_err(|e| DisplayErrorContext(&e).to_string())?;
             *iterator = page.next_shard_iterator;
-            out.extend(page.records.unwrap_or_default().iter().map(|r| lambda_record(r, &self.arn)));
+            out.extend(
+                page.records
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| lambda_record(r, &self.arn)),
+            );
         }
         Ok(out)
     }
 }
 
-fn image(map: Option<&std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> Json {
+fn image(
+    map: Option<&std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>,
+) -> Json {
     map.map(|m| serde_json::to_value(serde_dynamo::Item::from(m.clone())).unwrap_or(Json::Null))
         .unwrap_or_else(|| json!({}))
 }
@@ -120,6 +130,7 @@ pub fn lambda_record(record: &Record, stream_arn: &str) -> Json {
 
 /// Parses Lambda-shaped records with the types the functions use.
 pub fn parse_records(records: Vec<Json>) -> Result<Vec<EventRecord>, String> {
-    let event: Event = serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
+    let event: Event =
+        serde_json::from_value(json!({ "Records": records })).map_err(|e| e.to_string())?;
     Ok(event.records)
 }

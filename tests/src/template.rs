@@ -43,7 +43,8 @@ impl Template {
     }
 
     pub fn parse(text: &str, stack: &str) -> Result<Self, TemplateError> {
-        let doc: Yaml = serde_norway::from_str(text).map_err(|e| TemplateError::Invalid(e.to_string()))?;
+        let doc: Yaml =
+            serde_norway::from_str(text).map_err(|e| TemplateError::Invalid(e.to_string()))?;
         let doc = to_json(doc);
         let parameters = doc
             .get("Parameters")
@@ -59,7 +60,10 @@ impl Template {
             .and_then(Json::as_object)
             .cloned()
             .ok_or_else(|| TemplateError::Invalid("no Resources".into()))?;
-        let globals = doc.pointer("/Globals/Function").cloned().unwrap_or(Json::Null);
+        let globals = doc
+            .pointer("/Globals/Function")
+            .cloned()
+            .unwrap_or(Json::Null);
         Ok(Self {
             stack: stack.to_owned(),
             parameters,
@@ -112,7 +116,10 @@ impl Template {
             .get(id)
             .and_then(|r| r.pointer("/Properties/Environment/Variables"))
             .cloned();
-        for vars in [self.globals.pointer("/Environment/Variables").cloned(), own].into_iter().flatten() {
+        for vars in [self.globals.pointer("/Environment/Variables").cloned(), own]
+            .into_iter()
+            .flatten()
+        {
             if let Json::Object(vars) = self.resolve(&vars)? {
                 for (k, v) in vars {
                     env.insert(k, scalar(&v).unwrap_or_default());
@@ -161,7 +168,9 @@ impl Template {
             _ if self.parameters.contains_key(name) => Ok(self.parameters[name].clone()),
             _ if self.resource_type(name) == Some("AWS::DynamoDB::Table") => self.table_name(name),
             _ if self.resources.contains_key(name) => Ok(format!("{}-{name}", self.stack)),
-            _ => Err(TemplateError::Invalid(format!("unresolvable reference {name}"))),
+            _ => Err(TemplateError::Invalid(format!(
+                "unresolvable reference {name}"
+            ))),
         }
     }
 
@@ -178,7 +187,12 @@ impl Template {
                     .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
                     .collect::<Result<_, TemplateError>>()?,
             ),
-            Json::Array(items) => Json::Array(items.iter().map(|v| self.resolve(v)).collect::<Result<_, _>>()?),
+            Json::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .map(|v| self.resolve(v))
+                    .collect::<Result<_, _>>()?,
+            ),
             other => other.clone(),
         })
     }
@@ -206,7 +220,10 @@ fn to_json(value: Yaml) -> Json {
                 .map(|(k, v)| {
                     let key = match k {
                         Yaml::String(s) => s,
-                        other => serde_norway::to_string(&other).unwrap_or_default().trim().to_owned(),
+                        other => serde_norway::to_string(&other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
                     };
                     (key, to_json(v))
                 })
@@ -215,7 +232,11 @@ fn to_json(value: Yaml) -> Json {
         Yaml::Tagged(tagged) => {
             let tag = tagged.tag.to_string();
             let name = tag.trim_start_matches('!');
-            let key = if name == "Ref" { "Ref".to_owned() } else { format!("Fn::{name}") };
+            let key = if name == "Ref" {
+                "Ref".to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
             let mut map = Map::new();
             map.insert(key, to_json(tagged.value));
             Json::Object(map)
@@ -230,7 +251,10 @@ mod tests {
     #[test]
     fn workspace_template_resolves_tables_and_env() {
         let t = Template::workspace("stack-x").unwrap();
-        assert_eq!(t.table_ids(), ["EventsTable", "MigrationsTable", "StateTable"]);
+        assert_eq!(
+            t.table_ids(),
+            ["EventsTable", "MigrationsTable", "StateTable"]
+        );
         assert_eq!(t.table_name("EventsTable").unwrap(), "stack-x-events");
         let tables = t.tables().unwrap();
         assert_eq!(tables.state, "stack-x-state");

@@ -18,17 +18,23 @@ pub const DETAIL_TYPE: &str = "MigrationCommand";
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Command {
     /// Apply pending migrations, all or up to `to`.
-    Up { to: Option<u32> },
+    Up {
+        to: Option<u32>,
+    },
     /// Revert applied migrations above `to` (0 reverts everything). No default: a revert is
     /// always asked for explicitly.
-    Down { to: u32 },
+    Down {
+        to: u32,
+    },
     Status,
 }
 
 /// The migrations built into this binary, parsed and checked.
 pub fn embedded() -> Result<Vec<Migration>, MigrateError> {
     let text = |f: Option<&include_dir::File<'_>>| {
-        f.and_then(|f| f.contents_utf8()).unwrap_or_default().to_owned()
+        f.and_then(|f| f.contents_utf8())
+            .unwrap_or_default()
+            .to_owned()
     };
     from_files(MIGRATIONS.dirs().map(|d| {
         let folder = d.path().to_string_lossy().into_owned();
@@ -59,7 +65,10 @@ pub fn command_from_event(event: &EventBridgeEvent<Value>) -> Result<Command, St
 }
 
 /// Parses command-line arguments: `up [--to N]`, `down --to N`, `revert` (the latest one), `status`.
-pub fn command_from_args(args: &[String], applied_latest: impl FnOnce() -> u32) -> Result<Command, String> {
+pub fn command_from_args(
+    args: &[String],
+    applied_latest: impl FnOnce() -> u32,
+) -> Result<Command, String> {
     let to = |rest: &[String]| -> Result<Option<u32>, String> {
         match rest {
             [] => Ok(None),
@@ -86,7 +95,11 @@ pub fn command_from_args(args: &[String], applied_latest: impl FnOnce() -> u32) 
 
 pub const USAGE: &str = "usage: migrator up [--to N] | down --to N | revert | status";
 
-pub async fn run(migrator: &Migrator, migrations: &[Migration], command: &Command) -> Result<Report, MigrateError> {
+pub async fn run(
+    migrator: &Migrator,
+    migrations: &[Migration],
+    command: &Command,
+) -> Result<Report, MigrateError> {
     // Boxed: the run futures are deep, and callers nest them again inside the Lambda runtime.
     match command {
         Command::Up { to } => Box::pin(migrator.up(migrations, *to)).await,
@@ -102,10 +115,16 @@ pub async fn run(migrator: &Migrator, migrations: &[Migration], command: &Comman
 
 /// The Lambda handler: one event, one run; errors fail the invocation so EventBridge retries
 /// and the failure shows in the function's error metric.
-pub async fn handle(migrator: &Migrator, migrations: &[Migration], event: EventBridgeEvent<Value>) -> Result<Report, String> {
+pub async fn handle(
+    migrator: &Migrator,
+    migrations: &[Migration],
+    event: EventBridgeEvent<Value>,
+) -> Result<Report, String> {
     let command = command_from_event(&event)?;
     tracing::info!(?command, "migration run");
-    run(migrator, migrations, &command).await.map_err(|e| e.to_string())
+    run(migrator, migrations, &command)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The command-line path: parses `args`, runs, prints; returns the process exit code.
@@ -149,7 +168,10 @@ pub fn render(report: &Report) -> String {
         out.push_str("nothing to do\n");
     }
     for row in &report.status {
-        let state = serde_json::to_value(row.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let state = serde_json::to_value(row.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:<9} {:<40} {}\n",
             state,
@@ -182,21 +204,41 @@ mod tests {
     fn events_map_to_commands() {
         let schedule = event("aws.events", "Scheduled Event", serde_json::json!({}));
         assert_eq!(command_from_event(&schedule), Ok(Command::Up { to: None }));
-        let down = event(SOURCE, DETAIL_TYPE, serde_json::json!({"command": "down", "to": 2}));
+        let down = event(
+            SOURCE,
+            DETAIL_TYPE,
+            serde_json::json!({"command": "down", "to": 2}),
+        );
         assert_eq!(command_from_event(&down), Ok(Command::Down { to: 2 }));
-        let down_without_target = event(SOURCE, DETAIL_TYPE, serde_json::json!({"command": "down"}));
-        assert!(command_from_event(&down_without_target).unwrap_err().contains("to"));
+        let down_without_target =
+            event(SOURCE, DETAIL_TYPE, serde_json::json!({"command": "down"}));
+        assert!(command_from_event(&down_without_target)
+            .unwrap_err()
+            .contains("to"));
         let other = event("aws.s3", "Object Created", serde_json::json!({}));
-        assert!(command_from_event(&other).unwrap_err().contains("unsupported event"));
+        assert!(command_from_event(&other)
+            .unwrap_err()
+            .contains("unsupported event"));
     }
 
     #[test]
     fn args_map_to_commands() {
         let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
-        assert_eq!(command_from_args(&args("up"), || 0), Ok(Command::Up { to: None }));
-        assert_eq!(command_from_args(&args("up --to 2"), || 0), Ok(Command::Up { to: Some(2) }));
-        assert_eq!(command_from_args(&args("revert"), || 3), Ok(Command::Down { to: 2 }));
+        assert_eq!(
+            command_from_args(&args("up"), || 0),
+            Ok(Command::Up { to: None })
+        );
+        assert_eq!(
+            command_from_args(&args("up --to 2"), || 0),
+            Ok(Command::Up { to: Some(2) })
+        );
+        assert_eq!(
+            command_from_args(&args("revert"), || 3),
+            Ok(Command::Down { to: 2 })
+        );
         assert!(command_from_args(&args("down"), || 3).is_err());
-        assert!(command_from_args(&args("sideways"), || 3).unwrap_err().starts_with("usage"));
+        assert!(command_from_args(&args("sideways"), || 3)
+            .unwrap_err()
+            .starts_with("usage"));
     }
 }

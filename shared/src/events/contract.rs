@@ -9,8 +9,8 @@ use futures::future::join_all;
 use serde_json::{json, Map, Value};
 
 use super::{
-    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Snapshot, StoreError,
-    StreamId, Upcasters,
+    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Snapshot, StoreError, StreamId,
+    Upcasters,
 };
 
 /// Expands to one `#[tokio::test]` per contract case for the adapter built by `$factory`.
@@ -24,7 +24,7 @@ macro_rules! event_store_contract {
             idempotency_key_reused_for_other_request_conflicts, thousand_events_read_across_pages,
             read_from_any_version, snapshots_keep_the_newest, upcasters_apply_on_read,
             tenant_mismatch_is_rejected, too_many_events_are_rejected, empty_append_is_rejected,
-            streams_and_tenants_are_isolated);
+            streams_and_tenants_are_isolated, oversized_event_is_rejected);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -69,7 +69,10 @@ pub fn event(tenant: &str, n: u64) -> NewEvent {
     payload.insert("text".into(), json!(format!("event {n}")));
     payload.insert("ratio".into(), json!(n as f64 / 4.0));
     payload.insert("tags".into(), json!(["a", "b"]));
-    payload.insert("nested".into(), json!({"ok": true, "none": null, "empty": {}}));
+    payload.insert(
+        "nested".into(),
+        json!({"ok": true, "none": null, "empty": {}}),
+    );
     NewEvent {
         event_id: uuid::Uuid::new_v4().to_string(),
         event_type: "contract.Happened".into(),
@@ -160,7 +163,11 @@ pub async fn exact_version_mismatch_conflicts(store: Store) {
         .expect("first");
     for stale in [1, 2] {
         let err = store
-            .append(request(&s, ExpectedVersion::Exact(stale), events(&t, 9..=9)))
+            .append(request(
+                &s,
+                ExpectedVersion::Exact(stale),
+                events(&t, 9..=9),
+            ))
             .await
             .expect_err("behind the head must conflict");
         assert!(
@@ -249,7 +256,10 @@ pub async fn idempotent_retry_returns_first_result(store: Store) {
     let mut first = request(&s, ExpectedVersion::Exact(2), events(&t, 3..=4));
     first.idempotency_key = Some("key-1".into());
     let r1 = store.append(first.clone()).await.expect("first");
-    assert_eq!((r1.first_version, r1.last_version, r1.replayed), (3, 4, false));
+    assert_eq!(
+        (r1.first_version, r1.last_version, r1.replayed),
+        (3, 4, false)
+    );
     // A client retry: same content, fresh event ids and timestamps.
     let mut retry = request(&s, ExpectedVersion::Exact(2), events(&t, 3..=4));
     retry.idempotency_key = Some("key-1".into());
@@ -257,7 +267,10 @@ pub async fn idempotent_retry_returns_first_result(store: Store) {
         e.metadata.occurred_at += chrono::Duration::seconds(30);
     }
     let r2 = store.append(retry).await.expect("retry");
-    assert_eq!((r2.first_version, r2.last_version, r2.replayed), (3, 4, true));
+    assert_eq!(
+        (r2.first_version, r2.last_version, r2.replayed),
+        (3, 4, true)
+    );
     let concurrent = join_all((0..4).map(|_| {
         let store = store.clone();
         let req = first.clone();
@@ -320,7 +333,10 @@ pub async fn thousand_events_read_across_pages(store: Store) {
     }
     let all = store.read_from(&s, 1).await.expect("read");
     assert_eq!(all.len(), 1000);
-    assert!(all.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.version == i as u64 + 1));
     // Small pages, followed by hand: every page boundary is crossed.
     let mut seen = 0;
     let mut cursor = Some(1);
@@ -348,10 +364,16 @@ pub async fn read_from_any_version(store: Store) {
         .await
         .expect("append");
     let tail = store.read_from(&s, 7).await.expect("read");
-    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [7, 8, 9, 10]);
+    assert_eq!(
+        tail.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
     assert!(store.read_from(&s, 11).await.expect("read").is_empty());
     let page = store.read_page(&s, 4, 3).await.expect("page");
-    assert_eq!(page.events.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(
+        page.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
     assert_eq!(page.next, Some(7));
     assert!(store
         .read_from(&stream(&t, "none"), 1)
@@ -375,12 +397,18 @@ pub async fn snapshots_keep_the_newest(store: Store) {
     };
     store.save_snapshot(snap(5)).await.expect("save 5");
     assert_eq!(store.load_snapshot(&s).await.expect("load"), Some(snap(5)));
-    store.save_snapshot(snap(3)).await.expect("older is ignored");
+    store
+        .save_snapshot(snap(3))
+        .await
+        .expect("older is ignored");
     assert_eq!(store.load_snapshot(&s).await.expect("load"), Some(snap(5)));
     store.save_snapshot(snap(8)).await.expect("save 8");
     assert_eq!(store.load_snapshot(&s).await.expect("load"), Some(snap(8)));
     assert_eq!(
-        store.load_snapshot(&stream(&tenant(), "a")).await.expect("load"),
+        store
+            .load_snapshot(&stream(&tenant(), "a"))
+            .await
+            .expect("load"),
         None,
         "another tenant's stream of the same name has no snapshot"
     );
@@ -391,7 +419,10 @@ pub async fn upcasters_apply_on_read(store: Store) {
     let s = stream(&t, "a");
     let mut old = event(&t, 1);
     old.event_type = "contract.Renamed".into();
-    old.payload = json!({"name": "first"}).as_object().cloned().unwrap_or_default();
+    old.payload = json!({"name": "first"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut current = event(&t, 2);
     current.event_type = "contract.Renamed".into();
     current.schema_version = 3;
@@ -420,7 +451,11 @@ pub async fn tenant_mismatch_is_rejected(store: Store) {
     let t = tenant();
     let s = stream(&t, "a");
     let err = store
-        .append(request(&s, ExpectedVersion::NoStream, events(&tenant(), 1..=1)))
+        .append(request(
+            &s,
+            ExpectedVersion::NoStream,
+            events(&tenant(), 1..=1),
+        ))
         .await
         .expect_err("foreign tenant");
     assert!(matches!(err, StoreError::TenantMismatch { .. }), "{err:?}");
@@ -435,7 +470,14 @@ pub async fn too_many_events_are_rejected(store: Store) {
         .await
         .expect_err("101 events");
     assert!(
-        matches!(err, StoreError::TooManyEvents { count: 101, max: 100, .. }),
+        matches!(
+            err,
+            StoreError::TooManyEvents {
+                count: 101,
+                max: 100,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let mut with_key = request(&s, ExpectedVersion::NoStream, events(&t, 1..=100));
@@ -460,15 +502,46 @@ pub async fn empty_append_is_rejected(store: Store) {
 pub async fn streams_and_tenants_are_isolated(store: Store) {
     let (t1, t2) = (tenant(), tenant());
     store
-        .append(request(&stream(&t1, "a"), ExpectedVersion::NoStream, events(&t1, 1..=2)))
+        .append(request(
+            &stream(&t1, "a"),
+            ExpectedVersion::NoStream,
+            events(&t1, 1..=2),
+        ))
         .await
         .expect("t1");
     store
-        .append(request(&stream(&t2, "a"), ExpectedVersion::NoStream, events(&t2, 1..=1)))
+        .append(request(
+            &stream(&t2, "a"),
+            ExpectedVersion::NoStream,
+            events(&t2, 1..=1),
+        ))
         .await
         .expect("t2");
     let read = store.read_from(&stream(&t2, "a"), 1).await.expect("read");
     assert_eq!(read.len(), 1);
     assert!(read.iter().all(|e| e.metadata.tenant == t2));
     assert_eq!(versions(&store, &stream(&t1, "b")).await, Vec::<u64>::new());
+}
+
+pub async fn oversized_event_is_rejected(store: Store) {
+    let t = tenant();
+    let s = stream(&t, "a");
+    let mut big = event(&t, 2);
+    big.payload
+        .insert("blob".into(), json!("x".repeat(450 * 1024)));
+    let err = store
+        .append(request(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![event(&t, 1), big],
+        ))
+        .await
+        .expect_err("450 KB event");
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("400 KB"), "{err}");
+    assert_eq!(
+        store.last_version(&s).await.expect("head"),
+        0,
+        "nothing written"
+    );
 }

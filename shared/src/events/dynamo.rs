@@ -101,8 +101,11 @@ impl DynamoEventStore {
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
         let mut items = Vec::with_capacity(request.events.len() + 2);
         for (i, event) in request.events.iter().enumerate() {
-            let envelope =
-                Envelope::from_new(request.stream_id.clone(), base + 1 + i as u64, event.clone());
+            let envelope = Envelope::from_new(
+                request.stream_id.clone(),
+                base + 1 + i as u64,
+                event.clone(),
+            );
             let put = Put::builder()
                 .table_name(&self.tables.events)
                 .set_item(Some(to_item(&EventItem::from(envelope))?))
@@ -220,7 +223,9 @@ impl DynamoEventStore {
             .await
             .map_err(backend)?;
         let item = out.item.ok_or_else(|| {
-            StoreError::Backend(format!("idempotency record {key:?} vanished while being read"))
+            StoreError::Backend(format!(
+                "idempotency record {key:?} vanished while being read"
+            ))
         })?;
         let record: IdempotencyItem =
             serde_dynamo::from_item(item).map_err(|e| StoreError::Decode(e.to_string()))?;
@@ -280,7 +285,9 @@ impl EventStore for DynamoEventStore {
             match self.append_at(&request, base, fp).await? {
                 Attempt::Done(result) => return Ok(result),
                 Attempt::IdempotencyHit => {
-                    return self.replay_idempotent(&request, fp.unwrap_or_default()).await
+                    return self
+                        .replay_idempotent(&request, fp.unwrap_or_default())
+                        .await
                 }
                 Attempt::Conflict | Attempt::TransactionConflict => {}
             }
@@ -343,7 +350,12 @@ impl EventStore for DynamoEventStore {
             .send()
             .await
             .map_err(backend)?;
-        match out.items.unwrap_or_default().first().and_then(|i| i.get(VERSION)) {
+        match out
+            .items
+            .unwrap_or_default()
+            .first()
+            .and_then(|i| i.get(VERSION))
+        {
             Some(AttributeValue::N(n)) => n
                 .parse()
                 .map_err(|_| StoreError::Decode(format!("version {n:?} is not a number"))),

@@ -67,7 +67,9 @@ impl From<EventItem> for Envelope {
 }
 
 /// Decodes any serde_dynamo-compatible item (SDK or Lambda event types) into an envelope.
-pub(crate) fn envelope_from_item(item: impl Into<serde_dynamo::Item>) -> Result<Envelope, StoreError> {
+pub(crate) fn envelope_from_item(
+    item: impl Into<serde_dynamo::Item>,
+) -> Result<Envelope, StoreError> {
     serde_dynamo::from_item::<_, EventItem>(item)
         .map(Envelope::from)
         .map_err(|e| StoreError::Decode(e.to_string()))

@@ -10,6 +10,14 @@ use super::{
     ExpectedVersion, Page, Snapshot, StoreError, StreamId, Upcasters,
 };
 
+/// DynamoDB's item size limit, which this adapter imitates so both fail alike.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// JSON length approximates DynamoDB's item size (names plus values) closely enough for the limit.
+fn approx_item_bytes(event: &super::NewEvent) -> usize {
+    serde_json::to_vec(event).map_or(usize::MAX, |v| v.len())
+}
+
 #[derive(Default)]
 struct Inner {
     streams: HashMap<StreamId, Vec<Envelope>>,
@@ -41,6 +49,20 @@ impl InMemoryEventStore {
 impl EventStore for InMemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         validate(&request)?;
+        if let Some(e) = request
+            .events
+            .iter()
+            .find(|e| approx_item_bytes(e) > MAX_ITEM_BYTES)
+        {
+            return Err(StoreError::TooLarge {
+                stream_id: request.stream_id.clone(),
+                detail: format!(
+                    "event {} is about {} bytes",
+                    e.event_id,
+                    approx_item_bytes(e)
+                ),
+            });
+        }
         let fingerprint = request
             .idempotency_key
             .as_ref()
@@ -122,7 +144,11 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn last_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        Ok(self.lock().streams.get(stream).map_or(0, |s| s.len() as u64))
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.len() as u64))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {

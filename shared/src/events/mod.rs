@@ -2,8 +2,8 @@
 //! fingerprints for idempotency, upcasting, stream-record decoding).
 
 mod dynamo;
-mod item;
 mod envelope;
+mod item;
 mod memory;
 mod stream;
 mod upcast;
@@ -43,7 +43,9 @@ pub enum StoreError {
     IdempotencyConflict { stream_id: StreamId, key: String },
     #[error("an append needs at least one event")]
     EmptyAppend,
-    #[error("an append of {count} events needs {items} transaction items; at most {max} fit in one")]
+    #[error(
+        "an append of {count} events needs {items} transaction items; at most {max} fit in one"
+    )]
     TooManyEvents {
         count: usize,
         items: usize,
@@ -58,7 +60,9 @@ pub enum StoreError {
     },
     #[error("invalid stream id: {0}")]
     InvalidStreamId(String),
-    #[error("event or snapshot on {stream_id} is too large for one DynamoDB item (400 KB): {detail}")]
+    #[error(
+        "event or snapshot on {stream_id} is too large for one DynamoDB item (400 KB): {detail}"
+    )]
     TooLarge { stream_id: StreamId, detail: String },
     #[error("stored item could not be decoded: {0}")]
     Decode(String),

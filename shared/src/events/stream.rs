@@ -12,7 +12,7 @@ pub enum StreamRecordError {
     NotAnEvent {
         sequence: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -34,5 +34,8 @@ pub fn decode_stream_record(
     envelope_from_item(image.clone())
         .and_then(|e| upcasters.apply(e))
         .map(Some)
-        .map_err(|source| StreamRecordError::NotAnEvent { sequence, source })
+        .map_err(|e| StreamRecordError::NotAnEvent {
+            sequence,
+            source: Box::new(e),
+        })
 }

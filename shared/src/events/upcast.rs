@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use super::{Envelope, StoreError};
 
 /// Turns a payload of schema version `n` into version `n + 1`.
-pub type UpcastFn = Arc<dyn Fn(Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync>;
+pub type UpcastFn =
+    Arc<dyn Fn(Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync>;
 
 /// Upcasters keyed by (event type, schema version they read).
 #[derive(Clone, Default)]

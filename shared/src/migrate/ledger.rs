@@ -131,49 +131,59 @@ impl Migrator {
     }
 
     /// Applies pending migrations up to `target` (all when `None`).
-    pub async fn up(&self, migrations: &[Migration], target: Option<u32>) -> Result<Report, MigrateError> {
+    pub async fn up(
+        &self,
+        migrations: &[Migration],
+        target: Option<u32>,
+    ) -> Result<Report, MigrateError> {
         let command = match target {
             Some(t) => format!("up to {t}"),
             None => "up".to_owned(),
         };
-        Ok(self.locked(&command, async {
-            let ledger = self.ledger().await?;
-            let mut applied = Vec::new();
-            for m in plan_up(migrations, &ledger, target)? {
-                self.renew().await?;
-                self.run_ops(m, &m.up).await?;
-                self.record(m).await?;
-                tracing::info!(migration = %m.id(), "applied");
-                applied.push(m.id());
-            }
-            Ok((applied, Vec::new()))
-        })
-        .await?
-        .with_status(self.status(migrations).await?))
+        Ok(self
+            .locked(&command, async {
+                let ledger = self.ledger().await?;
+                let mut applied = Vec::new();
+                for m in plan_up(migrations, &ledger, target)? {
+                    self.renew().await?;
+                    self.run_ops(m, &m.up).await?;
+                    self.record(m).await?;
+                    tracing::info!(migration = %m.id(), "applied");
+                    applied.push(m.id());
+                }
+                Ok((applied, Vec::new()))
+            })
+            .await?
+            .with_status(self.status(migrations).await?))
     }
 
     /// Reverts applied migrations above `target`, newest first.
-    pub async fn down(&self, migrations: &[Migration], target: u32) -> Result<Report, MigrateError> {
-        Ok(self.locked(&format!("down to {target}"), async {
-            let ledger = self.ledger().await?;
-            let mut reverted = Vec::new();
-            for m in plan_down(migrations, &ledger, target)? {
-                self.renew().await?;
-                self.run_ops(m, &m.down).await?;
-                self.client
-                    .delete_item()
-                    .table_name(&self.tables.migrations)
-                    .set_key(Some(key(LEDGER_PK, &ledger_sk(m.version))))
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                tracing::info!(migration = %m.id(), "reverted");
-                reverted.push(m.id());
-            }
-            Ok((Vec::new(), reverted))
-        })
-        .await?
-        .with_status(self.status(migrations).await?))
+    pub async fn down(
+        &self,
+        migrations: &[Migration],
+        target: u32,
+    ) -> Result<Report, MigrateError> {
+        Ok(self
+            .locked(&format!("down to {target}"), async {
+                let ledger = self.ledger().await?;
+                let mut reverted = Vec::new();
+                for m in plan_down(migrations, &ledger, target)? {
+                    self.renew().await?;
+                    self.run_ops(m, &m.down).await?;
+                    self.client
+                        .delete_item()
+                        .table_name(&self.tables.migrations)
+                        .set_key(Some(key(LEDGER_PK, &ledger_sk(m.version))))
+                        .send()
+                        .await
+                        .map_err(backend)?;
+                    tracing::info!(migration = %m.id(), "reverted");
+                    reverted.push(m.id());
+                }
+                Ok((Vec::new(), reverted))
+            })
+            .await?
+            .with_status(self.status(migrations).await?))
     }
 
     async fn locked(
@@ -221,7 +231,8 @@ impl Migrator {
                 applied_by: self.owner.clone(),
             },
         };
-        let item = serde_dynamo::to_item(&item).map_err(|e| MigrateError::Backend(e.to_string()))?;
+        let item =
+            serde_dynamo::to_item(&item).map_err(|e| MigrateError::Backend(e.to_string()))?;
         self.client
             .put_item()
             .table_name(&self.tables.migrations)
@@ -248,19 +259,26 @@ impl Migrator {
                 expires_at: self.expiry(),
             },
         };
-        let item = serde_dynamo::to_item(&item).map_err(|e| MigrateError::Backend(e.to_string()))?;
+        let item =
+            serde_dynamo::to_item(&item).map_err(|e| MigrateError::Backend(e.to_string()))?;
         let sent = self
             .client
             .put_item()
             .table_name(&self.tables.migrations)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", AttributeValue::N(Utc::now().timestamp().to_string()))
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(Utc::now().timestamp().to_string()),
+            )
             .send()
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 let held = self.current_lock().await?;
                 Err(match held {
                     Some(lock) => MigrateError::LockHeld {
@@ -317,7 +335,10 @@ impl Migrator {
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 Err(MigrateError::LockLost)
             }
             Err(e) => Err(backend(e)),
@@ -338,7 +359,12 @@ impl Migrator {
         match sent {
             Ok(_) => Ok(()),
             // Someone took over an expired lease: nothing of ours to release.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(backend(e)),
         }
     }

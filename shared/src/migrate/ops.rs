@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, CreateGlobalSecondaryIndexAction, DeleteGlobalSecondaryIndexAction,
-    DeleteRequest, GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType as DdbKeyType,
-    Projection as DdbProjection, ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification,
-    TimeToLiveStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, CreateGlobalSecondaryIndexAction,
+    DeleteGlobalSecondaryIndexAction, DeleteRequest, GlobalSecondaryIndexUpdate, IndexStatus,
+    KeySchemaElement, KeyType as DdbKeyType, Projection as DdbProjection, ProjectionType,
+    PutRequest, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
@@ -114,14 +114,20 @@ impl Op {
     /// Static checks, so a bad file is refused before anything runs.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Self::CreateIndex { index, .. } | Self::DeleteIndex { index, .. } if index.len() < 3 => {
+            Self::CreateIndex { index, .. } | Self::DeleteIndex { index, .. }
+                if index.len() < 3 =>
+            {
                 Err(format!("index name {index:?} must be 3 to 255 characters"))
             }
             Self::PutItems { items: rows, .. } | Self::DeleteItems { keys: rows, .. } => rows
                 .iter()
                 .position(|r| !(r.contains_key("pk") || r.contains_key("stream_id")))
-                .map_or(Ok(()), |i| Err(format!("row {i} has no key attribute (pk or stream_id)"))),
-            Self::EnableTtl { attribute, .. } | Self::DisableTtl { attribute, .. } if attribute.is_empty() => {
+                .map_or(Ok(()), |i| {
+                    Err(format!("row {i} has no key attribute (pk or stream_id)"))
+                }),
+            Self::EnableTtl { attribute, .. } | Self::DisableTtl { attribute, .. }
+                if attribute.is_empty() =>
+            {
                 Err("ttl attribute must be named".into())
             }
             _ => Ok(()),
@@ -140,7 +146,9 @@ impl Op {
             } => {
                 let table = table.name(tables);
                 if index_status(client, table, index).await?.is_none() {
-                    let keys: Vec<&KeyAttr> = std::iter::once(partition_key).chain(sort_key.as_ref()).collect();
+                    let keys: Vec<&KeyAttr> = std::iter::once(partition_key)
+                        .chain(sort_key.as_ref())
+                        .collect();
                     let mut create = CreateGlobalSecondaryIndexAction::builder()
                         .index_name(index)
                         .projection(ddb_projection(projection));
@@ -208,8 +216,9 @@ impl Op {
                     .await
                     .map_err(|e| err(&e))?;
                 let desc = current.time_to_live_description();
-                let on = desc.and_then(|d| d.time_to_live_status())
-                    .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
+                let on = desc.and_then(|d| d.time_to_live_status()).is_some_and(|s| {
+                    matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                });
                 let same_attr = desc.and_then(|d| d.attribute_name()) == Some(attribute.as_str());
                 if on == enable && (same_attr || !enable) {
                     return Ok(());
@@ -235,7 +244,10 @@ impl Op {
                     .map(|row| {
                         let item: HashMap<String, AttributeValue> =
                             serde_dynamo::to_item(row).map_err(|e| e.to_string())?;
-                        let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| err(&e))?;
+                        let put = PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(|e| err(&e))?;
                         Ok(WriteRequest::builder().put_request(put).build())
                     })
                     .collect::<Result<Vec<_>, String>>()?;
@@ -247,7 +259,10 @@ impl Op {
                     .map(|row| {
                         let key: HashMap<String, AttributeValue> =
                             serde_dynamo::to_item(row).map_err(|e| e.to_string())?;
-                        let delete = DeleteRequest::builder().set_key(Some(key)).build().map_err(|e| err(&e))?;
+                        let delete = DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .map_err(|e| err(&e))?;
                         Ok(WriteRequest::builder().delete_request(delete).build())
                     })
                     .collect::<Result<Vec<_>, String>>()?;
@@ -267,8 +282,12 @@ fn scalar(kind: KeyType) -> ScalarAttributeType {
 
 fn ddb_projection(p: &Projection) -> DdbProjection {
     match p {
-        Projection::All => DdbProjection::builder().projection_type(ProjectionType::All).build(),
-        Projection::KeysOnly => DdbProjection::builder().projection_type(ProjectionType::KeysOnly).build(),
+        Projection::All => DdbProjection::builder()
+            .projection_type(ProjectionType::All)
+            .build(),
+        Projection::KeysOnly => DdbProjection::builder()
+            .projection_type(ProjectionType::KeysOnly)
+            .build(),
         Projection::Include(attrs) => DdbProjection::builder()
             .projection_type(ProjectionType::Include)
             .set_non_key_attributes(Some(attrs.clone()))
@@ -276,7 +295,11 @@ fn ddb_projection(p: &Projection) -> DdbProjection {
     }
 }
 
-async fn index_status(client: &Client, table: &str, index: &str) -> Result<Option<IndexStatus>, String> {
+async fn index_status(
+    client: &Client,
+    table: &str,
+    index: &str,
+) -> Result<Option<IndexStatus>, String> {
     let out = client
         .describe_table()
         .table_name(table)
@@ -300,7 +323,11 @@ async fn wait_for(client: &Client, table: &str, index: &str, present: bool) -> R
         let status = index_status(client, table, index).await?;
         let done = match (&status, present) {
             (Some(IndexStatus::Active), true) | (None, false) => true,
-            (None, true) => return Err(format!("index {index} on {table} disappeared while being created")),
+            (None, true) => {
+                return Err(format!(
+                    "index {index} on {table} disappeared while being created"
+                ))
+            }
             _ => false,
         };
         if done {
@@ -316,7 +343,11 @@ async fn wait_for(client: &Client, table: &str, index: &str, present: bool) -> R
     }
 }
 
-async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) -> Result<(), String> {
+async fn batch_write(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> Result<(), String> {
     for chunk in requests.chunks(BATCH) {
         let mut pending = chunk.to_vec();
         let mut delay = Duration::from_millis(50);
@@ -335,7 +366,10 @@ async fn batch_write(client: &Client, table: &str, requests: Vec<WriteRequest>) 
                 break;
             }
             if attempt >= 8 {
-                return Err(format!("{} writes to {table} stayed unprocessed after retries", pending.len()));
+                return Err(format!(
+                    "{} writes to {table} stayed unprocessed after retries",
+                    pending.len()
+                ));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));

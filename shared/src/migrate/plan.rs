@@ -138,57 +138,83 @@ mod tests {
 
     #[test]
     fn up_applies_pending_in_order_and_respects_target() {
-        let ms = vec![migration(1, "a"), migration(2, "b"), migration(3, "c")];
+        let ms = [migration(1, "a"), migration(2, "b"), migration(3, "c")];
         let ledger = vec![applied(&ms[0])];
-        let all: Vec<u32> = plan_up(&ms, &ledger, None).unwrap().iter().map(|m| m.version).collect();
+        let all: Vec<u32> = plan_up(&ms, &ledger, None)
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(all, [2, 3]);
-        let to2: Vec<u32> = plan_up(&ms, &ledger, Some(2)).unwrap().iter().map(|m| m.version).collect();
+        let to2: Vec<u32> = plan_up(&ms, &ledger, Some(2))
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(to2, [2]);
-        assert!(matches!(plan_up(&ms, &ledger, Some(9)), Err(MigrateError::UnknownTarget(9))));
+        assert!(matches!(
+            plan_up(&ms, &ledger, Some(9)),
+            Err(MigrateError::UnknownTarget(9))
+        ));
     }
 
     #[test]
     fn up_when_everything_is_applied_does_nothing() {
-        let ms = vec![migration(1, "a"), migration(2, "b")];
+        let ms = [migration(1, "a"), migration(2, "b")];
         let ledger: Vec<_> = ms.iter().map(applied).collect();
         assert!(plan_up(&ms, &ledger, None).unwrap().is_empty());
     }
 
     #[test]
     fn down_reverts_newest_first_to_target() {
-        let ms = vec![migration(1, "a"), migration(2, "b"), migration(3, "c")];
+        let ms = [migration(1, "a"), migration(2, "b"), migration(3, "c")];
         let ledger: Vec<_> = ms.iter().map(applied).collect();
-        let down: Vec<u32> = plan_down(&ms, &ledger, 1).unwrap().iter().map(|m| m.version).collect();
+        let down: Vec<u32> = plan_down(&ms, &ledger, 1)
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(down, [3, 2]);
-        let all: Vec<u32> = plan_down(&ms, &ledger, 0).unwrap().iter().map(|m| m.version).collect();
+        let all: Vec<u32> = plan_down(&ms, &ledger, 0)
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(all, [3, 2, 1]);
     }
 
     #[test]
     fn modified_applied_migration_stops_every_run_naming_it() {
-        let ms = vec![migration(1, "a"), migration(2, "b")];
+        let ms = [migration(1, "a"), migration(2, "b")];
         let mut ledger: Vec<_> = ms.iter().map(applied).collect();
         ledger[1].checksum = "0".repeat(64);
         let err = plan_up(&ms, &ledger, None).unwrap_err();
         assert!(err.to_string().contains("0002_m2"), "{err}");
-        assert!(matches!(plan_down(&ms, &ledger, 0), Err(MigrateError::Modified { .. })));
+        assert!(matches!(
+            plan_down(&ms, &ledger, 0),
+            Err(MigrateError::Modified { .. })
+        ));
         let rows = status(&ms, &ledger);
         assert_eq!(rows[1].state, MigrationState::Modified);
     }
 
     #[test]
     fn applied_but_missing_is_reported() {
-        let ms = vec![migration(1, "a"), migration(2, "b")];
+        let ms = [migration(1, "a"), migration(2, "b")];
         let ledger: Vec<_> = ms.iter().map(applied).collect();
         let err = plan_up(&ms[..1], &ledger, None).unwrap_err();
-        assert!(err.to_string().contains("0002_m2 is applied but is not in this build"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("0002_m2 is applied but is not in this build"),
+            "{err}"
+        );
         let rows = status(&ms[..1], &ledger);
         assert_eq!(rows[1].state, MigrationState::Missing);
     }
 
     #[test]
     fn status_lists_applied_and_pending() {
-        let ms = vec![migration(1, "a"), migration(2, "b")];
+        let ms = [migration(1, "a"), migration(2, "b")];
         let rows = status(&ms, &[applied(&ms[0])]);
         let states: Vec<_> = rows.iter().map(|r| r.state).collect();
         assert_eq!(states, [MigrationState::Applied, MigrationState::Pending]);
@@ -200,7 +226,12 @@ mod tests {
         assert!(err.to_string().contains("0001_x/up.yaml"), "{err}");
         let err = Migration::parse("x_y", "[]", "[]").unwrap_err();
         assert!(err.to_string().contains("x_y"), "{err}");
-        let err = Migration::parse("0001_x", "- op: put_items\n  table: state\n  items: [{a: 1}]\n", "[]").unwrap_err();
+        let err = Migration::parse(
+            "0001_x",
+            "- op: put_items\n  table: state\n  items: [{a: 1}]\n",
+            "[]",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no key attribute"), "{err}");
     }
 

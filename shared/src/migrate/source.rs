@@ -35,7 +35,9 @@ impl Migration {
             .parse()
             .map_err(|_| bad(format!("{digits:?} is not a version number")))?;
         if version == 0 || name.is_empty() {
-            return Err(bad("version must be at least 1 and the name non-empty".into()));
+            return Err(bad(
+                "version must be at least 1 and the name non-empty".into()
+            ));
         }
         let ops = |file: &str, text: &str| -> Result<Vec<Op>, MigrateError> {
             let ops: Vec<Op> = serde_norway::from_str(text).map_err(|e| MigrateError::Parse {
@@ -73,9 +75,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
     let mut folders = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
         let entry = entry.map_err(|e| io(dir, e))?;
-        if entry.file_type().map_err(|e| io(&entry.path(), e))?.is_dir() {
+        if entry
+            .file_type()
+            .map_err(|e| io(&entry.path(), e))?
+            .is_dir()
+        {
             let path = entry.path();
-            let read = |f: &str| std::fs::read_to_string(path.join(f)).map_err(|e| io(&path.join(f), e));
+            let read =
+                |f: &str| std::fs::read_to_string(path.join(f)).map_err(|e| io(&path.join(f), e));
             folders.push((
                 entry.file_name().to_string_lossy().into_owned(),
                 read("up.yaml")?,
@@ -98,7 +105,11 @@ pub fn from_files(
     if let Some(pair) = migrations.windows(2).find(|w| w[0].version == w[1].version) {
         return Err(MigrateError::Parse {
             file: pair[1].id(),
-            reason: format!("version {} is also used by {}", pair[0].version, pair[0].id()),
+            reason: format!(
+                "version {} is also used by {}",
+                pair[0].version,
+                pair[0].id()
+            ),
         });
     }
     Ok(migrations)

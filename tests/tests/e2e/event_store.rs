@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use shared::event_store_contract;
 use shared::events::{
-    decode_stream_record, AppendRequest, DynamoEventStore, EventStore, EventTables, ExpectedVersion,
-    StreamId, Upcasters,
+    decode_stream_record, AppendRequest, DynamoEventStore, EventStore, EventTables,
+    ExpectedVersion, StreamId, Upcasters,
 };
 use wfe_local::streams::{parse_records, stream_arn, StreamReader};
 
@@ -34,7 +34,9 @@ async fn stream_records_decode_into_the_appended_envelopes() {
     let store = store(&stack, shared::events::contract::upcasters());
     let tenant = format!("t{}", uuid::Uuid::new_v4().simple());
     let stream = StreamId::new(&tenant, "execution", "e1").unwrap();
-    let events: Vec<_> = (1..=3).map(|n| shared::events::contract::event(&tenant, n)).collect();
+    let events: Vec<_> = (1..=3)
+        .map(|n| shared::events::contract::event(&tenant, n))
+        .collect();
     store
         .append(AppendRequest {
             stream_id: stream.clone(),
@@ -46,21 +48,34 @@ async fn stream_records_decode_into_the_appended_envelopes() {
         .unwrap();
     let appended = store.read_from(&stream, 1).await.unwrap();
 
-    let arn = stream_arn(&stack.dynamodb, &stack.tables.events).await.unwrap();
-    let mut reader = StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), &arn)
+    let arn = stream_arn(&stack.dynamodb, &stack.tables.events)
         .await
         .unwrap();
+    let mut reader =
+        StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), &arn)
+            .await
+            .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut decoded = Vec::new();
     while decoded.len() < appended.len() {
-        assert!(tokio::time::Instant::now() < deadline, "stream delivered {decoded:?} only");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream delivered {decoded:?} only"
+        );
         let records = parse_records(reader.poll(100).await.unwrap()).unwrap();
         for record in &records {
-            assert_eq!(record.change.keys.len(), 2, "keys are stream_id and version");
+            assert_eq!(
+                record.change.keys.len(),
+                2,
+                "keys are stream_id and version"
+            );
             if let Some(envelope) = decode_stream_record(record, &Upcasters::new()).unwrap() {
                 decoded.push(envelope);
             }
         }
     }
-    assert_eq!(decoded, appended, "stream records decode into exactly what was appended");
+    assert_eq!(
+        decoded, appended,
+        "stream records decode into exactly what was appended"
+    );
 }

@@ -1,0 +1,289 @@
+//! The migrator against moto: effects on real tables, idempotence, the lease lock, checksums,
+//! revert, and the EventBridge entry point.
+
+use std::path::Path;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, TimeToLiveStatus};
+use serde_json::{json, Value};
+use shared::migrate::{load_dir, MigrateError, MigrationState, Migrator};
+
+use crate::support::Stack;
+
+fn migrations() -> Vec<shared::migrate::Migration> {
+    migrator::embedded().expect("embedded migrations")
+}
+
+fn ids(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+async fn gsi1(stack: &Stack) -> Option<IndexStatus> {
+    let out = stack
+        .dynamodb
+        .describe_table()
+        .table_name(&stack.tables.state)
+        .send()
+        .await
+        .unwrap();
+    out.table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some("gsi1"))
+        .and_then(|g| g.index_status().cloned())
+}
+
+async fn ttl(stack: &Stack) -> Option<TimeToLiveStatus> {
+    let out = stack
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(&stack.tables.state)
+        .send()
+        .await
+        .unwrap();
+    out.time_to_live_description()
+        .and_then(|d| d.time_to_live_status().cloned())
+}
+
+async fn prices(stack: &Stack) -> usize {
+    let out = stack
+        .dynamodb
+        .query()
+        .table_name(&stack.tables.state)
+        .key_condition_expression("pk = :p")
+        .expression_attribute_values(":p", AttributeValue::S("PRICE".into()))
+        .send()
+        .await
+        .unwrap();
+    out.items().len()
+}
+
+fn states(report: &[shared::migrate::StatusRow]) -> Vec<(u32, MigrationState)> {
+    report.iter().map(|r| (r.version, r.state)).collect()
+}
+
+#[tokio::test]
+async fn up_applies_every_migration_then_is_a_no_op() {
+    let stack = Stack::fresh("mig-up").await;
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    let ms = migrations();
+    assert!(states(&runner.status(&ms).await.unwrap())
+        .iter()
+        .all(|(_, s)| *s == MigrationState::Pending));
+
+    let first = runner.up(&ms, None).await.unwrap();
+    assert_eq!(
+        ids(&first.applied),
+        [
+            "0001_state_listing_index",
+            "0002_state_ttl",
+            "0003_model_prices"
+        ]
+    );
+    assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
+    assert_eq!(ttl(&stack).await, Some(TimeToLiveStatus::Enabled));
+    assert_eq!(prices(&stack).await, 13);
+    assert!(first
+        .status
+        .iter()
+        .all(|r| r.state == MigrationState::Applied && r.applied_at.is_some()));
+
+    let second = runner.up(&ms, None).await.unwrap();
+    assert!(
+        second.applied.is_empty(),
+        "second up is a no-op: {second:?}"
+    );
+    assert_eq!(runner.ledger().await.unwrap().len(), 3);
+    assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
+}
+
+#[tokio::test]
+async fn up_to_a_version_then_down_reverts_with_status_after_each() {
+    let stack = Stack::fresh("mig-down").await;
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    let ms = migrations();
+
+    let r = runner.up(&ms, Some(2)).await.unwrap();
+    assert_eq!(
+        ids(&r.applied),
+        ["0001_state_listing_index", "0002_state_ttl"]
+    );
+    use MigrationState::*;
+    assert_eq!(
+        states(&r.status),
+        [(1, Applied), (2, Applied), (3, Pending)]
+    );
+    assert_eq!(prices(&stack).await, 0);
+
+    runner.up(&ms, None).await.unwrap();
+    let r = runner.down(&ms, 1).await.unwrap();
+    assert_eq!(ids(&r.reverted), ["0003_model_prices", "0002_state_ttl"]);
+    assert_eq!(
+        states(&r.status),
+        [(1, Applied), (2, Pending), (3, Pending)]
+    );
+    assert_eq!(prices(&stack).await, 0, "seeded prices removed");
+    assert_eq!(ttl(&stack).await, Some(TimeToLiveStatus::Disabled));
+    assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active), "0001 stays");
+
+    let r = runner.down(&ms, 0).await.unwrap();
+    assert_eq!(ids(&r.reverted), ["0001_state_listing_index"]);
+    assert_eq!(gsi1(&stack).await, None);
+    assert_eq!(
+        states(&r.status),
+        [(1, Pending), (2, Pending), (3, Pending)]
+    );
+
+    let err = runner.down(&ms, 7).await.unwrap_err();
+    assert!(matches!(err, MigrateError::UnknownTarget(7)), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_runs_never_both_apply() {
+    let stack = Stack::fresh("mig-race").await;
+    let ms = migrations();
+    let runners: Vec<_> = (0..4)
+        .map(|_| Migrator::new(stack.dynamodb.clone(), stack.tables.clone()))
+        .collect();
+    let results = futures::future::join_all(runners.iter().map(|r| r.up(&ms, None))).await;
+    let mut applied: Vec<String> = Vec::new();
+    for result in results {
+        match result {
+            Ok(report) => applied.extend(report.applied),
+            Err(MigrateError::LockHeld { .. }) => {}
+            Err(other) => panic!("unexpected failure: {other}"),
+        }
+    }
+    applied.sort();
+    assert_eq!(
+        ids(&applied),
+        [
+            "0001_state_listing_index",
+            "0002_state_ttl",
+            "0003_model_prices"
+        ],
+        "each migration applied exactly once across all runs"
+    );
+    let ledger = runners[0].ledger().await.unwrap();
+    assert_eq!(ledger.len(), 3);
+}
+
+#[tokio::test]
+async fn a_held_lock_stops_a_run_until_its_lease_expires() {
+    let stack = Stack::fresh("mig-lock").await;
+    let ms = migrations();
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    let put_lock = |expires_at: i64| {
+        stack
+            .dynamodb
+            .put_item()
+            .table_name(&stack.tables.migrations)
+            .item("pk", AttributeValue::S("LOCK".into()))
+            .item("sk", AttributeValue::S("LOCK".into()))
+            .item("owner", AttributeValue::S("crashed-run".into()))
+            .item("command", AttributeValue::S("up".into()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .send()
+    };
+    let now = chrono::Utc::now().timestamp();
+    put_lock(now + 600).await.unwrap();
+    let err = runner.up(&ms, None).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::LockHeld { owner, .. } if owner == "crashed-run"),
+        "{err}"
+    );
+    assert!(runner.ledger().await.unwrap().is_empty(), "nothing applied");
+
+    put_lock(now - 1).await.unwrap();
+    let report = runner.up(&ms, None).await.unwrap();
+    assert_eq!(report.applied.len(), 3, "an expired lease is taken over");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_modified_applied_migration_is_refused_by_name() {
+    let stack = Stack::fresh("mig-sum").await;
+    let dir =
+        std::env::temp_dir().join(format!("wfe-migrations-{}", uuid::Uuid::new_v4().simple()));
+    copy_dir(&wfe_local::workspace_root().join("migrations"), &dir);
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    runner.up(&load_dir(&dir).unwrap(), None).await.unwrap();
+
+    let up = dir.join("0002_state_ttl/up.yaml");
+    let text = std::fs::read_to_string(&up).unwrap();
+    std::fs::write(&up, text.replace("expires_at", "expiry")).unwrap();
+    let changed = load_dir(&dir).unwrap();
+    for result in [
+        runner.up(&changed, None).await,
+        runner.down(&changed, 0).await,
+    ] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, MigrateError::Modified { .. }), "{err}");
+        assert!(err.to_string().contains("0002_state_ttl"), "{err}");
+    }
+    let rows = runner.status(&changed).await.unwrap();
+    assert_eq!(rows[1].state, MigrationState::Modified);
+    assert_eq!(
+        ttl(&stack).await,
+        Some(TimeToLiveStatus::Enabled),
+        "nothing changed"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn event(json: Value) -> EventBridgeEvent<Value> {
+    serde_json::from_value(json).unwrap()
+}
+
+#[tokio::test]
+async fn eventbridge_schedule_and_commands_drive_the_handler() {
+    let stack = Stack::fresh("mig-eb").await;
+    let ms = migrations();
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+
+    let fixture = std::fs::read_to_string(
+        wfe_local::workspace_root().join("tests/fixtures/example-eventbridge-schedule.json"),
+    )
+    .unwrap();
+    let scheduled = event(serde_json::from_str(&fixture).unwrap());
+    let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
+    assert_eq!(report.applied.len(), 3);
+
+    let command = |detail: Value| {
+        event(json!({
+            "version": "0", "id": "1", "detail-type": migrator::DETAIL_TYPE,
+            "source": migrator::SOURCE, "account": "123456789012",
+            "time": "2026-11-25T00:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail
+        }))
+    };
+    let report = migrator::handle(&runner, &ms, command(json!({"command": "down", "to": 2})))
+        .await
+        .unwrap();
+    assert_eq!(ids(&report.reverted), ["0003_model_prices"]);
+    let report = migrator::handle(&runner, &ms, command(json!({"command": "status"})))
+        .await
+        .unwrap();
+    use MigrationState::*;
+    assert_eq!(
+        states(&report.status),
+        [(1, Applied), (2, Applied), (3, Pending)]
+    );
+    let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
+        .await
+        .unwrap_err();
+    assert!(err.contains("invalid MigrationCommand detail"), "{err}");
+}
