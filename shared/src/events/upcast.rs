@@ -1,7 +1,7 @@
 //! Upcasting: old event shapes are rewritten to the current one as they are read, so stored
 //! history is never modified and the domain only ever sees current schemas.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -12,10 +12,11 @@ use super::{Envelope, StoreError};
 pub type UpcastFn =
     Arc<dyn Fn(Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync>;
 
-/// Upcasters keyed by (event type, schema version they read).
+/// Upcasters keyed by (event type, schema version they read); nested so a lookup on the read path
+/// borrows the event type instead of allocating a key.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), UpcastFn>,
+    steps: HashMap<String, BTreeMap<u32, UpcastFn>>,
 }
 
 impl Upcasters {
@@ -31,16 +32,18 @@ impl Upcasters {
         step: impl Fn(Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync + 'static,
     ) -> Self {
         self.steps
-            .insert((event_type.to_owned(), from_version), Arc::new(step));
+            .entry(event_type.to_owned())
+            .or_default()
+            .insert(from_version, Arc::new(step));
         self
     }
 
     /// Applies every registered step in order until none matches the envelope's version.
     pub fn apply(&self, mut envelope: Envelope) -> Result<Envelope, StoreError> {
-        while let Some(step) = self
-            .steps
-            .get(&(envelope.event_type.clone(), envelope.schema_version))
-        {
+        let Some(steps) = self.steps.get(envelope.event_type.as_str()) else {
+            return Ok(envelope);
+        };
+        while let Some(step) = steps.get(&envelope.schema_version) {
             let payload = std::mem::take(&mut envelope.payload);
             envelope.payload = step(payload).map_err(|reason| StoreError::Upcast {
                 event_type: envelope.event_type.clone(),
@@ -55,7 +58,11 @@ impl Upcasters {
 
 impl std::fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut keys: Vec<_> = self.steps.keys().collect();
+        let mut keys: Vec<_> = self
+            .steps
+            .iter()
+            .flat_map(|(t, vs)| vs.keys().map(move |v| (t, v)))
+            .collect();
         keys.sort();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
