@@ -263,6 +263,25 @@ impl Config {
         })
     }
 
+    /// Requests per principal per window (`RATE_LIMIT_REQUESTS`, default 300) and the window
+    /// (`RATE_LIMIT_WINDOW_SECS`, default 60).
+    pub fn rate_limit(&self) -> Result<(u32, u64), ConfigError> {
+        let limit = self.number("RATE_LIMIT_REQUESTS", None, 300)?;
+        let window = self.number("RATE_LIMIT_WINDOW_SECS", None, 60)?;
+        if limit == 0 || window == 0 {
+            return Err(ConfigError::Invalid {
+                name: "RATE_LIMIT_REQUESTS",
+                reason: "limit and window must both be at least 1".into(),
+            });
+        }
+        Ok((limit, window))
+    }
+
+    /// Refresh-token lifetime in seconds (`REFRESH_TOKEN_EXPIRATION`, default 30 days).
+    pub fn refresh_token_expiration_secs(&self) -> Result<u64, ConfigError> {
+        self.number("REFRESH_TOKEN_EXPIRATION", None, 30 * 24 * 3600)
+    }
+
     pub fn gateway_url(&self) -> Option<String> {
         self.pick(
             "GRAPHQL_GATEWAY_URL",

@@ -1,7 +1,9 @@
 //! The common crate of the AI workflow engine: everything the Lambda functions share.
 
+pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod migrate;
 pub mod telemetry;

@@ -75,7 +75,7 @@ pub async fn sdk_config() -> SdkConfig {
 pub async fn create_tables(client: &Client, template: &Template) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     for id in template.table_ids() {
-        let props = template.table_properties(&id).map_err(|e| e.to_string())?;
+        let props = template.properties(&id).map_err(|e| e.to_string())?;
         let name = template.table_name(&id).map_err(|e| e.to_string())?;
         create_table(client, &name, &props).await?;
         names.push(name);

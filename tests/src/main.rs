@@ -1,16 +1,20 @@
 //! `wfe-local`: the product on one machine, against the local stack (moto).
 //!
-//!   wfe-local up       create the template's tables, apply migrations when AUTO_MIGRATE=true,
-//!                      then stay up until Ctrl-C
-//!   wfe-local tables   create the tables and exit
+//!   wfe-local up       create the template's tables and secrets, apply migrations when
+//!                      AUTO_MIGRATE=true, create the first admin when ADMIN_USERNAME and
+//!                      ADMIN_PASSWORD are set, then serve every HTTP function (and the frontend
+//!                      build, if any) on HOST:PORT (127.0.0.1:3000) and run the schedules,
+//!                      until Ctrl-C
+//!   wfe-local tables   create the tables and secrets, then exit
 //!   wfe-local env      print the environment a function gets locally, as `export` lines
 //!
 //! The stack name (prefix of every table) is `STACK_NAME`, default `wfe-local`.
 
+use std::collections::BTreeMap;
+
 use shared::config::Config;
-use shared::migrate::Migrator;
-use wfe_local::endpoint::{create_tables, endpoint_url, sdk_config};
-use wfe_local::template::Template;
+use wfe_local::endpoint::{endpoint_url, sdk_config};
+use wfe_local::runner;
 
 const USAGE: &str = "usage: wfe-local up | tables | env";
 
@@ -19,48 +23,95 @@ async fn main() {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let stack = std::env::var("STACK_NAME").unwrap_or_else(|_| "wfe-local".into());
-    let template = Template::workspace(&stack).unwrap_or_else(|e| fail(&e.to_string()));
     let command = std::env::args().nth(1).unwrap_or_else(|| "up".into());
+    if !matches!(command.as_str(), "up" | "tables" | "env") {
+        fail(USAGE);
+    }
+    let sdk = sdk_config().await;
+    let template = runner::provision(&sdk, &stack)
+        .await
+        .unwrap_or_else(|e| fail(&e));
     match command.as_str() {
         "env" => {
-            let env = template
+            for (k, v) in template
                 .function_env("MigratorFunction")
-                .unwrap_or_else(|e| fail(&e.to_string()));
-            for (k, v) in env {
+                .unwrap_or_else(|e| fail(&e.to_string()))
+            {
                 println!("export {k}={v}");
             }
             println!("export AWS_ENDPOINT_URL={}", endpoint_url());
         }
-        "tables" | "up" => {
-            let sdk = sdk_config().await;
-            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-            let names = create_tables(&dynamodb, &template)
-                .await
-                .unwrap_or_else(|e| fail(&e));
-            tracing::info!(stack = %stack, tables = ?names, endpoint = %endpoint_url(), "tables ready");
-            if command == "tables" {
-                return;
-            }
-            if config.flag("AUTO_MIGRATE") {
-                let tables = template.tables().unwrap_or_else(|e| fail(&e.to_string()));
-                let migrations = migrator::embedded().unwrap_or_else(|e| fail(&e.to_string()));
-                let report =
-                    Box::pin(Migrator::new(dynamodb.clone(), tables).up(&migrations, None))
-                        .await
-                        .unwrap_or_else(|e| fail(&e.to_string()));
-                print!("{}", migrator::render(&report));
-            } else {
-                tracing::info!("AUTO_MIGRATE is not true: run `cargo run -p migrator -- up` to apply migrations");
-            }
-            println!(
-                "wfe-local: stack {stack} is up on {}; Ctrl-C stops it",
-                endpoint_url()
-            );
-            let _ = tokio::signal::ctrl_c().await;
-            println!("wfe-local: stopped");
+        "tables" => {
+            tracing::info!(stack = %stack, endpoint = %endpoint_url(), "tables and secrets ready")
         }
-        _ => fail(USAGE),
+        _ => up(config, template, sdk).await,
     }
+}
+
+async fn up(config: Config, template: wfe_local::template::Template, sdk: aws_config::SdkConfig) {
+    if config.flag("AUTO_MIGRATE") {
+        let report = runner::migrate(&sdk, &template)
+            .await
+            .unwrap_or_else(|e| fail(&e));
+        print!("{}", migrator::render(&report));
+    } else {
+        tracing::info!(
+            "AUTO_MIGRATE is not true: run `cargo run -p migrator -- up` to apply migrations"
+        );
+    }
+    let overrides: BTreeMap<String, String> = std::env::vars().collect();
+    if let (Ok(username), Ok(_)) = (
+        std::env::var("ADMIN_USERNAME"),
+        std::env::var("ADMIN_PASSWORD"),
+    ) {
+        let tenant = std::env::var("ADMIN_TENANT").unwrap_or_else(|_| "default".into());
+        let tables = template.tables().unwrap_or_else(|e| fail(&e.to_string()));
+        let store = shared::auth::AuthStore::new(aws_sdk_dynamodb::Client::new(&sdk), tables.state);
+        if auth::cli::create_admin(
+            &store,
+            &["--username".into(), username, "--tenant".into(), tenant],
+        )
+        .await
+            != 0
+        {
+            fail("could not create the admin");
+        }
+    }
+    let mut app = runner::http_app(&template, &sdk, &overrides)
+        .await
+        .unwrap_or_else(|e| fail(&e));
+    let dist = wfe_local::workspace_root().join("frontend/dist");
+    if dist.join("index.html").exists() {
+        app = app.fallback_service(tower_http::services::ServeDir::new(&dist).fallback(
+            tower_http::services::ServeFile::new(dist.join("index.html")),
+        ));
+    }
+    let server = config.server().unwrap_or_else(|e| e.exit());
+    let _schedules = runner::spawn_schedules(&template, &sdk).unwrap_or_else(|e| fail(&e));
+    let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
+        .await
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot listen on {}:{}: {e}",
+                server.host, server.port
+            ))
+        });
+    println!(
+        "wfe-local: stack {} on {}; API on http://{}; Ctrl-C stops it",
+        template.stack(),
+        endpoint_url(),
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    runner::serve(listener, app, shutdown)
+        .await
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    println!("wfe-local: stopped");
 }
 
 fn fail(message: &str) -> ! {

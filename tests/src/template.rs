@@ -23,6 +23,8 @@ pub struct Template {
     parameters: BTreeMap<String, String>,
     resources: Map<String, Json>,
     globals: Json,
+    /// Physical ids known only after creation (e.g. a secret's ARN), by logical id.
+    physical: BTreeMap<String, String>,
 }
 
 /// Where the template lives, relative to the workspace root.
@@ -69,7 +71,85 @@ impl Template {
             parameters,
             resources,
             globals,
+            physical: BTreeMap::new(),
         })
+    }
+
+    /// Records what `!Ref <id>` resolves to once the resource exists.
+    pub fn set_physical(&mut self, id: &str, value: String) {
+        self.physical.insert(id.to_owned(), value);
+    }
+
+    /// Logical ids of every resource of `kind` (e.g. `AWS::SecretsManager::Secret`), sorted.
+    pub fn resource_ids(&self, kind: &str) -> Vec<String> {
+        self.resources
+            .keys()
+            .filter(|id| self.resource_type(id) == Some(kind))
+            .cloned()
+            .collect()
+    }
+
+    /// A resource's properties with every intrinsic resolved.
+    pub fn properties(&self, id: &str) -> Result<Json, TemplateError> {
+        let props = self
+            .resources
+            .get(id)
+            .and_then(|r| r.get("Properties"))
+            .ok_or_else(|| TemplateError::Invalid(format!("{id} has no Properties")))?;
+        self.resolve(props)
+    }
+
+    /// Every HTTP route of a function: (method, path) from its `HttpApi` events.
+    pub fn http_routes(&self, function: &str) -> Vec<(String, String)> {
+        let mut routes: Vec<(String, String)> = self
+            .resources
+            .get(function)
+            .and_then(|r| r.pointer("/Properties/Events"))
+            .and_then(Json::as_object)
+            .into_iter()
+            .flat_map(|events| events.values())
+            .filter(|e| e.get("Type").and_then(Json::as_str) == Some("HttpApi"))
+            .filter_map(|e| {
+                let p = e.get("Properties")?;
+                Some((
+                    p.get("Method")?.as_str()?.to_uppercase(),
+                    p.get("Path")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        routes.sort();
+        routes
+    }
+
+    /// Functions with HTTP routes, sorted.
+    pub fn http_functions(&self) -> Vec<String> {
+        self.resource_ids("AWS::Serverless::Function")
+            .into_iter()
+            .filter(|f| !self.http_routes(f).is_empty())
+            .collect()
+    }
+
+    /// `rate(N unit)` schedules of a function's `Schedule` events, as periods.
+    pub fn schedules(&self, function: &str) -> Result<Vec<std::time::Duration>, TemplateError> {
+        let Some(Json::Object(events)) = self.properties(function)?.pointer("/Events").cloned()
+        else {
+            return Ok(Vec::new());
+        };
+        events
+            .values()
+            .filter(|e| e.get("Type").and_then(Json::as_str) == Some("Schedule"))
+            .map(|e| {
+                let expr = e
+                    .pointer("/Properties/Schedule")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default();
+                parse_rate(expr).ok_or_else(|| {
+                    TemplateError::Invalid(format!(
+                        "unsupported schedule {expr:?} (use rate(N unit))"
+                    ))
+                })
+            })
+            .collect()
     }
 
     pub fn stack(&self) -> &str {
@@ -89,19 +169,9 @@ impl Template {
             .collect()
     }
 
-    /// A table's properties with every intrinsic resolved.
-    pub fn table_properties(&self, id: &str) -> Result<Json, TemplateError> {
-        let props = self
-            .resources
-            .get(id)
-            .and_then(|r| r.get("Properties"))
-            .ok_or_else(|| TemplateError::Invalid(format!("table {id} has no Properties")))?;
-        self.resolve(props)
-    }
-
     /// The physical name `!Ref Table` gives.
     pub fn table_name(&self, id: &str) -> Result<String, TemplateError> {
-        self.table_properties(id)?
+        self.properties(id)?
             .get("TableName")
             .and_then(Json::as_str)
             .map(str::to_owned)
@@ -165,6 +235,7 @@ impl Template {
             "AWS::StackName" => Ok(self.stack.clone()),
             "AWS::Region" => Ok(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
             "AWS::AccountId" => Ok("123456789012".into()),
+            _ if self.physical.contains_key(name) => Ok(self.physical[name].clone()),
             _ if self.parameters.contains_key(name) => Ok(self.parameters[name].clone()),
             _ if self.resource_type(name) == Some("AWS::DynamoDB::Table") => self.table_name(name),
             _ if self.resources.contains_key(name) => Ok(format!("{}-{name}", self.stack)),
@@ -196,6 +267,19 @@ impl Template {
             other => other.clone(),
         })
     }
+}
+
+fn parse_rate(expr: &str) -> Option<std::time::Duration> {
+    let inner = expr.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (n, unit) = inner.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(n * secs))
 }
 
 fn scalar(v: &Json) -> Option<String> {
@@ -259,6 +343,14 @@ mod tests {
         let tables = t.tables().unwrap();
         assert_eq!(tables.state, "stack-x-state");
         assert_eq!(tables.migrations, "stack-x-migrations");
+        assert_eq!(t.http_functions(), ["AuthFunction", "HealthFunction"]);
+        assert!(t
+            .http_routes("AuthFunction")
+            .contains(&("POST".into(), "/auth/login".into())));
+        assert_eq!(
+            t.schedules("MigratorFunction").unwrap(),
+            [std::time::Duration::from_secs(3600)]
+        );
         let env = t.function_env("MigratorFunction").unwrap();
         assert_eq!(env["RUST_LOG"], "info");
         assert_eq!(env["EVENTS_TABLE"], "stack-x-events");

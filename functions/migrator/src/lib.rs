@@ -46,6 +46,14 @@ pub fn embedded() -> Result<Vec<Migration>, MigrateError> {
     }))
 }
 
+/// The newest migration version built into this binary (what `/health/detailed` expects applied).
+pub fn latest_version() -> u32 {
+    embedded()
+        .ok()
+        .and_then(|ms| ms.last().map(|m| m.version))
+        .unwrap_or(0)
+}
+
 /// Maps an EventBridge event to a command: the schedule means "up to latest".
 pub fn command_from_event(event: &EventBridgeEvent<Value>) -> Result<Command, String> {
     if event.source == "aws.events" && event.detail_type == "Scheduled Event" {

@@ -1,5 +1,7 @@
 //! Structured logs: JSON lines filtered by `RUST_LOG` (the seed's logging variable).
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls are no-ops, so tests may call it freely.

@@ -1,0 +1,28 @@
+//! Wiring only: config, clients, then the HTTP server (or the operator's `create-admin` command).
+
+use shared::config::Config;
+use shared::http::{edge_layers, serve};
+
+#[tokio::main]
+async fn main() -> Result<(), shared::http::ServeError> {
+    shared::telemetry::init();
+    let config = Config::load().unwrap_or_else(|e| e.exit());
+    let server = config.server().unwrap_or_else(|e| e.exit());
+    let sdk = shared::aws::load_sdk_config().await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("create-admin") {
+        let tables = config.tables().unwrap_or_else(|e| e.exit());
+        let store = shared::auth::AuthStore::new(shared::aws::dynamodb(&sdk), tables.state);
+        std::process::exit(auth::cli::create_admin(&store, &args[1..]).await);
+    }
+    let app = auth::app(&config, &sdk).await.unwrap_or_else(|e| {
+        eprintln!("Error: {e}");
+        std::process::exit(1)
+    });
+    serve(
+        edge_layers(app, &server.cors_origins),
+        &server.host,
+        server.port,
+    )
+    .await
+}

@@ -1,0 +1,196 @@
+//! The health function: `GET /health` (cheap liveness), `GET /health/detailed` (tables ACTIVE,
+//! JWT secret readable, migrations at the version this build expects; 503 naming each failing
+//! check), and `GET /openapi.json`.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::TableStatus;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{extract::State, Router};
+use serde::Serialize;
+use shared::config::{JwtKeySource, Tables};
+use shared::migrate::Migrator;
+
+/// The OpenAPI document of every HTTP route, checked against the template and the routers in tests.
+pub const OPENAPI: &str = include_str!("../../../infra/openapi.json");
+
+/// Each check gets this long; a dependency that does not answer in time has failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub struct HealthState {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub tables: Tables,
+    pub jwt: Option<JwtKeySource>,
+    /// The newest migration built into this version.
+    pub expected_migration: u32,
+    pub version: String,
+    pub cold_start_ms: u128,
+}
+
+/// Builds the function from config and clients. `started` is when the process started, for the
+/// reported cold-start time. Health has no rate limit: it must answer when throttling would not.
+pub fn app(
+    config: &shared::config::Config,
+    sdk: &shared::aws::SdkConfig,
+    started: std::time::Instant,
+) -> Result<Router, String> {
+    let state = HealthState {
+        dynamodb: quick_dynamodb(sdk),
+        secrets: shared::aws::secretsmanager(sdk),
+        tables: config.tables().map_err(|e| e.to_string())?,
+        jwt: config.auth().ok().map(|a| a.key),
+        expected_migration: migrator::latest_version(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        cold_start_ms: started.elapsed().as_millis(),
+    };
+    Ok(shared::http::function_layers(router(state), None))
+}
+
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "pass"})) }),
+        )
+        .route("/health/detailed", get(detailed))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: &'static str,
+    pub detail: String,
+}
+
+async fn timed<F>(name: &'static str, check: F) -> Check
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    let (status, detail) = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(detail)) => ("pass", detail),
+        Ok(Err(detail)) => ("fail", detail),
+        Err(_) => (
+            "fail",
+            format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+        ),
+    };
+    Check {
+        name,
+        status,
+        detail,
+    }
+}
+
+async fn tables(s: &HealthState) -> Result<String, String> {
+    for table in [&s.tables.events, &s.tables.state, &s.tables.migrations] {
+        let out = s
+            .dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "table {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        let status = out.table().and_then(|t| t.table_status().cloned());
+        if status != Some(TableStatus::Active) {
+            return Err(format!("table {table} is {status:?}, not ACTIVE"));
+        }
+    }
+    Ok("events, state and migrations tables are ACTIVE".into())
+}
+
+async fn secret(s: &HealthState) -> Result<String, String> {
+    match &s.jwt {
+        Some(JwtKeySource::SecretsManager { arn }) => s
+            .secrets
+            .describe_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .map(|_| format!("secret {arn} is readable"))
+            .map_err(|e| {
+                format!(
+                    "secret {arn}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                )
+            }),
+        Some(JwtKeySource::Secret(_)) => Ok("JWT_SECRET is set".into()),
+        None => Err("neither JWT_SECRET nor JWT_SECRET_ARN is set".into()),
+    }
+}
+
+async fn migrations(s: &HealthState) -> Result<String, String> {
+    let ledger = Migrator::new(s.dynamodb.clone(), s.tables.clone())
+        .ledger()
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied = ledger.iter().map(|e| e.version).max().unwrap_or(0);
+    if applied == s.expected_migration {
+        Ok(format!("at version {applied}"))
+    } else {
+        Err(format!(
+            "applied version {applied}, this build expects {}: run the migrator",
+            s.expected_migration
+        ))
+    }
+}
+
+async fn detailed(State(s): State<HealthState>) -> impl IntoResponse {
+    let (t, sec, m) = tokio::join!(
+        timed("dynamodb", tables(&s)),
+        timed("secret", secret(&s)),
+        timed("migrations", migrations(&s))
+    );
+    let checks = [t, sec, m];
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == "fail")
+        .map(|c| c.name)
+        .collect();
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if failing.is_empty() { "pass" } else { "fail" },
+        "failing": failing,
+        "version": s.version,
+        "cold_start_ms": s.cold_start_ms,
+        "checks": checks,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/health+json")],
+        body.to_string(),
+    )
+}
+
+/// A DynamoDB client for health checks: one attempt, short timeouts, so a dead dependency is
+/// reported quickly instead of retried.
+pub fn quick_dynamodb(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(CHECK_TIMEOUT)
+                .connect_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}

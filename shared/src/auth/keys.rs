@@ -1,0 +1,46 @@
+//! Loads the JWT keys once at cold start: from Secrets Manager (`JWT_SECRET_ARN`: the current
+//! version signs, AWSPREVIOUS still verifies, so a rotation never logs anyone out) or from
+//! `JWT_SECRET` (plus `JWT_SECRET_PREVIOUS` for a manual rotation).
+
+use aws_sdk_secretsmanager::Client;
+
+use super::JwtKeys;
+use crate::config::JwtKeySource;
+
+pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
+    match source {
+        JwtKeySource::Secret(secret) => {
+            let previous: Vec<String> = std::env::var("JWT_SECRET_PREVIOUS")
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
+            JwtKeys::new(secret, &previous)
+        }
+        JwtKeySource::SecretsManager { arn } => {
+            let current = secrets
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "reading secret {arn}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?
+                .secret_string
+                .ok_or_else(|| format!("secret {arn} has no string value"))?;
+            let previous = secrets
+                .get_secret_value()
+                .secret_id(arn)
+                .version_stage("AWSPREVIOUS")
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.secret_string)
+                .into_iter()
+                .collect::<Vec<_>>();
+            JwtKeys::new(&current, &previous)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Authentication: access tokens (JWT), refresh-token families with reuse detection, password
+//! hashing, the user store, and the key material (Secrets Manager or `JWT_SECRET`).
+
+pub mod jwt;
+pub mod keys;
+pub mod password;
+pub mod store;
+
+pub use jwt::{Claims, JwtKeys, TokenError};
+pub use store::{AuthStore, User};

@@ -1,0 +1,121 @@
+//! A JSON body extractor whose rejections are problem+json naming what is wrong and where.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// Like `axum::Json`, but a malformed body is a 400 naming the field (`user.email: missing field`),
+/// a wrong content type is a 415 and an oversized body a 413, all as problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    e.status(),
+                    "payload-too-large",
+                    "Payload too large",
+                    e.body_text(),
+                )
+            } else {
+                ApiError::bad_request("unreadable-body", e.body_text())
+            }
+        })?;
+        parse(&bytes).map(Json)
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Parses JSON with the path of the failing field in the message.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(
+                "invalid-json",
+                format!("the body is not valid JSON: {inner}"),
+            )
+        } else if path == "." {
+            ApiError::bad_request(
+                "invalid-body",
+                format!("the body does not match the expected shape: {inner}"),
+            )
+        } else {
+            ApiError::bad_request("invalid-field", format!("field `{path}`: {inner}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        username: String,
+        password: String,
+        options: Options,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Options {
+        remember: bool,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e =
+            parse::<Login>(br#"{"username": "a", "password": 5, "options": {"remember": true}}"#)
+                .unwrap_err();
+        assert_eq!(e.kind, "invalid-field");
+        assert!(e.detail.contains("`password`"), "{}", e.detail);
+        let e = parse::<Login>(
+            br#"{"username": "a", "password": "p", "options": {"remember": "yes"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.detail.contains("`options.remember`"), "{}", e.detail);
+        let e = parse::<Login>(br#"{"username": "a", "password": "p"}"#).unwrap_err();
+        assert!(e.detail.contains("options"), "{}", e.detail);
+        let e = parse::<Login>(br#"{"username": "a",,}"#).unwrap_err();
+        assert_eq!(e.kind, "invalid-json");
+    }
+}

@@ -1,0 +1,127 @@
+//! HTTP conventions shared by every HTTP function: problem+json errors, JSON bodies that say
+//! what is wrong, body limits, CORS, request and correlation ids, rate limiting, metrics, and one
+//! `serve` that runs under Lambda or as a local server.
+
+pub mod bearer;
+mod context;
+pub mod cors;
+mod json;
+mod problem;
+pub mod rate_limit;
+pub mod request_id;
+
+use std::net::SocketAddr;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+
+pub use bearer::{Admin, Authenticated};
+pub use context::client_ip;
+pub use json::{parse as parse_json, Json};
+pub use problem::ApiError;
+pub use rate_limit::{Principal, RateLimiter, RatePolicy};
+
+/// Largest accepted request body. API Gateway caps payloads at 10 MB; workflows and inputs are far
+/// smaller, and a small cap keeps a hostile body from costing memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Wraps one function's router in the shared layers (see [`function_layers`] and [`edge_layers`]).
+pub fn with_conventions(
+    router: Router,
+    cors_origins: &[String],
+    limiter: Option<RateLimiter>,
+) -> Router {
+    edge_layers(function_layers(router, limiter), cors_origins)
+}
+
+/// What belongs to each function's routes: body limit and (optionally) rate limiting. Applied
+/// before routers are merged, so the local runner scopes them per function as API Gateway does.
+pub fn function_layers(router: Router, limiter: Option<RateLimiter>) -> Router {
+    let router = router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    match limiter {
+        Some(limiter) => router.layer(middleware::from_fn_with_state(
+            limiter,
+            rate_limit::middleware,
+        )),
+        None => router,
+    }
+}
+
+/// What wraps every request, outermost first: request ids (so even a 429 or a CORS refusal
+/// carries one), CORS, metrics, and a problem+json 404 for unknown routes.
+pub fn edge_layers(router: Router, cors_origins: &[String]) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(count_requests))
+        .layer(cors::layer(cors_origins))
+        .layer(middleware::from_fn(request_id::request_ids))
+}
+
+/// `api_requests_total`, by route and status class, as an EMF metric.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = format!("{}xx", response.status().as_u16() / 100);
+    crate::telemetry::metrics::emit(
+        "api_requests_total",
+        1.0,
+        crate::telemetry::metrics::Unit::Count,
+        &[("route", &format!("{method} {route}")), ("status", &status)],
+    );
+    response
+}
+
+/// Runs the router under the Lambda runtime when deployed, or as a local HTTP server on
+/// `host:port` (Ctrl-C stops it).
+pub async fn serve(router: Router, host: &str, port: u16) -> Result<(), lambda_http::Error> {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return lambda_http::run(router).await;
+    }
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// What `serve` fails with (the Lambda runtime's error type).
+pub type ServeError = lambda_http::Error;
+
+/// A handler result: JSON on success, problem+json on failure.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Turns any displayable backend failure into a logged 500.
+pub fn internal<E: std::fmt::Display>(e: E) -> ApiError {
+    ApiError::internal(e)
+}
+
+impl From<crate::events::StoreError> for ApiError {
+    fn from(e: crate::events::StoreError) -> Self {
+        use crate::events::StoreError as S;
+        match e {
+            S::Conflict { .. } | S::IdempotencyConflict { .. } => {
+                ApiError::conflict("conflict", e.to_string())
+            }
+            S::TooLarge { .. } => ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Payload too large",
+                e.to_string(),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}

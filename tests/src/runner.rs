@@ -1,0 +1,216 @@
+//! The local runner: the template's resources on moto, and its functions served the way API
+//! Gateway and EventBridge would run them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use serde_json::json;
+use shared::config::Config;
+use shared::migrate::Migrator;
+
+use crate::endpoint::create_tables;
+use crate::template::Template;
+
+/// Creates the template's tables and secrets on the local stack; the returned template resolves
+/// `!Ref` of a secret to its ARN.
+pub async fn provision(sdk: &SdkConfig, stack: &str) -> Result<Template, String> {
+    let mut template = Template::workspace(stack).map_err(|e| e.to_string())?;
+    create_tables(&aws_sdk_dynamodb::Client::new(sdk), &template).await?;
+    let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+    for id in template.resource_ids("AWS::SecretsManager::Secret") {
+        let props = template.properties(&id).map_err(|e| e.to_string())?;
+        let name = props["Name"].as_str().unwrap_or(&id).to_owned();
+        let arn = ensure_secret(&secrets, &name).await?;
+        template.set_physical(&id, arn);
+    }
+    Ok(template)
+}
+
+/// A generated value, as `GenerateSecretString` would make at deploy time: never a default.
+async fn ensure_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+) -> Result<String, String> {
+    if let Ok(found) = client.describe_secret().secret_id(name).send().await {
+        return found.arn.ok_or_else(|| format!("secret {name} has no ARN"));
+    }
+    let value = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "creating secret {name}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?
+        .arn
+        .ok_or_else(|| format!("secret {name} has no ARN"))
+}
+
+/// Applies every pending migration (what `AUTO_MIGRATE=true` does at local start).
+pub async fn migrate(
+    sdk: &SdkConfig,
+    template: &Template,
+) -> Result<shared::migrate::Report, String> {
+    let tables = template.tables().map_err(|e| e.to_string())?;
+    let migrations = migrator::embedded().map_err(|e| e.to_string())?;
+    Box::pin(Migrator::new(aws_sdk_dynamodb::Client::new(sdk), tables).up(&migrations, None))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A function's configuration: its template environment, overridden by `overrides` (the
+/// runner's own environment, so a developer can set `RATE_LIMIT_REQUESTS`, `PORT`, ...).
+pub fn function_config(
+    template: &Template,
+    function: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Config, String> {
+    let mut env = template.function_env(function).map_err(|e| e.to_string())?;
+    env.extend(overrides.clone());
+    Config::from_sources(env.into_iter().collect(), None).map_err(|e| e.to_string())
+}
+
+async fn function_app(
+    id: &str,
+    config: &Config,
+    sdk: &SdkConfig,
+    started: Instant,
+) -> Result<Router, String> {
+    match id {
+        "AuthFunction" => auth::app(config, sdk).await,
+        "HealthFunction" => health::app(config, sdk, started),
+        other => Err(format!("the local runner does not know how to run {other}")),
+    }
+}
+
+/// Every HTTP function of the template on one router, each with its own configuration and its
+/// own layers, plus the shared edge (request ids, CORS, metrics, 404) and a one-line log per call.
+pub async fn http_app(
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Router, String> {
+    let started = Instant::now();
+    let mut router = Router::new();
+    let mut cors = Vec::new();
+    for id in template.http_functions() {
+        let config = function_config(template, &id, overrides)?;
+        cors = config.server().map_err(|e| e.to_string())?.cors_origins;
+        let app = function_app(&id, &config, sdk, started)
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
+        let name = id.clone();
+        router = router.merge(app.layer(middleware::from_fn(move |req, next| {
+            log_invocation(name.clone(), req, next)
+        })));
+    }
+    Ok(shared::http::edge_layers(router, &cors))
+}
+
+/// One line per invocation: function, method, route, status, duration.
+async fn log_invocation(function: String, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let response = next.run(req).await;
+    tracing::info!(
+        function = %function,
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "invoke"
+    );
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// An EventBridge scheduled event, as a `Schedule` rule delivers it.
+pub fn scheduled_event(stack: &str, function: &str) -> serde_json::Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:events:us-east-1:123456789012:rule/{stack}-{function}-schedule")],
+        "detail": {}
+    })
+}
+
+/// Runs the migrator on its template schedules (moto's EventBridge never fires schedules).
+pub fn spawn_schedules(
+    template: &Template,
+    sdk: &SdkConfig,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let periods = template
+        .schedules("MigratorFunction")
+        .map_err(|e| e.to_string())?;
+    let tables = template.tables().map_err(|e| e.to_string())?;
+    let migrations = std::sync::Arc::new(migrator::embedded().map_err(|e| e.to_string())?);
+    let runner = std::sync::Arc::new(Migrator::new(aws_sdk_dynamodb::Client::new(sdk), tables));
+    let stack = template.stack().to_owned();
+    Ok(periods
+        .into_iter()
+        .map(|period| {
+            let (runner, migrations, stack) = (runner.clone(), migrations.clone(), stack.clone());
+            tokio::spawn(async move {
+                let period = period.max(Duration::from_secs(1));
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    ticks.tick().await;
+                    let started = Instant::now();
+                    let outcome =
+                        match serde_json::from_value(scheduled_event(&stack, "MigratorFunction")) {
+                            Ok(event) => migrator::handle(&runner, &migrations, event)
+                                .await
+                                .map(|r| r.applied),
+                            Err(e) => Err(e.to_string()),
+                        };
+                    tracing::info!(
+                        function = "MigratorFunction",
+                        trigger = "schedule",
+                        ms = started.elapsed().as_millis() as u64,
+                        outcome = ?outcome,
+                        "invoke"
+                    );
+                }
+            })
+        })
+        .collect())
+}
