@@ -3,5 +3,6 @@
 
 mod support;
 
+mod edge;
 mod event_store;
 mod migrations;

@@ -39,3 +39,140 @@ impl Stack {
         }
     }
 }
+
+/// The HTTP functions of the template served by the local runner on a random port, over a fresh
+/// stack (tables, secret, migrations) of their own.
+pub struct App {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub template: wfe_local::template::Template,
+    pub sdk: SdkConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl App {
+    pub async fn start(purpose: &str, overrides: &[(&str, &str)]) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let stack = format!("e2e-{purpose}-{}-{n}", std::process::id());
+        let sdk = sdk_config().await;
+        Self::start_on(sdk, &stack, overrides).await
+    }
+
+    pub async fn start_on(sdk: SdkConfig, stack: &str, overrides: &[(&str, &str)]) -> Self {
+        use wfe_local::runner;
+        let template = runner::provision(&sdk, stack).await.expect("provision");
+        runner::migrate(&sdk, &template).await.expect("migrate");
+        let mut env: std::collections::BTreeMap<String, String> = [
+            ("RATE_LIMIT_REQUESTS", "100000"),
+            ("CORS_ORIGINS", "http://localhost:5173"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let app = runner::http_app(&template, &sdk, &env).await.expect("app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(runner::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            template,
+            sdk,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn store(&self) -> shared::auth::AuthStore {
+        shared::auth::AuthStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            self.template.tables().unwrap().state,
+        )
+    }
+
+    /// A user created straight in the store (the operator's path), with a unique name.
+    pub async fn user(&self, tenant: &str, roles: &[&str]) -> (String, String) {
+        let name = format!("u{}", uuid::Uuid::new_v4().simple());
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        auth::create(
+            &self.store(),
+            &name,
+            &password,
+            tenant,
+            roles.iter().map(|r| r.to_string()).collect(),
+        )
+        .await
+        .unwrap();
+        (name, password)
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/auth/login"))
+            .json(&serde_json::json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in and returns (access token, refresh token).
+    pub async fn tokens(&self, name: &str, password: &str) -> (String, String) {
+        let r = self.login(name, password).await;
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The JWT keys the deployment signs with (read from its secret), to forge test tokens.
+    pub async fn keys(&self) -> shared::auth::JwtKeys {
+        let env = self.template.function_env("AuthFunction").unwrap();
+        let secret = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(&env["JWT_SECRET_ARN"])
+            .send()
+            .await
+            .unwrap()
+            .secret_string
+            .unwrap();
+        shared::auth::JwtKeys::new(&secret, &[]).unwrap()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().starts_with("https://"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    assert!(body["request_id"].is_string(), "{body}");
+    body
+}

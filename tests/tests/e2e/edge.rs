@@ -1,0 +1,541 @@
+//! The edge through the local runner: auth, HTTP conventions, rate limiting, health, OpenAPI.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shared::auth::Claims;
+
+use crate::support::{problem, App};
+
+fn tenant() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn login_then_me_with_the_standard_headers() {
+    let app = App::start("login", &[]).await;
+    let t = tenant();
+    let (name, password) = app.user(&t, &["user"]).await;
+    let r = app.login(&name, &password).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let access = body["access_token"].as_str().unwrap();
+
+    let me = app
+        .http
+        .get(app.url("/auth/me"))
+        .bearer_auth(access)
+        .header("x-correlation-id", "corr-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let headers = me.headers().clone();
+    assert_eq!(headers["x-correlation-id"], "corr-42");
+    assert!(headers.contains_key("x-request-id"));
+    for h in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(headers.contains_key(h), "missing {h}");
+    }
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["username"], name.as_str());
+    assert_eq!(me["tenant"], t.as_str());
+    assert!(
+        me.get("password_hash").is_none(),
+        "the hash never leaves the store"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_401() {
+    let app = App::start("badlogin", &[]).await;
+    let (name, _) = app.user(&tenant(), &[]).await;
+    let wrong = problem(app.login(&name, "not-the-password").await, 401).await;
+    let unknown = problem(app.login("nobody-here", "whatever-password").await, 401).await;
+    assert_eq!(wrong["detail"], unknown["detail"]);
+}
+
+async fn refresh(app: &App, token: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/auth/refresh"))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refresh_ok(app: &App, token: &str) -> String {
+    let r = refresh(app, token).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["access_token"].is_string());
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let app = App::start("refresh", &[]).await;
+    let (name, password) = app.user(&tenant(), &[]).await;
+    let (_, r1) = app.tokens(&name, &password).await;
+    let (_, other_login) = app.tokens(&name, &password).await;
+    let r2 = refresh_ok(&app, &r1).await;
+    assert_ne!(r1, r2, "rotated");
+    let r3 = refresh_ok(&app, &r2).await;
+
+    let reuse = problem(refresh(&app, &r1).await, 401).await;
+    assert!(
+        reuse["detail"].as_str().unwrap().contains("already used"),
+        "{reuse}"
+    );
+    problem(refresh(&app, &r3).await, 401).await; // the whole family is revoked
+    refresh_ok(&app, &other_login).await; // another login is untouched
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_token() {
+    let app = App::start("logout", &[]).await;
+    let (name, password) = app.user(&tenant(), &[]).await;
+    let (_, refresh_token) = app.tokens(&name, &password).await;
+    let r = app
+        .http
+        .post(app.url("/auth/logout"))
+        .json(&json!({"refresh_token": refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    problem(refresh(&app, &refresh_token).await, 401).await;
+}
+
+#[tokio::test]
+async fn expired_tampered_none_and_wrong_key_tokens_get_401() {
+    let app = App::start("tokens", &[]).await;
+    let t = tenant();
+    let (name, password) = app.user(&t, &[]).await;
+    let (good, _) = app.tokens(&name, &password).await;
+    let keys = app.keys().await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64| Claims {
+        sub: name.clone(),
+        tenant: t.clone(),
+        roles: vec!["user".into()],
+        iat: now - 7200,
+        exp,
+        jti: "x".into(),
+    };
+    let expired = keys.issue(&claims(now - 10));
+    let wrong_key = shared::auth::JwtKeys::new("another-key-another-key-another-key!", &[])
+        .unwrap()
+        .issue(&claims(now + 600));
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let forged_payload = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut payload: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        payload["roles"] = json!(["admin"]);
+        b64.encode(payload.to_string())
+    };
+    parts[1] = &forged_payload;
+    let tampered = parts.join(".");
+    let none = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            good.split('.').nth(1).unwrap()
+        )
+    };
+    for (what, token) in [
+        ("expired", expired),
+        ("wrong key", wrong_key),
+        ("tampered", tampered),
+        ("alg none", none),
+        ("garbage", "not-a-jwt".into()),
+    ] {
+        let r = app
+            .http
+            .get(app.url("/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 401).await;
+        assert!(!body["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let r = app.http.get(app.url("/auth/me")).send().await.unwrap();
+    problem(r, 401).await;
+}
+
+#[tokio::test]
+async fn admin_manages_users_of_their_tenant_only() {
+    let app = App::start("users", &[]).await;
+    let t = tenant();
+    let (admin, admin_pw) = app.user(&t, &["admin"]).await;
+    let (plain, plain_pw) = app.user(&t, &["user"]).await;
+    let (admin_token, _) = app.tokens(&admin, &admin_pw).await;
+    let (plain_token, _) = app.tokens(&plain, &plain_pw).await;
+    let new_user = json!({"username": format!("n{}", uuid::Uuid::new_v4().simple()), "password": "a-long-password-1"});
+
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&plain_token)
+        .json(&new_user)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403).await;
+
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&admin_token)
+        .json(&new_user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["tenant"], t.as_str());
+    assert_eq!(created["roles"], json!(["user"]));
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&admin_token)
+        .json(&new_user)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 409).await;
+    let weak = json!({"username": "weakling", "password": "short"});
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&admin_token)
+        .json(&weak)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 422).await;
+    let elsewhere =
+        json!({"username": "elsewhere", "password": "a-long-password-1", "tenant": tenant()});
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&admin_token)
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403).await;
+
+    let new_name = new_user["username"].as_str().unwrap();
+    assert_eq!(app.login(new_name, "a-long-password-1").await.status(), 200);
+
+    let list: Value = app
+        .http
+        .get(app.url("/auth/users?limit=100"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec![admin.as_str(), plain.as_str(), new_name];
+    expected.sort();
+    assert_eq!(names, expected, "only this tenant's users");
+
+    let r = app
+        .http
+        .patch(app.url(&format!("/auth/users/{new_name}")))
+        .bearer_auth(&admin_token)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    problem(app.login(new_name, "a-long-password-1").await, 403).await;
+
+    // Another tenant's admin sees none of it.
+    let (other_admin, other_pw) = app.user(&tenant(), &["admin"]).await;
+    let (other_token, _) = app.tokens(&other_admin, &other_pw).await;
+    let r = app
+        .http
+        .get(app.url(&format!("/auth/users/{new_name}")))
+        .bearer_auth(&other_token)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+    let r = app
+        .http
+        .patch(app.url(&format!("/auth/users/{plain}")))
+        .bearer_auth(&other_token)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_json_that_says_what_is_wrong() {
+    let app = App::start("badreq", &[]).await;
+    let post = |body: &'static str, content_type: &'static str| {
+        app.http
+            .post(app.url("/auth/login"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let body = problem(
+        post(r#"{"username": "a", "password": 7}"#, "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("`password`"),
+        "{body}"
+    );
+    let body = problem(
+        post(r#"{"username": "a""#, "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+    let body = problem(
+        post(r#"{"username": "a"}"#, "application/json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("password"),
+        "{body}"
+    );
+    problem(
+        post("username=a", "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        415,
+    )
+    .await;
+    let big = format!(
+        r#"{{"username": "{}", "password": "x"}}"#,
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let r = app
+        .http
+        .post(app.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413).await;
+    let r = app
+        .http
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn cors_allows_listed_origins_only() {
+    let app = App::start("cors", &[]).await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/auth/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight("http://localhost:5173").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused
+        .headers()
+        .contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_after_the_burst_and_recovers() {
+    let app = App::start(
+        "rate",
+        &[
+            ("RATE_LIMIT_REQUESTS", "3"),
+            ("RATE_LIMIT_WINDOW_SECS", "2"),
+        ],
+    )
+    .await;
+    let (name, password) = app.user(&tenant(), &[]).await;
+    // Anonymous requests count against the caller's IP; find the start of a fresh window first so
+    // the burst is not split across two windows.
+    let mut remaining = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let limited = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never limited: {remaining:?}"
+        );
+        let r = app.login(&name, &password).await;
+        if r.status() == 429 {
+            break r;
+        }
+        remaining.push(
+            r.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    };
+    assert!(
+        remaining.len() >= 3 || remaining.last().map(String::as_str) == Some("0"),
+        "{remaining:?}"
+    );
+    assert_eq!(limited.headers()["x-ratelimit-limit"], "3");
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    problem(limited, 429).await;
+    // Recovers once the window has passed (polled, not slept on).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.login(&name, &password).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_openapi_match_the_template() {
+    let app = App::start("health", &[]).await;
+    let r = app.http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .http
+        .get(app.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "pass", "{body}");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dynamodb", "secret", "migrations"]);
+
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| *m != "parameters")
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut routed: Vec<(String, String)> = app
+        .template
+        .http_functions()
+        .iter()
+        .flat_map(|f| app.template.http_routes(f))
+        .collect();
+    routed.sort();
+    assert_eq!(
+        documented, routed,
+        "OpenAPI documents exactly the template's routes"
+    );
+    // Every template route is served by the runner (no 404 "no such route", no 405).
+    for (method, path) in routed {
+        let url = app.url(&path.replace("{username}", "someone"));
+        let r = app
+            .http
+            .request(method.parse().unwrap(), url)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 405, "{method} {path}");
+        if r.status() == 404 {
+            let body: Value = r.json().await.unwrap();
+            assert_ne!(body["detail"], "no such route", "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_jwt_secret_stops_start_up_with_the_seed_message() {
+    let config = shared::config::Config::from_sources(
+        [
+            ("EVENTS_TABLE", "e"),
+            ("STATE_TABLE", "s"),
+            ("MIGRATIONS_TABLE", "m"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        None,
+    )
+    .unwrap();
+    let sdk = wfe_local::endpoint::sdk_config().await;
+    let err = auth::app(&config, &sdk)
+        .await
+        .err()
+        .expect("must refuse to start");
+    assert_eq!(
+        format!("Error: {err}"),
+        "Error: Environment variable JWT_SECRET is required"
+    );
+}
