@@ -58,8 +58,12 @@ pub fn require_loopback(url: &str) -> Result<(), String> {
 
 /// SDK config for the local stack: loopback endpoint, fixed region, throwaway credentials.
 pub async fn sdk_config() -> SdkConfig {
-    let url = endpoint_url();
-    if let Err(e) = require_loopback(&url) {
+    sdk_config_for(&endpoint_url()).await
+}
+
+/// SDK config for a given loopback endpoint (e.g. a second moto, or a proxy in front of one).
+pub async fn sdk_config_for(url: &str) -> SdkConfig {
+    if let Err(e) = require_loopback(url) {
         panic!("{e}");
     }
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());

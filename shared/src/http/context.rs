@@ -32,3 +32,39 @@ pub fn client_ip<B>(req: &Request<B>) -> Option<String> {
             .map(|ConnectInfo(addr)| addr.ip().to_string())
     })
 }
+
+/// A request from API Gateway with its stage removed from the path: HTTP APIs on a named stage
+/// put it in `rawPath` (`/dev/auth/login`), and REST APIs get it prefixed by lambda_http unless
+/// told otherwise; the routes never include it.
+pub fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.clone(),
+        _ => None,
+    };
+    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else {
+        return req;
+    };
+    let path = req.uri().path();
+    let rest = match path.strip_prefix(&format!("/{stage}")) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => return req,
+    };
+    let mut path_and_query = if rest.is_empty() {
+        "/".to_owned()
+    } else {
+        rest.to_owned()
+    };
+    if let Some(q) = req.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}

@@ -78,11 +78,23 @@ async fn count_requests(req: Request, next: Next) -> Response {
     response
 }
 
+/// What API Gateway invokes: the router behind [`context::strip_stage`]. Routing happens inside
+/// the router, so the path must be rewritten before it, not in a layer.
+pub type GatewayService =
+    tower::util::MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request>;
+
+pub fn gateway_service(router: Router) -> GatewayService {
+    tower::util::MapRequest::new(
+        router,
+        context::strip_stage::<lambda_http::Body> as fn(_) -> _,
+    )
+}
+
 /// Runs the router under the Lambda runtime when deployed, or as a local HTTP server on
 /// `host:port` (Ctrl-C stops it).
 pub async fn serve(router: Router, host: &str, port: u16) -> Result<(), lambda_http::Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return lambda_http::run(router).await;
+        return lambda_http::run(gateway_service(router)).await;
     }
     let listener = tokio::net::TcpListener::bind((host, port)).await?;
     tracing::info!(address = %listener.local_addr()?, "serving");

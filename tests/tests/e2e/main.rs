@@ -3,6 +3,8 @@
 
 mod support;
 
+mod apigw;
 mod edge;
 mod event_store;
 mod migrations;
+mod outage;
