@@ -530,10 +530,9 @@ async fn missing_jwt_secret_stops_start_up_with_the_seed_message() {
     )
     .unwrap();
     let sdk = wfe_local::endpoint::sdk_config().await;
-    let err = auth::app(&config, &sdk)
-        .await
-        .err()
-        .expect("must refuse to start");
+    let Err(err) = auth::app(&config, &sdk).await else {
+        panic!("must refuse to start")
+    };
     assert_eq!(
         format!("Error: {err}"),
         "Error: Environment variable JWT_SECRET is required"

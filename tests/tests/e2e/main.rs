@@ -6,5 +6,6 @@ mod support;
 mod apigw;
 mod edge;
 mod event_store;
+mod lambda_binary;
 mod migrations;
 mod outage;

@@ -1,0 +1,132 @@
+//! Smoke test of a real function binary in Lambda mode: the health binary, started with
+//! `AWS_LAMBDA_RUNTIME_API` pointing at a wire-compatible Lambda Runtime API (the 2018-06-01
+//! interface lambda_runtime polls), receives an API Gateway HTTP API event and answers it.
+//!
+//! `cargo lambda watch` provides the same emulator, but stopping it in this sandbox (running as
+//! root) took every process of the machine down with it, twice; see docs/adr/0004.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::support::App;
+
+#[derive(Clone)]
+struct Runtime {
+    events: std::sync::Arc<Mutex<Vec<Value>>>,
+    results: mpsc::UnboundedSender<(String, Value)>,
+}
+
+async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
+    let event = rt.events.lock().await.pop();
+    let Some(event) = event else {
+        // No more work: hold the poll open, as Lambda does between invocations.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("lambda-runtime-aws-request-id", "invoke-1".parse().unwrap());
+    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        deadline.to_string().parse().unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        "arn:aws:lambda:us-east-1:123456789012:function:health"
+            .parse()
+            .unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        "Root=1-5e9f0c65-1de4d666d4dd26aced652b6c".parse().unwrap(),
+    );
+    (headers, event.to_string())
+}
+
+async fn report(
+    State(rt): State<Runtime>,
+    Path((id, kind)): Path<(String, String)>,
+    body: String,
+) -> &'static str {
+    let _ = rt.results.send((
+        format!("{id}/{kind}"),
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ));
+    "{}"
+}
+
+async fn init_error(State(rt): State<Runtime>, body: String) -> &'static str {
+    let _ = rt.results.send(("init/error".into(), Value::String(body)));
+    "{}"
+}
+
+#[tokio::test]
+async fn health_binary_answers_an_api_gateway_event_through_the_runtime_api() {
+    let app = App::start("binary", &[]).await;
+    let root = wfe_local::workspace_root();
+    let build = tokio::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "health", "--bin", "health"])
+        .current_dir(&root)
+        .status()
+        .await
+        .unwrap();
+    assert!(build.success(), "building the health binary");
+
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root.join("tests/fixtures/example-apigw-v2-request-no-authorizer.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    event["rawPath"] = json!("/health/detailed");
+    event["requestContext"]["http"]["path"] = json!("/health/detailed");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let runtime = Runtime {
+        events: std::sync::Arc::new(Mutex::new(vec![event])),
+        results: tx,
+    };
+    let api = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(report))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(runtime);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
+    let mut child = tokio::process::Command::new(root.join("target/debug/health"))
+        .env_clear()
+        .envs(app.template.function_env("HealthFunction").unwrap())
+        .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "health")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_ENDPOINT_URL", wfe_local::endpoint::endpoint_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("METRICS", "off")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let (what, response) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("the function answered within 60 s")
+        .unwrap();
+    let _ = child.kill().await;
+    assert_eq!(what, "invoke-1/response", "{response}");
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["headers"]["x-request-id"], "LV7fzho-PHcEJPw=");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "pass", "{body}");
+}
