@@ -21,7 +21,10 @@ pub fn identify(keys: Arc<JwtKeys>) -> super::rate_limit::Identify {
     Arc::new(move |req: &mut Request| {
         let verified = bearer(req.headers()).map(|t| keys.verify(t));
         let principal = match &verified {
-            Some(Ok(claims)) => Some(format!("{}/{}", claims.tenant, claims.sub)),
+            Some(Ok(claims)) => Some(super::rate_limit::Caller {
+                tenant: claims.tenant.clone(),
+                sub: claims.sub.clone(),
+            }),
             _ => None,
         };
         if let Some(result) = verified {

@@ -59,7 +59,7 @@ pub fn edge_layers(router: Router, cors_origins: &[String]) -> Router {
         .layer(middleware::from_fn(request_id::request_ids))
 }
 
-/// `api_requests_total`, by route and status class, as an EMF metric.
+/// `api_requests_total`, by tenant, route and status class, as an EMF metric.
 async fn count_requests(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -69,11 +69,19 @@ async fn count_requests(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let response = next.run(req).await;
     let status = format!("{}xx", response.status().as_u16() / 100);
+    let tenant = response
+        .extensions()
+        .get::<rate_limit::Tenant>()
+        .map_or("anonymous", |t| t.0.as_str());
     crate::telemetry::metrics::emit(
         "api_requests_total",
         1.0,
         crate::telemetry::metrics::Unit::Count,
-        &[("route", &format!("{method} {route}")), ("status", &status)],
+        &[
+            ("tenant", tenant),
+            ("route", &format!("{method} {route}")),
+            ("status", &status),
+        ],
     );
     response
 }

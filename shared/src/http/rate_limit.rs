@@ -22,9 +22,20 @@ pub const RESET: &str = "x-ratelimit-reset";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal(pub String);
 
-/// Finds the principal of a request (e.g. by verifying its bearer token, keeping the result in the
+/// An authenticated caller: (tenant, subject).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    pub sub: String,
+}
+
+/// Finds the caller of a request (e.g. by verifying its bearer token, keeping the result in the
 /// request for the handler); `None` means anonymous.
-pub type Identify = Arc<dyn Fn(&mut Request) -> Option<String> + Send + Sync>;
+pub type Identify = Arc<dyn Fn(&mut Request) -> Option<Caller> + Send + Sync>;
+
+/// The tenant a response was for, left in its extensions for the metrics layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RatePolicy {
@@ -115,8 +126,10 @@ pub async fn middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = (limiter.identify)(&mut req)
-        .map(|user| format!("user:{user}"))
+    let caller = (limiter.identify)(&mut req);
+    let principal = caller
+        .as_ref()
+        .map(|c| format!("user:{}/{}", c.tenant, c.sub))
         .or_else(|| client_ip(&req).map(|ip| format!("ip:{ip}")))
         .unwrap_or_else(|| "anonymous".to_owned());
     let now = chrono::Utc::now().timestamp().max(0) as u64;
@@ -137,6 +150,9 @@ pub async fn middleware(
     req.extensions_mut().insert(Principal(principal));
     let mut response = next.run(req).await;
     set_headers(&mut response, &decision);
+    if let Some(c) = caller {
+        response.extensions_mut().insert(Tenant(c.tenant));
+    }
     response
 }
 

@@ -53,9 +53,10 @@ pub fn emf_line(
     Value::Object(doc).to_string()
 }
 
-/// Writes one data point. Metrics are off when `METRICS=off` (tests that read stdout).
+/// Writes one data point. Metrics are off when `METRICS=off` (read once).
 pub fn emit(name: &str, value: f64, unit: Unit, dimensions: &[(&str, &str)]) {
-    if std::env::var("METRICS").is_ok_and(|v| v == "off") {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *OFF.get_or_init(|| std::env::var("METRICS").is_ok_and(|v| v == "off")) {
         return;
     }
     println!(
