@@ -3,6 +3,7 @@
 //! and the DynamoDB Streams bridge that hands records to stream functions as Lambda would.
 
 pub mod endpoint;
+pub mod esm;
 pub mod runner;
 pub mod streams;
 pub mod template;

@@ -3,8 +3,8 @@
 //!   wfe-local up       create the template's tables and secrets, apply migrations when
 //!                      AUTO_MIGRATE=true, create the first admin when ADMIN_USERNAME and
 //!                      ADMIN_PASSWORD are set, then serve every HTTP function (and the frontend
-//!                      build, if any) on HOST:PORT (127.0.0.1:3000) and run the schedules,
-//!                      until Ctrl-C
+//!                      build, if any) on HOST:PORT (127.0.0.1:3000), run the schedules and
+//!                      deliver the DynamoDB streams to the stream functions, until Ctrl-C
 //!   wfe-local tables   create the tables and secrets, then exit
 //!   wfe-local env      print the environment a function gets locally, as `export` lines
 //!
@@ -88,6 +88,9 @@ async fn up(config: Config, template: wfe_local::template::Template, sdk: aws_co
     }
     let server = config.server().unwrap_or_else(|e| e.exit());
     let _schedules = runner::spawn_schedules(&template, &sdk).unwrap_or_else(|e| fail(&e));
+    let _streams = runner::spawn_streams(&template, &sdk)
+        .await
+        .unwrap_or_else(|e| fail(&e));
     let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))
         .await
         .unwrap_or_else(|e| {

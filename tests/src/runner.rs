@@ -214,3 +214,40 @@ pub fn spawn_schedules(
         })
         .collect())
 }
+
+/// The handler of a stream function, by logical id. The template has no stream functions yet;
+/// the first one (the stream processor) registers here.
+fn stream_handler(function: &str) -> Result<crate::esm::Handler, String> {
+    Err(format!(
+        "the local runner does not know how to run stream function {function}"
+    ))
+}
+
+/// Starts one event-source mapping per `DynamoDB` event in the template.
+pub async fn spawn_streams(
+    template: &Template,
+    sdk: &SdkConfig,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let mut tasks = Vec::new();
+    for mapping in crate::esm::mappings(template) {
+        let handler = stream_handler(&mapping.function)?;
+        let table = template
+            .table_name(&mapping.table)
+            .map_err(|e| e.to_string())?;
+        let arn = crate::streams::stream_arn(&dynamodb, &table).await?;
+        let reader = crate::streams::StreamReader::from_start(
+            aws_sdk_dynamodbstreams::Client::new(sdk),
+            &arn,
+        )
+        .await?;
+        let delivery = crate::esm::Delivery::new(mapping);
+        tasks.push(tokio::spawn(crate::esm::run(
+            reader,
+            delivery,
+            handler,
+            Duration::from_millis(250),
+        )));
+    }
+    Ok(tasks)
+}

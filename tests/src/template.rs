@@ -99,6 +99,14 @@ impl Template {
         self.resolve(props)
     }
 
+    /// A function's `Events`, unresolved (intrinsics kept in long form, e.g. `Fn::GetAtt`).
+    pub fn raw_events(&self, function: &str) -> Option<&Map<String, Json>> {
+        self.resources
+            .get(function)?
+            .pointer("/Properties/Events")?
+            .as_object()
+    }
+
     /// Every HTTP route of a function: (method, path) from its `HttpApi` events.
     pub fn http_routes(&self, function: &str) -> Vec<(String, String)> {
         let mut routes: Vec<(String, String)> = self

@@ -1,6 +1,8 @@
-//! Smoke test of a real function binary in Lambda mode: the health binary, started with
-//! `AWS_LAMBDA_RUNTIME_API` pointing at a wire-compatible Lambda Runtime API (the 2018-06-01
-//! interface lambda_runtime polls), receives an API Gateway HTTP API event and answers it.
+//! Smoke test of real Lambda builds: `cargo lambda build --release` artifacts (the `bootstrap`
+//! files that get deployed) run in Lambda mode, with `AWS_LAMBDA_RUNTIME_API` pointing at a
+//! wire-compatible Lambda Runtime API (the 2018-06-01 interface lambda_runtime polls). The health
+//! function answers an API Gateway HTTP API event; the auth function without a JWT secret stops at
+//! start-up with the seed's message.
 //!
 //! `cargo lambda watch` provides the same emulator, but stopping it in this sandbox (running as
 //! root) took every process of the machine down with it, twice; see docs/adr/0004.
@@ -16,6 +18,61 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::support::App;
+
+/// Builds the deployable artifacts once per test run (`target/lambda-smoke/<function>/bootstrap`).
+async fn build_artifacts() -> std::path::PathBuf {
+    static BUILT: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let root = wfe_local::workspace_root();
+            let dir = root.join("target/lambda-smoke");
+            let status = tokio::process::Command::new(env!("CARGO"))
+                .args([
+                    "lambda",
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "health",
+                    "-p",
+                    "auth",
+                    "--lambda-dir",
+                ])
+                .arg(&dir)
+                .current_dir(&root)
+                .status()
+                .await
+                .expect("cargo lambda is installed (scripts/bootstrap installs it)");
+            assert!(status.success(), "cargo lambda build failed");
+            dir
+        })
+        .await
+        .clone()
+}
+
+#[tokio::test]
+async fn auth_artifact_without_a_jwt_secret_stops_with_the_seed_message() {
+    let artifacts = build_artifacts().await;
+    let out = tokio::process::Command::new(artifacts.join("auth/bootstrap"))
+        .env_clear()
+        .env("EVENTS_TABLE", "e")
+        .env("STATE_TABLE", "s")
+        .env("MIGRATIONS_TABLE", "m")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", wfe_local::endpoint::endpoint_url())
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "Error: Environment variable JWT_SECRET is required"),
+        "{stderr}"
+    );
+}
 
 #[derive(Clone)]
 struct Runtime {
@@ -68,16 +125,10 @@ async fn init_error(State(rt): State<Runtime>, body: String) -> &'static str {
 }
 
 #[tokio::test]
-async fn health_binary_answers_an_api_gateway_event_through_the_runtime_api() {
+async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() {
     let app = App::start("binary", &[]).await;
     let root = wfe_local::workspace_root();
-    let build = tokio::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "health", "--bin", "health"])
-        .current_dir(&root)
-        .status()
-        .await
-        .unwrap();
-    assert!(build.success(), "building the health binary");
+    let artifacts = build_artifacts().await;
 
     let mut event: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -102,7 +153,7 @@ async fn health_binary_answers_an_api_gateway_event_through_the_runtime_api() {
     let api_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, api).await });
 
-    let mut child = tokio::process::Command::new(root.join("target/debug/health"))
+    let mut child = tokio::process::Command::new(artifacts.join("health/bootstrap"))
         .env_clear()
         .envs(app.template.function_env("HealthFunction").unwrap())
         .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())

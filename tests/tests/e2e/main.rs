@@ -9,3 +9,4 @@ mod event_store;
 mod lambda_binary;
 mod migrations;
 mod outage;
+mod stream_delivery;
