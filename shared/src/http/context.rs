@@ -68,3 +68,32 @@ pub fn strip_stage<B>(mut req: Request<B>) -> Request<B> {
     }
     req
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+
+    fn request(path: &str, stage: &str) -> Request<()> {
+        let mut ctx = ApiGatewayV2httpRequestContext::default();
+        ctx.stage = Some(stage.to_owned());
+        Request::builder()
+            .uri(path)
+            .body(())
+            .unwrap()
+            .with_request_context(RequestContext::ApiGatewayV2(ctx))
+    }
+
+    #[test]
+    fn the_stage_is_stripped_only_as_a_whole_path_segment() {
+        let path = |p: &str, s: &str| strip_stage(request(p, s)).uri().to_string();
+        assert_eq!(path("/dev/auth/login?x=1", "dev"), "/auth/login?x=1");
+        assert_eq!(path("/dev", "dev"), "/");
+        assert_eq!(path("/devices/1", "dev"), "/devices/1");
+        assert_eq!(path("/auth/login", "$default"), "/auth/login");
+        assert_eq!(
+            strip_stage(Request::builder().uri("/dev/x").body(()).unwrap()).uri(),
+            "/dev/x"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use shared::events::{
     decode_stream_record, AppendRequest, DynamoEventStore, EventStore, EventTables,
     ExpectedVersion, StreamId, Upcasters,
 };
-use wfe_local::streams::{parse_records, stream_arn, StreamReader};
+use wfe_local::streams::parse_records;
 
 use crate::support::Stack;
 
@@ -48,13 +48,7 @@ async fn stream_records_decode_into_the_appended_envelopes() {
         .unwrap();
     let appended = store.read_from(&stream, 1).await.unwrap();
 
-    let arn = stream_arn(&stack.dynamodb, &stack.tables.events)
-        .await
-        .unwrap();
-    let mut reader =
-        StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), &arn)
-            .await
-            .unwrap();
+    let mut reader = stack.events_stream().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut decoded = Vec::new();
     while decoded.len() < appended.len() {

@@ -10,7 +10,6 @@ use shared::events::{
     ExpectedVersion, StreamId, Upcasters,
 };
 use wfe_local::esm::{Delivery, Handler, Mapping, Outcome};
-use wfe_local::streams::{stream_arn, StreamReader};
 
 use crate::support::Stack;
 
@@ -87,13 +86,7 @@ async fn filters_batches_and_partial_failures_behave_like_lambda() {
         report_failures: true,
         max_retries: Some(2),
     };
-    let arn = stream_arn(&stack.dynamodb, &stack.tables.events)
-        .await
-        .unwrap();
-    let mut reader =
-        StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), &arn)
-            .await
-            .unwrap();
+    let mut reader = stack.events_stream().await;
     let mut delivery = Delivery::new(mapping);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while delivery.pending() < 4 {

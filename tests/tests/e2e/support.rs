@@ -27,6 +27,19 @@ impl Stack {
         Self::named(&format!("e2e-{purpose}-{}-{n}", std::process::id())).await
     }
 
+    /// A reader of the events table's stream, from its start.
+    pub async fn events_stream(&self) -> wfe_local::streams::StreamReader {
+        let arn = wfe_local::streams::stream_arn(&self.dynamodb, &self.tables.events)
+            .await
+            .expect("events table has a stream");
+        wfe_local::streams::StreamReader::from_start(
+            aws_sdk_dynamodbstreams::Client::new(&self.sdk),
+            &arn,
+        )
+        .await
+        .expect("stream reader")
+    }
+
     async fn named(stack: &str) -> Self {
         let sdk = sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
