@@ -16,3 +16,25 @@ pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
 pub fn secretsmanager(config: &SdkConfig) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(config)
 }
+
+/// A strongly consistent GetItem decoded into `T`; `None` when there is no such item. Every
+/// store reads single items this way.
+pub async fn get_item<T: serde::de::DeserializeOwned>(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> Result<Option<T>, String> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+    out.item
+        .map(|item| {
+            serde_dynamo::from_item(item).map_err(|e| format!("unreadable item in {table}: {e}"))
+        })
+        .transpose()
+}

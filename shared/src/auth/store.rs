@@ -141,22 +141,14 @@ impl AuthStore {
     }
 
     pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("USER#{username}"), "PROFILE")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item
-            .map(|i| {
-                serde_dynamo::from_item::<_, UserItem>(i)
-                    .map(|u| u.user)
-                    .map_err(|e| StoreError::Backend(e.to_string()))
-            })
-            .transpose()
+        crate::aws::get_item::<UserItem>(
+            &self.client,
+            &self.table,
+            key(format!("USER#{username}"), "PROFILE"),
+        )
+        .await
+        .map(|u| u.map(|u| u.user))
+        .map_err(StoreError::Backend)
     }
 
     /// Users of one tenant, by username, one page at a time (`after` is the last username seen).
@@ -349,21 +341,14 @@ impl AuthStore {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StoreError::InvalidRefresh);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("REFRESH#{id}"), "TOKEN")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let item: TokenItem = out
-            .item
-            .map(serde_dynamo::from_item)
-            .transpose()
-            .map_err(|e| StoreError::Backend(e.to_string()))?
-            .ok_or(StoreError::InvalidRefresh)?;
+        let item: TokenItem = crate::aws::get_item(
+            &self.client,
+            &self.table,
+            key(format!("REFRESH#{id}"), "TOKEN"),
+        )
+        .await
+        .map_err(StoreError::Backend)?
+        .ok_or(StoreError::InvalidRefresh)?;
         // Compare hashes, not secrets: equal-length hex, and the stored side never holds the secret.
         if item.secret_hash != sha256(secret) || item.expires_at <= now {
             return Err(StoreError::InvalidRefresh);

@@ -213,22 +213,18 @@ impl DynamoEventStore {
         fingerprint: &str,
     ) -> Result<AppendResult, StoreError> {
         let key = request.idempotency_key.as_deref().unwrap_or_default();
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(idempotency_key(&request.stream_id, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let item = out.item.ok_or_else(|| {
+        let record: IdempotencyItem = crate::aws::get_item(
+            &self.client,
+            &self.tables.state,
+            idempotency_key(&request.stream_id, key),
+        )
+        .await
+        .map_err(StoreError::Backend)?
+        .ok_or_else(|| {
             StoreError::Backend(format!(
                 "idempotency record {key:?} vanished while being read"
             ))
         })?;
-        let record: IdempotencyItem =
-            serde_dynamo::from_item(item).map_err(|e| StoreError::Decode(e.to_string()))?;
         if record.request_hash == fingerprint {
             Ok(AppendResult {
                 first_version: record.first_version,
@@ -405,21 +401,9 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.state)
-            .set_key(Some(snapshot_key(stream)))
-            .consistent_read(true)
-            .send()
+        crate::aws::get_item::<SnapshotItem>(&self.client, &self.tables.state, snapshot_key(stream))
             .await
-            .map_err(backend)?;
-        out.item
-            .map(|item| {
-                serde_dynamo::from_item::<_, SnapshotItem>(item)
-                    .map(|s| s.snapshot)
-                    .map_err(|e| StoreError::Decode(e.to_string()))
-            })
-            .transpose()
+            .map(|s| s.map(|s| s.snapshot))
+            .map_err(StoreError::Backend)
     }
 }

@@ -302,22 +302,14 @@ impl Migrator {
     }
 
     pub async fn current_lock(&self) -> Result<Option<Lock>, MigrateError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.migrations)
-            .set_key(Some(key(LOCK_PK, LOCK_PK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item
-            .map(|i| {
-                serde_dynamo::from_item::<_, LockItem>(i)
-                    .map(|l| l.lock)
-                    .map_err(|e| MigrateError::Backend(e.to_string()))
-            })
-            .transpose()
+        crate::aws::get_item::<LockItem>(
+            &self.client,
+            &self.tables.migrations,
+            key(LOCK_PK, LOCK_PK),
+        )
+        .await
+        .map(|l| l.map(|l| l.lock))
+        .map_err(MigrateError::Backend)
     }
 
     async fn renew(&self) -> Result<(), MigrateError> {

@@ -302,39 +302,17 @@ async fn bad_requests_get_problem_json_that_says_what_is_wrong() {
             .body(body)
             .send()
     };
-    let body = problem(
-        post(r#"{"username": "a", "password": 7}"#, "application/json")
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("`password`"),
-        "{body}"
-    );
-    let body = problem(
-        post(r#"{"username": "a""#, "application/json")
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("not valid JSON"),
-        "{body}"
-    );
-    let body = problem(
-        post(r#"{"username": "a"}"#, "application/json")
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("password"),
-        "{body}"
-    );
+    for (body, says) in [
+        (r#"{"username": "a", "password": 7}"#, "`password`"),
+        (r#"{"username": "a""#, "not valid JSON"),
+        (r#"{"username": "a"}"#, "password"),
+    ] {
+        let answer = problem(post(body, "application/json").await.unwrap(), 400).await;
+        assert!(
+            answer["detail"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
     problem(
         post("username=a", "application/x-www-form-urlencoded")
             .await
