@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod domain;
 pub mod events;
 pub mod http;
 pub mod migrate;

@@ -1,0 +1,227 @@
+//! Execution events: everything that happens to an execution, as stored in its stream. The event
+//! type is the enum tag; the rest is the payload.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::domain::definition::Definition;
+
+/// Which parent step waits for a child execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub execution_id: String,
+    pub key: String,
+    pub epoch: u32,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// Stable kind the retry policy and catch match on (`Timeout`, `HttpError`, ...).
+    pub kind: String,
+    pub message: String,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+impl StepError {
+    pub fn new(kind: &str, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// Tokens and money a step spent (LLM steps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerPurpose {
+    Wait,
+    Retry,
+    Timeout,
+    ApprovalTimeout,
+}
+
+/// A step instance is addressed by its key: the step name, prefixed by the map iterations that
+/// enclose it (`summarise[3]/fetch`). `epoch` counts redrives, `attempt` counts retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ExecutionEvent {
+    ExecutionStarted {
+        execution_id: String,
+        workflow_id: String,
+        workflow_version: u32,
+        definition: Box<Definition>,
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
+    /// A composite, wait or task step began (maps record their items here).
+    StepStarted {
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<Vec<Value>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child_execution_id: Option<String>,
+    },
+    /// A task for the step worker, with its request already rendered.
+    StepScheduled {
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        kind: String,
+        request: Value,
+    },
+    StepSucceeded {
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+    },
+    StepFailed {
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        error: StepError,
+    },
+    StepRetryScheduled {
+        key: String,
+        epoch: u32,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+        timer_id: String,
+    },
+    /// The step's error goes to a fallback step.
+    StepCaught {
+        key: String,
+        epoch: u32,
+        next: String,
+    },
+    TimerStarted {
+        timer_id: String,
+        key: String,
+        epoch: u32,
+        attempt: u32,
+        purpose: TimerPurpose,
+        due_at: DateTime<Utc>,
+    },
+    TimerFired {
+        timer_id: String,
+    },
+    ApprovalRequested {
+        key: String,
+        step: String,
+        epoch: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_at: Option<DateTime<Utc>>,
+    },
+    ApprovalGranted {
+        key: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    ApprovalRejected {
+        key: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    ExecutionSucceeded {
+        output: Value,
+    },
+    ExecutionFailed {
+        error: StepError,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
+    ExecutionCancelled {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Run again from the failed steps; everything that succeeded stays.
+    ExecutionRedriven {
+        by: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event {event_type} cannot be read: {reason}")]
+pub struct DecodeError {
+    pub event_type: String,
+    pub reason: String,
+}
+
+impl ExecutionEvent {
+    /// The stored form: event type and payload map.
+    pub fn into_parts(self) -> (String, Map<String, Value>) {
+        let Ok(Value::Object(mut map)) = serde_json::to_value(self) else {
+            unreachable!("execution events serialize to objects")
+        };
+        let event_type = match map.remove("type") {
+            Some(Value::String(t)) => t,
+            _ => unreachable!("execution events are tagged"),
+        };
+        (event_type, map)
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::ExecutionStarted { .. } => "ExecutionStarted",
+            Self::StepStarted { .. } => "StepStarted",
+            Self::StepScheduled { .. } => "StepScheduled",
+            Self::StepSucceeded { .. } => "StepSucceeded",
+            Self::StepFailed { .. } => "StepFailed",
+            Self::StepRetryScheduled { .. } => "StepRetryScheduled",
+            Self::StepCaught { .. } => "StepCaught",
+            Self::TimerStarted { .. } => "TimerStarted",
+            Self::TimerFired { .. } => "TimerFired",
+            Self::ApprovalRequested { .. } => "ApprovalRequested",
+            Self::ApprovalGranted { .. } => "ApprovalGranted",
+            Self::ApprovalRejected { .. } => "ApprovalRejected",
+            Self::ExecutionSucceeded { .. } => "ExecutionSucceeded",
+            Self::ExecutionFailed { .. } => "ExecutionFailed",
+            Self::ExecutionCancelled { .. } => "ExecutionCancelled",
+            Self::ExecutionRedriven { .. } => "ExecutionRedriven",
+        }
+    }
+
+    pub fn from_parts(event_type: &str, payload: &Map<String, Value>) -> Result<Self, DecodeError> {
+        let mut map = payload.clone();
+        map.insert("type".into(), Value::String(event_type.to_owned()));
+        serde_json::from_value(Value::Object(map)).map_err(|e| DecodeError {
+            event_type: event_type.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::ExecutionSucceeded { .. }
+                | Self::ExecutionFailed { .. }
+                | Self::ExecutionCancelled { .. }
+        )
+    }
+}

@@ -1,0 +1,12 @@
+//! Executions: events, state (`evolve`), the orchestrator (`plan`/`decide`) and the summary
+//! projection, all pure.
+
+pub mod events;
+pub mod plan;
+pub mod state;
+pub mod summary;
+
+pub use events::{ExecutionEvent, ParentRef, StepError, TimerPurpose, Usage};
+pub use plan::{decide, plan};
+pub use state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
+pub use summary::Summary;

@@ -1,0 +1,619 @@
+//! `plan`: given the state, what happens next. Pure: the time is an argument, jitter is derived
+//! from the timer id, and maps iterate in index order, so the same state always plans the same.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::events::{ExecutionEvent as E, StepError, TimerPurpose};
+use super::state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
+use crate::domain::definition::{Definition, Join, RetryPolicy, Step, StepKind};
+use crate::domain::expr;
+
+/// Most items one map step may iterate over (each iteration's steps live in the state).
+pub const MAX_MAP_ITEMS: usize = 1000;
+
+/// How a graph (the workflow, a branch, an iteration) stands.
+enum Walk {
+    Done(Value),
+    Failed(StepError, String),
+    Pending,
+}
+
+/// What a step's templates may read besides `input`, `steps` and `execution`.
+#[derive(Clone, Default)]
+struct Scope {
+    /// Key prefix of the enclosing map iterations, e.g. `each[3]/`.
+    prefix: String,
+    /// Every enclosing prefix, innermost first, ending with "".
+    prefixes: Vec<String>,
+    item: Option<(Value, usize)>,
+}
+
+struct Planner<'a> {
+    state: &'a ExecutionState,
+    def: &'a Definition,
+    now: DateTime<Utc>,
+    out: Vec<E>,
+}
+
+/// The next events for this state (empty when it is waiting or finished).
+pub fn plan(state: &ExecutionState, now: DateTime<Utc>) -> Vec<E> {
+    let Some(def) = state.definition() else {
+        return Vec::new();
+    };
+    if state.status != ExecutionStatus::Running {
+        return Vec::new();
+    }
+    let mut p = Planner {
+        state,
+        def,
+        now,
+        out: Vec::new(),
+    };
+    let top = Scope {
+        prefixes: vec![String::new()],
+        ..Scope::default()
+    };
+    match p.walk(&def.start, &top, None) {
+        Walk::Done(last) => {
+            let event = match &def.outputs {
+                None => E::ExecutionSucceeded { output: last },
+                Some(outputs) => match expr::render_value(outputs, &p.context(&top, None)) {
+                    Ok(output) => E::ExecutionSucceeded { output },
+                    Err(e) => E::ExecutionFailed {
+                        error: StepError::new("OutputError", format!("outputs: {e}"), false),
+                        step: None,
+                    },
+                },
+            };
+            p.out.push(event);
+        }
+        Walk::Failed(error, step) => p.out.push(E::ExecutionFailed {
+            error,
+            step: Some(step),
+        }),
+        Walk::Pending => {}
+    }
+    p.out
+}
+
+/// Plans and applies until nothing more can happen now: the events one orchestrator turn appends.
+/// Inline steps (template, transform, condition) resolve within the same turn.
+pub fn decide(state: &ExecutionState, now: DateTime<Utc>) -> (ExecutionState, Vec<E>) {
+    let mut next = state.clone();
+    let mut all = Vec::new();
+    // Each round resolves at least one step; the bound only guards against a planning bug.
+    for _ in 0..10_000 {
+        let events = plan(&next, now);
+        if events.is_empty() {
+            break;
+        }
+        for e in &events {
+            let version = next.version;
+            evolve(&mut next, version, now, e);
+        }
+        all.extend(events);
+    }
+    (next, all)
+}
+
+impl Planner<'_> {
+    fn step(&self, id: &str) -> &Step {
+        &self.def.steps[id]
+    }
+
+    fn walk(&mut self, start: &str, scope: &Scope, mut error: Option<StepError>) -> Walk {
+        let mut current = start.to_owned();
+        // A graph is acyclic (validated), so a walk visits each step at most once.
+        for _ in 0..=self.def.steps.len() {
+            let key = format!("{}{current}", scope.prefix);
+            let Some(inst) = self.state.steps.get(&key) else {
+                self.enter(&current, &key, scope, error.take());
+                return Walk::Pending;
+            };
+            let step = self.step(&current);
+            match inst.status {
+                StepStatus::Succeeded => {
+                    let output = inst.output.clone().unwrap_or(Value::Null);
+                    let next = match &step.kind {
+                        StepKind::Condition { .. } => {
+                            output.get("next").and_then(Value::as_str).map(str::to_owned)
+                        }
+                        StepKind::Succeed { .. } => None,
+                        _ => step.next.clone(),
+                    };
+                    error = None;
+                    match next {
+                        Some(n) => current = n,
+                        None => return Walk::Done(output),
+                    }
+                }
+                StepStatus::Caught => {
+                    error = inst.error.clone();
+                    match inst.caught_next.clone() {
+                        Some(n) => current = n,
+                        None => return Walk::Pending,
+                    }
+                }
+                StepStatus::Failed => return self.failed(&current, &key, inst, scope),
+                StepStatus::RetryDue => {
+                    self.schedule(&current, &key, scope, inst.attempt + 1, None);
+                    return Walk::Pending;
+                }
+                StepStatus::Running => {
+                    return match &step.kind {
+                        StepKind::Parallel { branches, join } => {
+                            let starts: Vec<String> =
+                                branches.iter().map(|b| b.start.clone()).collect();
+                            self.parallel(&current, &key, inst, &starts, *join, scope)
+                        }
+                        StepKind::Map {
+                            concurrency,
+                            iterator,
+                            ..
+                        } => {
+                            let start = iterator.start.clone();
+                            self.map(&current, &key, inst, &start, *concurrency as usize, scope)
+                        }
+                        _ => Walk::Pending,
+                    }
+                }
+                StepStatus::Scheduled
+                | StepStatus::AwaitingApproval
+                | StepStatus::RetryPending => return Walk::Pending,
+            }
+        }
+        Walk::Pending
+    }
+
+    /// Retry, catch, or hand the failure to the enclosing graph.
+    fn failed(&mut self, id: &str, key: &str, inst: &StepState, scope: &Scope) -> Walk {
+        let step = self.step(id);
+        let error = inst
+            .error
+            .clone()
+            .unwrap_or_else(|| StepError::new("Unknown", "failed without an error", false));
+        if let Some(policy) = &step.retry {
+            if error.retryable && inst.attempt < policy.max_attempts && matches_kind(&policy.errors, &error.kind) {
+                let timer_id = timer_id(key, inst.epoch, inst.attempt + 1, TimerPurpose::Retry);
+                let due_at = self.now + backoff(policy, inst.attempt, &timer_id);
+                self.out.push(E::StepRetryScheduled {
+                    key: key.to_owned(),
+                    epoch: inst.epoch,
+                    attempt: inst.attempt + 1,
+                    due_at,
+                    timer_id: timer_id.clone(),
+                });
+                self.out.push(E::TimerStarted {
+                    timer_id,
+                    key: key.to_owned(),
+                    epoch: inst.epoch,
+                    attempt: inst.attempt,
+                    purpose: TimerPurpose::Retry,
+                    due_at,
+                });
+                return Walk::Pending;
+            }
+        }
+        if let Some(c) = step.catch.iter().find(|c| matches_kind(&c.errors, &error.kind)) {
+            self.out.push(E::StepCaught {
+                key: key.to_owned(),
+                epoch: inst.epoch,
+                next: c.next.clone(),
+            });
+            return Walk::Pending;
+        }
+        let _ = scope;
+        Walk::Failed(error, key.to_owned())
+    }
+
+    fn parallel(
+        &mut self,
+        id: &str,
+        key: &str,
+        inst: &StepState,
+        starts: &[String],
+        join: Join,
+        scope: &Scope,
+    ) -> Walk {
+        let results: Vec<Walk> = starts.iter().map(|s| self.walk(s, scope, None)).collect();
+        let done = |w: &Walk| matches!(w, Walk::Done(_));
+        let first_error = results.iter().find_map(|w| match w {
+            Walk::Failed(e, _) => Some(e.clone()),
+            _ => None,
+        });
+        let finished = match join {
+            Join::All => match first_error {
+                Some(e) => Some(Err(e)),
+                None if results.iter().all(done) => Some(Ok(Value::Array(
+                    results
+                        .into_iter()
+                        .map(|w| match w {
+                            Walk::Done(v) => v,
+                            _ => Value::Null,
+                        })
+                        .collect(),
+                ))),
+                None => None,
+            },
+            Join::Any => {
+                let all_failed = results.iter().all(|w| matches!(w, Walk::Failed(..)));
+                match results.into_iter().enumerate().find_map(|(i, w)| match w {
+                    Walk::Done(v) => Some((i, v)),
+                    _ => None,
+                }) {
+                    Some((i, v)) => Some(Ok(json!({"branch": i, "output": v}))),
+                    None if all_failed => first_error.map(Err),
+                    None => None,
+                }
+            }
+        };
+        if let Some(result) = finished {
+            self.finish(id, key, inst, result);
+        }
+        Walk::Pending
+    }
+
+    fn map(
+        &mut self,
+        id: &str,
+        key: &str,
+        inst: &StepState,
+        start: &str,
+        concurrency: usize,
+        scope: &Scope,
+    ) -> Walk {
+        let items = inst.items.clone().unwrap_or_default();
+        let mut results = Vec::with_capacity(items.len());
+        let mut in_progress = 0;
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("{}{id}[{i}]/", scope.prefix);
+            let started = self.state.steps.contains_key(&format!("{prefix}{start}"));
+            if !started && in_progress >= concurrency {
+                // Iterations start in index order, so none after this one has started either.
+                break;
+            }
+            let mut prefixes = vec![prefix.clone()];
+            prefixes.extend(scope.prefixes.iter().cloned());
+            let inner = Scope {
+                prefix,
+                prefixes,
+                item: Some((item.clone(), i)),
+            };
+            match self.walk(start, &inner, None) {
+                Walk::Done(v) => results.push(v),
+                Walk::Failed(e, at) => {
+                    let e = StepError::new(&e.kind, format!("item {i} ({at}): {}", e.message), false);
+                    self.finish(id, key, inst, Err(e));
+                    return Walk::Pending;
+                }
+                Walk::Pending => in_progress += 1,
+            }
+        }
+        if results.len() == items.len() {
+            self.finish(id, key, inst, Ok(Value::Array(results)));
+        }
+        Walk::Pending
+    }
+
+    fn finish(&mut self, id: &str, key: &str, inst: &StepState, result: Result<Value, StepError>) {
+        let (key, step, epoch, attempt) = (key.to_owned(), id.to_owned(), inst.epoch, inst.attempt);
+        self.out.push(match result {
+            Ok(output) => E::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage: None,
+            },
+            Err(error) => E::StepFailed {
+                key,
+                step,
+                epoch,
+                attempt,
+                error,
+            },
+        });
+    }
+
+    /// The first events of a step instance.
+    fn enter(&mut self, id: &str, key: &str, scope: &Scope, error: Option<StepError>) {
+        let step = self.step(id).clone();
+        let ctx = self.context(scope, error.as_ref());
+        let epoch = self.state.epoch;
+        let done = |r: Result<Value, StepError>| match r {
+            Ok(output) => E::StepSucceeded {
+                key: key.to_owned(),
+                step: id.to_owned(),
+                epoch,
+                attempt: 1,
+                output,
+                usage: None,
+            },
+            Err(error) => E::StepFailed {
+                key: key.to_owned(),
+                step: id.to_owned(),
+                epoch,
+                attempt: 1,
+                error,
+            },
+        };
+        let started = |items: Option<Vec<Value>>| E::StepStarted {
+            key: key.to_owned(),
+            step: id.to_owned(),
+            epoch,
+            attempt: 1,
+            items,
+            child_execution_id: None,
+        };
+        match &step.kind {
+            StepKind::Template { template } => {
+                let r = expr::render_value(template, &ctx).map_err(|e| template_error(&e));
+                self.out.push(done(r));
+            }
+            StepKind::Transform { mapping } => {
+                let r = expr::transform(mapping, &ctx).map_err(|e| expression_error(&e));
+                self.out.push(done(r));
+            }
+            StepKind::Condition { branches, default } => {
+                let mut chosen = Ok(default.clone());
+                for b in branches {
+                    match expr::truthy(&b.when, &ctx) {
+                        Ok(true) => {
+                            chosen = Ok(b.next.clone());
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            chosen = Err(expression_error(&e));
+                            break;
+                        }
+                    }
+                }
+                self.out.push(done(chosen.map(|next| json!({"next": next}))));
+            }
+            StepKind::Parallel { .. } => self.out.push(started(None)),
+            StepKind::Map { items, .. } => match expr::eval(items, &ctx) {
+                Ok(Value::Array(items)) if items.len() <= MAX_MAP_ITEMS => {
+                    self.out.push(started(Some(items)))
+                }
+                Ok(Value::Array(items)) => self.out.push(done(Err(StepError::new(
+                    "MapTooLarge",
+                    format!("{} items; a map takes at most {MAX_MAP_ITEMS}", items.len()),
+                    false,
+                )))),
+                Ok(other) => self.out.push(done(Err(StepError::new(
+                    "ExpressionError",
+                    format!("`{items}` is {}, not a list", kind_of(&other)),
+                    false,
+                )))),
+                Err(e) => self.out.push(done(Err(expression_error(&e)))),
+            },
+            StepKind::Wait { seconds, until } => {
+                let due = match (seconds, until) {
+                    (Some(s), _) => Ok(self.now + Duration::seconds(*s as i64)),
+                    (None, Some(t)) => expr::render(t, &ctx)
+                        .map_err(|e| template_error(&e))
+                        .and_then(|s| {
+                            DateTime::parse_from_rfc3339(s.trim())
+                                .map(|d| d.with_timezone(&Utc))
+                                .map_err(|e| {
+                                    StepError::new("TemplateError", format!("`until` rendered {s:?}, not an RFC 3339 time: {e}"), false)
+                                })
+                        }),
+                    (None, None) => Err(StepError::new("InvalidStep", "wait without a duration", false)),
+                };
+                match due {
+                    Ok(due_at) => {
+                        self.out.push(started(None));
+                        self.timer(key, epoch, 1, TimerPurpose::Wait, due_at);
+                    }
+                    Err(e) => self.out.push(done(Err(e))),
+                }
+            }
+            StepKind::Approval { prompt } => {
+                let prompt = match prompt.as_deref().map(|p| expr::render(p, &ctx)).transpose() {
+                    Ok(p) => p,
+                    Err(e) => return self.out.push(done(Err(template_error(&e)))),
+                };
+                let timeout_at = step.timeout_seconds.map(|s| self.now + Duration::seconds(s as i64));
+                self.out.push(E::ApprovalRequested {
+                    key: key.to_owned(),
+                    step: id.to_owned(),
+                    epoch,
+                    prompt,
+                    timeout_at,
+                });
+                if let Some(due_at) = timeout_at {
+                    self.timer(key, epoch, 1, TimerPurpose::ApprovalTimeout, due_at);
+                }
+            }
+            StepKind::Succeed { output } => {
+                let r = match output {
+                    Some(o) => expr::render_value(o, &ctx).map_err(|e| template_error(&e)),
+                    None => Ok(Value::Null),
+                };
+                self.out.push(done(r));
+            }
+            StepKind::Fail { error, cause } => self.out.push(done(Err(StepError::new(
+                error,
+                cause.clone().unwrap_or_else(|| format!("step {id} failed the execution")),
+                false,
+            )))),
+            StepKind::Http { .. } | StepKind::Subworkflow { .. } | StepKind::Llm(_) => {
+                self.schedule(id, key, scope, 1, Some(ctx))
+            }
+        }
+    }
+
+    fn timer(&mut self, key: &str, epoch: u32, attempt: u32, purpose: TimerPurpose, due_at: DateTime<Utc>) {
+        self.out.push(E::TimerStarted {
+            timer_id: timer_id(key, epoch, attempt, purpose),
+            key: key.to_owned(),
+            epoch,
+            attempt,
+            purpose,
+            due_at,
+        });
+    }
+
+    /// A task attempt for the step worker, with its request rendered now.
+    fn schedule(&mut self, id: &str, key: &str, scope: &Scope, attempt: u32, ctx: Option<Value>) {
+        let step = self.step(id).clone();
+        let ctx = ctx.unwrap_or_else(|| self.context(scope, None));
+        let epoch = self.state.epoch;
+        match render_request(&step.kind, &ctx) {
+            Ok(request) => {
+                self.out.push(E::StepScheduled {
+                    key: key.to_owned(),
+                    step: id.to_owned(),
+                    epoch,
+                    attempt,
+                    kind: step.kind.name().to_owned(),
+                    request,
+                });
+                if let Some(s) = step.timeout_seconds {
+                    self.timer(key, epoch, attempt, TimerPurpose::Timeout, self.now + Duration::seconds(s as i64));
+                }
+            }
+            Err(error) => self.out.push(E::StepFailed {
+                key: key.to_owned(),
+                step: id.to_owned(),
+                epoch,
+                attempt,
+                error,
+            }),
+        }
+    }
+
+    /// The template context: `input`, `steps` (the innermost instance of each step), `execution`,
+    /// and inside maps `item` and `index`; `error` in a catch's fallback.
+    fn context(&self, scope: &Scope, error: Option<&StepError>) -> Value {
+        let mut steps = Map::new();
+        for id in self.def.steps.keys() {
+            let found = scope
+                .prefixes
+                .iter()
+                .find_map(|p| self.state.steps.get(&format!("{p}{id}")));
+            if let Some(s) = found {
+                steps.insert(
+                    id.clone(),
+                    json!({"output": s.output, "status": s.status, "error": s.error}),
+                );
+            }
+        }
+        let mut ctx = json!({
+            "input": self.state.input,
+            "steps": steps,
+            "execution": {
+                "id": self.state.id,
+                "workflow_id": self.state.workflow_id,
+                "workflow_version": self.state.workflow_version,
+            },
+        });
+        if let Some((item, index)) = &scope.item {
+            ctx["item"] = item.clone();
+            ctx["index"] = json!(index);
+        }
+        if let Some(e) = error {
+            ctx["error"] = json!(e);
+        }
+        ctx
+    }
+}
+
+fn render_request(kind: &StepKind, ctx: &Value) -> Result<Value, StepError> {
+    let r = |v: &Value| expr::render_value(v, ctx).map_err(|e| template_error(&e));
+    let t = |s: &str| expr::render(s, ctx).map_err(|e| template_error(&e));
+    Ok(match kind {
+        StepKind::Http {
+            method,
+            url,
+            headers,
+            body,
+        } => {
+            let mut rendered = Map::new();
+            for (k, v) in headers {
+                rendered.insert(k.clone(), Value::String(t(v)?));
+            }
+            json!({
+                "method": method.to_ascii_uppercase(),
+                "url": t(url)?,
+                "headers": rendered,
+                "body": body.as_ref().map(r).transpose()?,
+            })
+        }
+        StepKind::Subworkflow {
+            workflow_id,
+            version,
+            input,
+        } => json!({
+            "workflow_id": workflow_id,
+            "version": version,
+            "input": input.as_ref().map(r).transpose()?.unwrap_or(Value::Object(Map::new())),
+        }),
+        StepKind::Llm(llm) => json!({
+            "provider": llm.provider,
+            "model": llm.model,
+            "system": llm.system.as_deref().map(t).transpose()?,
+            "prompt": t(&llm.prompt)?,
+            "temperature": llm.temperature,
+            "max_tokens": llm.max_tokens,
+            "output_schema": llm.output_schema,
+        }),
+        other => json!({"type": other.name()}),
+    })
+}
+
+fn template_error(e: &expr::ExprError) -> StepError {
+    StepError::new("TemplateError", e.to_string(), false)
+}
+
+fn expression_error(e: &expr::ExprError) -> StepError {
+    StepError::new("ExpressionError", e.to_string(), false)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Error kinds a retry or catch names; empty or `*` matches every kind.
+fn matches_kind(kinds: &[String], kind: &str) -> bool {
+    kinds.is_empty() || kinds.iter().any(|k| k == kind || k == "*")
+}
+
+/// Timer ids are deterministic so a replanned timer is the same timer.
+pub fn timer_id(key: &str, epoch: u32, attempt: u32, purpose: TimerPurpose) -> String {
+    let purpose = match purpose {
+        TimerPurpose::Wait => "wait",
+        TimerPurpose::Retry => "retry",
+        TimerPurpose::Timeout => "timeout",
+        TimerPurpose::ApprovalTimeout => "approval",
+    };
+    format!("{key}@{epoch}.{attempt}:{purpose}")
+}
+
+/// The delay before attempt `failed + 1`: initial × rate^(failed-1), capped, and with jitter
+/// spread over [delay/2, delay] by a hash of the timer id (deterministic, yet different per step).
+pub fn backoff(policy: &RetryPolicy, failed: u32, seed: &str) -> Duration {
+    let exp = policy.backoff_rate.powi(failed.saturating_sub(1) as i32);
+    let mut ms = policy.initial_interval_ms as f64 * exp;
+    if let Some(max) = policy.max_interval_ms {
+        ms = ms.min(max as f64);
+    }
+    if policy.jitter {
+        let h = Sha256::digest(seed.as_bytes());
+        let r = u16::from_be_bytes([h[0], h[1]]) as f64 / u16::MAX as f64;
+        ms *= 0.5 + 0.5 * r;
+    }
+    Duration::milliseconds(ms.min(86_400_000.0) as i64)
+}
