@@ -38,3 +38,36 @@ pub async fn get_item<T: serde::de::DeserializeOwned>(
         })
         .transpose()
 }
+
+/// Pagination cursors: DynamoDB's `LastEvaluatedKey` as URL-safe base64 JSON. A cursor is only
+/// accepted back for the listing it came from (same index partition), so it cannot be used to
+/// page through another tenant's items.
+pub mod cursor {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use base64::Engine as _;
+
+    pub const INVALID: &str = "`cursor` is not a cursor this listing returned";
+
+    pub fn encode(key: HashMap<String, AttributeValue>) -> String {
+        let json: serde_json::Value = serde_dynamo::from_item(key).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    /// The start key in `cursor`, if its `partition_name` attribute is `partition`.
+    pub fn decode(
+        cursor: &str,
+        partition_name: &str,
+        partition: &str,
+    ) -> Result<HashMap<String, AttributeValue>, &'static str> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| INVALID)?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| INVALID)?;
+        if json.get(partition_name).and_then(|v| v.as_str()) != Some(partition) {
+            return Err(INVALID);
+        }
+        serde_dynamo::to_item(json).map_err(|_| INVALID)
+    }
+}

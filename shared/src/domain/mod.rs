@@ -7,4 +7,4 @@ pub mod expr;
 pub mod validate;
 
 pub use definition::Definition;
-pub use validate::{validate, Problem};
+pub use validate::{validate, validate_input, Problem};

@@ -527,3 +527,24 @@ fn check_template_value(
         }
     }
 }
+
+/// Checks an execution input against the workflow's input schema; every violation, each with
+/// the JSON pointer (under `/input`) of the value at fault.
+pub fn validate_input(def: &Definition, input: &Value) -> Vec<Problem> {
+    let Some(schema) = &def.input_schema else {
+        return Vec::new();
+    };
+    match jsonschema::validator_for(schema) {
+        Ok(validator) => validator
+            .iter_errors(input)
+            .map(|e| Problem {
+                pointer: format!("/input{}", e.instance_path()),
+                message: e.to_string(),
+            })
+            .collect(),
+        Err(e) => vec![Problem {
+            pointer: "/input_schema".into(),
+            message: format!("the workflow's input schema is not valid: {e}"),
+        }],
+    }
+}

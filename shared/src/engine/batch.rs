@@ -1,0 +1,157 @@
+//! Stream batches as Lambda delivers them: records decoded and grouped by execution, executions
+//! handled concurrently, and partial batch failures reported so only what failed transiently is
+//! redelivered. A record that can never be processed fails its execution with the reason and
+//! is not reported, so it never blocks the shard.
+
+use std::collections::BTreeMap;
+
+use aws_lambda_events::dynamodb::Event;
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use chrono::Utc;
+use futures::StreamExt;
+
+use super::worker::Done;
+use super::{Orchestrator, Worker};
+use crate::domain::execution::{ExecutionState, StepError};
+use crate::events::{decode_stream_record, Envelope, StreamId, Upcasters};
+
+/// Executions (orchestrator) or tasks (worker) handled at once within one batch.
+const CONCURRENCY: usize = 16;
+
+struct Group {
+    stream: StreamId,
+    first_sequence: String,
+    events: Vec<Envelope>,
+}
+
+/// Groups the batch's events by stream, keeping stream order; undecodable records are logged and
+/// their execution (when the record names one) is failed by the caller.
+fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<(Option<StreamId>, String)>) {
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut poisoned = Vec::new();
+    for record in &event.records {
+        let sequence = record.change.sequence_number.clone().unwrap_or_default();
+        match decode_stream_record(record, upcasters) {
+            Ok(Some(envelope)) => {
+                let key = envelope.stream_id.to_string();
+                if !groups.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                groups
+                    .entry(key)
+                    .or_insert_with(|| Group {
+                        stream: envelope.stream_id.clone(),
+                        first_sequence: sequence,
+                        events: Vec::new(),
+                    })
+                    .events
+                    .push(envelope);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let stream = record
+                    .change
+                    .new_image
+                    .get("stream_id")
+                    .and_then(|v| match v {
+                        serde_dynamo::AttributeValue::S(s) => StreamId::try_from(s.clone()).ok(),
+                        _ => None,
+                    });
+                tracing::error!(sequence = %sequence, error = %e, "unreadable stream record");
+                poisoned.push((stream, e.to_string()));
+            }
+        }
+    }
+    let groups = order.into_iter().filter_map(|k| groups.remove(&k)).collect();
+    (groups, poisoned)
+}
+
+fn failures(sequences: Vec<String>) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = sequences
+        .into_iter()
+        .map(|s| {
+            let mut f = DynamoDbBatchItemFailure::default();
+            f.item_identifier = Some(s);
+            f
+        })
+        .collect();
+    response
+}
+
+/// The stream processor's handler.
+pub async fn orchestrate(o: &Orchestrator, event: Event, upcasters: &Upcasters) -> DynamoDbEventResponse {
+    let now = Utc::now();
+    let (groups, poisoned) = group(&event, upcasters);
+    for (stream, reason) in poisoned {
+        if let Some(stream) = stream.filter(|s| s.category() == crate::executions::repo::CATEGORY) {
+            let error = StepError::new("OrchestrationError", format!("an event could not be read: {reason}"), false);
+            if let Err(e) = o.fail(&stream, &ExecutionState::default(), error, now).await {
+                tracing::error!(stream = %stream, error = %e, "could not fail the execution of an unreadable event");
+            }
+        }
+    }
+    let failed: Vec<String> = futures::stream::iter(groups)
+        .map(|g| async move {
+            match o.turn(&g.stream, &g.events, now).await {
+                Ok(turn) => {
+                    tracing::debug!(stream = %g.stream, ?turn, "turn");
+                    None
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(stream = %g.stream, error = %e, "turn failed; the batch will be redelivered from here");
+                    Some(g.first_sequence)
+                }
+                Err(e) => {
+                    tracing::error!(stream = %g.stream, error = %e, "execution cannot go on");
+                    let error = StepError::new("OrchestrationError", e.to_string(), false);
+                    match o.fail(&g.stream, &ExecutionState::default(), error, now).await {
+                        Ok(()) => None,
+                        Err(_) => Some(g.first_sequence),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    failures(failed)
+}
+
+/// The step worker's handler (its event filter delivers only `StepScheduled`).
+pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEventResponse {
+    let (groups, _) = group(&event, upcasters);
+    let tasks: Vec<(String, Envelope)> = groups
+        .into_iter()
+        .flat_map(|g| {
+            let seq = g.first_sequence;
+            g.events.into_iter().map(move |e| (seq.clone(), e))
+        })
+        .collect();
+    let failed: Vec<String> = futures::stream::iter(tasks)
+        .map(|(seq, envelope)| async move {
+            match w.handle(&envelope).await {
+                Ok(done) => {
+                    if done != Done::Ignored {
+                        tracing::debug!(stream = %envelope.stream_id, ?done, "task");
+                    }
+                    None
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(stream = %envelope.stream_id, error = %e, "task failed; redelivering");
+                    Some(seq)
+                }
+                Err(e) => {
+                    tracing::error!(stream = %envelope.stream_id, error = %e, "task cannot be performed");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    failures(failed)
+}

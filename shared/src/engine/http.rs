@@ -1,0 +1,194 @@
+//! The `http` step: one request, rendered by the orchestrator, sent here. Private, loopback and
+//! link-local addresses (cloud metadata among them) are refused unless the deployment allows them;
+//! the check runs on every resolved address, and redirects are not followed, so neither DNS nor a
+//! redirect can lead the request somewhere it may not go.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::{json, Map, Value};
+
+use crate::domain::execution::StepError;
+
+/// Response bodies larger than this fail the step instead of bloating the execution's history.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct HttpExecutor {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+/// Addresses a step may not reach unless private networks are allowed.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b))
+                || a == 0
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves names and drops the addresses a step may not reach.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| allow_private || !is_private(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves only to private or link-local addresses, which steps may not call").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+fn error(kind: &str, message: impl Into<String>, retryable: bool) -> StepError {
+    StepError::new(kind, message, retryable)
+}
+
+impl HttpExecutor {
+    pub fn new(allow_private: bool, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("wfe-step/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS backend is compiled in");
+        Self { client, allow_private }
+    }
+
+    /// Performs the rendered request `{method, url, headers, body}`.
+    pub async fn call(&self, request: &Value) -> Result<Value, StepError> {
+        let method = request["method"].as_str().unwrap_or("GET");
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| error("InvalidRequest", format!("unknown method {method}"), false))?;
+        let raw_url = request["url"].as_str().unwrap_or_default();
+        let url = reqwest::Url::parse(raw_url)
+            .map_err(|e| error("InvalidRequest", format!("{raw_url:?} is not a URL: {e}"), false))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(error("InvalidRequest", format!("scheme {} is not allowed; use http or https", url.scheme()), false));
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !self.allow_private && is_private(ip)) {
+            return Err(error("AddressNotAllowed", format!("{} is a private or link-local address, which steps may not call", url.host_str().unwrap_or_default()), false));
+        }
+        let mut builder = self.client.request(method, url.clone());
+        if let Some(headers) = request["headers"].as_object() {
+            for (k, v) in headers {
+                builder = builder.header(k, v.as_str().unwrap_or_default());
+            }
+        }
+        match &request["body"] {
+            Value::Null => {}
+            Value::String(s) => builder = builder.body(s.clone()),
+            other => builder = builder.json(other),
+        }
+        let mut response = builder.send().await.map_err(|e| classify(&e, &url))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, &url))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(error("ResponseTooLarge", format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"), false));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if !status.is_success() {
+            let retryable = status.as_u16() == 429 || status.is_server_error();
+            let excerpt: String = text.chars().take(200).collect();
+            return Err(error("HttpError", format!("{} answered {status}: {excerpt}", url.host_str().unwrap_or_default()), retryable));
+        }
+        let body = if content_type.contains("json") {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        let mut headers = Map::new();
+        headers.insert("content-type".into(), Value::String(content_type));
+        Ok(json!({"status": status.as_u16(), "headers": headers, "body": body}))
+    }
+}
+
+fn classify(e: &reqwest::Error, url: &reqwest::Url) -> StepError {
+    let host = url.host_str().unwrap_or_default();
+    if e.is_timeout() {
+        return error("Timeout", format!("{host} did not answer in time"), true);
+    }
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    if chain.contains("which steps may not call") {
+        return error("AddressNotAllowed", chain, false);
+    }
+    error("NetworkError", chain, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_link_local_addresses_are_recognised() {
+        for ip in ["10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_metadata_and_loopback_unless_allowed() {
+        let guarded = HttpExecutor::new(false, Duration::from_secs(2));
+        for url in ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/", "http://localhost:9/"] {
+            let e = guarded.call(&json!({"method": "GET", "url": url})).await.unwrap_err();
+            assert_eq!(e.kind, "AddressNotAllowed", "{url}: {e:?}");
+            assert!(!e.retryable);
+        }
+        let e = guarded.call(&json!({"method": "GET", "url": "file:///etc/passwd"})).await.unwrap_err();
+        assert_eq!(e.kind, "InvalidRequest");
+    }
+}

@@ -1,0 +1,161 @@
+//! The orchestrator (stream processor): for each execution touched by a batch, replay it, run
+//! `decide`, append the decisions with optimistic concurrency, then update the read models.
+//!
+//! Idempotent by construction: decisions are a function of the stored history, so a redelivered
+//! batch replays to a state whose decisions are already appended and plans nothing new.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::execution::{decide, ExecutionEvent as E, ExecutionState, ExecutionStatus, StepError, Summary};
+use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
+use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, Projections, RepoError};
+
+/// Another writer (the worker, the API) may append between our read and our append; replan
+/// this many times before giving the batch back for redelivery.
+const CONFLICT_ATTEMPTS: usize = 8;
+
+pub struct Orchestrator {
+    pub repo: ExecutionRepo,
+    pub projections: Projections,
+}
+
+/// What one turn did, for logs, metrics and benchmarks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Turn {
+    pub appended: usize,
+    pub replayed: u64,
+    pub conflicts: usize,
+    pub status: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("read model: {0}")]
+    Projection(String),
+}
+
+impl TurnError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Repo(r) => r.is_transient(),
+            Self::Projection(_) => true,
+        }
+    }
+}
+
+impl Orchestrator {
+    /// Handles the batch's events of one execution stream (in stream order).
+    pub async fn turn(&self, stream: &StreamId, batch: &[Envelope], now: DateTime<Utc>) -> Result<Turn, TurnError> {
+        for envelope in batch {
+            if let Ok(E::TimerStarted { timer_id, due_at, .. }) = decode(envelope) {
+                self.projections
+                    .put_timer(stream.as_str(), &timer_id, due_at)
+                    .await
+                    .map_err(|e| TurnError::Projection(e.to_string()))?;
+            }
+        }
+        let cause_id = batch.last().map(|e| e.event_id.clone());
+        let mut turn = Turn::default();
+        let mut loaded = self.repo.load(stream).await?;
+        turn.replayed = loaded.replayed;
+        let mut state = loaded.state.clone();
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let (next, events) = decide(&state, now);
+            if events.is_empty() {
+                break;
+            }
+            let count = events.len();
+            let tenant = stream.tenant().to_owned();
+            let cause = Cause {
+                tenant: &tenant,
+                actor: "orchestrator",
+                correlation_id: &state.id,
+                causation_id: cause_id.as_deref(),
+                at: now,
+            };
+            match self.repo.append(stream, ExpectedVersion::Exact(state.version), events, &cause, None).await {
+                Ok(r) => {
+                    turn.appended += count;
+                    state = next;
+                    state.version = r.last_version;
+                    break;
+                }
+                Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                    turn.conflicts += 1;
+                    loaded = self.repo.load(stream).await?;
+                    turn.replayed += loaded.replayed;
+                    state = loaded.state.clone();
+                }
+                Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
+                    let error = StepError::new("StateTooLarge", format!("the next events do not fit in DynamoDB: {detail}"), false);
+                    self.fail(stream, &state, error, now).await?;
+                    return Ok(turn);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        turn.status = state.status.as_str().to_owned();
+        if state.status == ExecutionStatus::New {
+            return Ok(turn);
+        }
+        self.project(stream, &state, batch, now).await?;
+        loaded.state = state;
+        self.repo.maybe_snapshot(stream, &loaded).await?;
+        Ok(turn)
+    }
+
+    /// Read models and the consequences of an ending: summary, timers, the parent's step.
+    async fn project(&self, stream: &StreamId, state: &ExecutionState, batch: &[Envelope], now: DateTime<Utc>) -> Result<(), TurnError> {
+        let tenant = stream.tenant();
+        self.projections
+            .write_summary(tenant, &Summary::of(state))
+            .await
+            .map_err(|e| TurnError::Projection(e.to_string()))?;
+        if !state.status.is_terminal() {
+            return Ok(());
+        }
+        for (timer_id, t) in state.timers.iter().filter(|(_, t)| !t.fired) {
+            let row = crate::executions::TimerRow {
+                pk: "TIMERS#0".into(),
+                sk: format!("{}#{}#{timer_id}", t.due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), stream.as_str()),
+                stream_id: stream.to_string(),
+                timer_id: timer_id.clone(),
+                due_at: t.due_at,
+                expires_at: 0,
+            };
+            self.projections.delete_timer(&row).await.map_err(|e| TurnError::Projection(e.to_string()))?;
+        }
+        let _ = batch;
+        if let Some(parent) = &state.parent {
+            let result = match state.status {
+                ExecutionStatus::Succeeded => Ok(state.output.clone().unwrap_or_default()),
+                _ => Err(state.error.clone().map(|e| StepError::new(&format!("Child{}", e.kind), e.message, false)).unwrap_or_else(|| StepError::new("ChildFailed", "the child execution failed", false))),
+            };
+            // The key's last segment is the step name (`each[3]/call` → `call`).
+            let step = parent.key.rsplit('/').next().unwrap_or_default().to_owned();
+            let (key, epoch, attempt) = (parent.key.clone(), parent.epoch, parent.attempt);
+            let event = match result {
+                Ok(output) => E::StepSucceeded { key, step, epoch, attempt, output, usage: None },
+                Err(error) => E::StepFailed { key, step, epoch, attempt, error },
+            };
+            let parent_stream = stream_id(tenant, &parent.execution_id).map_err(RepoError::from)?;
+            let cause = Cause { tenant, actor: "orchestrator", correlation_id: &parent.execution_id, causation_id: None, at: now };
+            self.repo
+                .append(&parent_stream, ExpectedVersion::Any, vec![event], &cause, Some(format!("child:{}:{}", state.id, state.version)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends an execution that cannot go on, with the reason (never blocks the stream).
+    pub async fn fail(&self, stream: &StreamId, state: &ExecutionState, error: StepError, now: DateTime<Utc>) -> Result<(), TurnError> {
+        let tenant = stream.tenant().to_owned();
+        let cause = Cause { tenant: &tenant, actor: "orchestrator", correlation_id: &state.id, causation_id: None, at: now };
+        self.repo
+            .append(stream, ExpectedVersion::Any, vec![E::ExecutionFailed { error, step: None }], &cause, Some("orchestration-failure".into()))
+            .await?;
+        Ok(())
+    }
+}

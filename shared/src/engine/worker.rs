@@ -1,0 +1,188 @@
+//! The step worker: performs `StepScheduled` tasks (http, subworkflow; llm with the AI providers)
+//! and appends the outcome.
+//!
+//! Exactly-once effect per attempt under redelivery: the worker first appends `StepStarted` under
+//! the idempotency key of the attempt. A replayed append means this attempt was already taken: if
+//! its outcome is recorded, the record is done; if not, the earlier run died mid-step, and the
+//! attempt fails as `WorkerInterrupted` (retryable), so the step's retry policy decides. The side
+//! effect itself never runs twice for one attempt.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::http::HttpExecutor;
+use crate::domain::execution::{ExecutionEvent as E, ParentRef, StepError};
+use crate::domain::validate_input;
+use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
+use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, RepoError};
+use crate::workflows::{WorkflowError, WorkflowStore};
+
+pub struct Worker {
+    pub repo: ExecutionRepo,
+    pub workflows: WorkflowStore,
+    pub http: HttpExecutor,
+}
+
+struct Task {
+    key: String,
+    step: String,
+    epoch: u32,
+    attempt: u32,
+    kind: String,
+    request: Value,
+}
+
+impl Task {
+    fn attempt_id(&self) -> String {
+        format!("{}@{}.{}", self.key, self.epoch, self.attempt)
+    }
+
+    fn outcome(&self, result: Result<Value, StepError>) -> E {
+        let (key, step, epoch, attempt) = (self.key.clone(), self.step.clone(), self.epoch, self.attempt);
+        match result {
+            Ok(output) => E::StepSucceeded { key, step, epoch, attempt, output, usage: None },
+            Err(error) => E::StepFailed { key, step, epoch, attempt, error },
+        }
+    }
+}
+
+/// What the worker did with one record, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Performed,
+    AlreadyDone,
+    Interrupted,
+    ChildStarted(String),
+    Ignored,
+}
+
+impl Worker {
+    pub fn new(repo: ExecutionRepo, workflows: WorkflowStore, http: HttpExecutor) -> Arc<Self> {
+        Arc::new(Self { repo, workflows, http })
+    }
+
+    /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
+    pub async fn handle(&self, envelope: &Envelope) -> Result<Done, RepoError> {
+        let E::StepScheduled { key, step, epoch, attempt, kind, request } = decode(envelope)? else {
+            return Ok(Done::Ignored);
+        };
+        let task = Task { key, step, epoch, attempt, kind, request };
+        let stream = &envelope.stream_id;
+        let tenant = stream.tenant().to_owned();
+        let correlation = envelope.metadata.correlation_id.clone();
+        let cause = Cause {
+            tenant: &tenant,
+            actor: "worker",
+            correlation_id: &correlation,
+            causation_id: Some(&envelope.event_id),
+            at: Utc::now(),
+        };
+        let child = (task.kind == "subworkflow").then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
+        let started = self
+            .repo
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![E::StepStarted {
+                    key: task.key.clone(),
+                    step: task.step.clone(),
+                    epoch: task.epoch,
+                    attempt: task.attempt,
+                    items: None,
+                    child_execution_id: child.clone(),
+                }],
+                &cause,
+                Some(format!("started:{}", task.attempt_id())),
+            )
+            .await?;
+        if let Some(child) = child {
+            // Starting a child is idempotent by its id; its end reports back to this step.
+            return self.start_child(stream, &task, &child, &cause).await;
+        }
+        if started.replayed {
+            if self.outcome_recorded(stream, started.first_version, &task).await? {
+                return Ok(Done::AlreadyDone);
+            }
+            let error = StepError::new("WorkerInterrupted", "the worker stopped during this attempt; its effect may or may not have happened", true);
+            self.record(stream, &task, Err(error), &cause).await?;
+            return Ok(Done::Interrupted);
+        }
+        let result = match task.kind.as_str() {
+            "http" => self.http.call(&task.request).await,
+            "llm" => Err(StepError::new("ProviderNotConfigured", "llm steps need an AI provider, and none is configured in this deployment", false)),
+            other => Err(StepError::new("UnsupportedStep", format!("the worker cannot perform {other} steps"), false)),
+        };
+        self.record(stream, &task, result, &cause).await?;
+        Ok(Done::Performed)
+    }
+
+    async fn outcome_recorded(&self, stream: &StreamId, from: u64, task: &Task) -> Result<bool, RepoError> {
+        let events = self.repo.store().read_from(stream, from).await?;
+        for envelope in &events {
+            match decode(envelope)? {
+                E::StepSucceeded { key, epoch, attempt, .. } | E::StepFailed { key, epoch, attempt, .. }
+                    if key == task.key && epoch == task.epoch && attempt == task.attempt =>
+                {
+                    return Ok(true)
+                }
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Appends the outcome once per attempt; an output too large for the event store fails the
+    /// step clearly instead.
+    async fn record(&self, stream: &StreamId, task: &Task, result: Result<Value, StepError>, cause: &Cause<'_>) -> Result<(), RepoError> {
+        let key = Some(format!("outcome:{}", task.attempt_id()));
+        match self.repo.append(stream, ExpectedVersion::Any, vec![task.outcome(result)], cause, key.clone()).await {
+            Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
+                let error = StepError::new("OutputTooLarge", format!("the step's output does not fit in one event: {detail}"), false);
+                self.repo.append(stream, ExpectedVersion::Any, vec![task.outcome(Err(error))], cause, key).await?;
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn start_child(&self, stream: &StreamId, task: &Task, child: &str, cause: &Cause<'_>) -> Result<Done, RepoError> {
+        let workflow_id = task.request["workflow_id"].as_str().unwrap_or_default();
+        let tenant = stream.tenant();
+        let version = match task.request["version"].as_u64() {
+            Some(v) => self.workflows.version(tenant, workflow_id, v as u32).await,
+            None => match self.workflows.get(tenant, workflow_id).await {
+                Ok(w) => self.workflows.version(tenant, workflow_id, w.latest_version).await,
+                Err(e) => Err(e),
+            },
+        };
+        let version = match version {
+            Ok(v) => v,
+            Err(WorkflowError::Backend(b)) => return Err(RepoError::Store(StoreError::Backend(b))),
+            Err(e) => {
+                self.record(stream, task, Err(StepError::new("SubworkflowNotFound", e.to_string(), false)), cause).await?;
+                return Ok(Done::Performed);
+            }
+        };
+        let input = task.request["input"].clone();
+        let problems = validate_input(&version.definition, &input);
+        if !problems.is_empty() {
+            let detail: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.pointer, p.message)).collect();
+            self.record(stream, task, Err(StepError::new("InvalidInput", detail.join("; "), false)), cause).await?;
+            return Ok(Done::Performed);
+        }
+        let parent = ParentRef {
+            execution_id: stream.as_str().rsplit('#').next().unwrap_or_default().to_owned(),
+            key: task.key.clone(),
+            epoch: task.epoch,
+            attempt: task.attempt,
+        };
+        let child_stream = stream_id(tenant, child)?;
+        let event = crate::engine::started(child, &version, input, Some(parent));
+        match self.repo.append(&child_stream, ExpectedVersion::NoStream, vec![event], cause, None).await {
+            Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => Ok(Done::ChildStarted(child.to_owned())),
+            Err(e) => Err(e),
+        }
+    }
+}

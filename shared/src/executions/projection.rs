@@ -1,0 +1,306 @@
+//! Read models in the state table, written by the orchestrator from replayed state:
+//!
+//! - `<tenant>#EXEC#<id>` / `SUMMARY`: the execution summary, listed per workflow through gsi1
+//!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through gsi2 (`<tenant>#EXECS`), newest first
+//!   by `<started_at>#<id>`. Written only forwards (a stale turn never overwrites a newer one).
+//! - `TIMERS#0` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function.
+//!
+//! Workflow statistics are derived from the summaries at read time (see [`WorkflowStats`]), so
+//! they can never disagree with them and need no counters that a redelivery could double.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::execution::Summary;
+
+const TIMER_PARTITION: &str = "TIMERS#0";
+/// Executions the statistics look at: the most recent ones.
+pub const STATS_WINDOW: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("state table: {0}")]
+    Backend(String),
+    #[error("{0}")]
+    BadCursor(String),
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> ProjectionError {
+    ProjectionError::Backend(DisplayErrorContext(e).to_string())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SummaryItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    gsi2pk: String,
+    gsi2sk: String,
+    tenant: String,
+    #[serde(flatten)]
+    summary: Summary,
+}
+
+/// One page of a listing; `next_cursor` continues it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A timer row due for firing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerRow {
+    pub pk: String,
+    pub sk: String,
+    pub stream_id: String,
+    pub timer_id: String,
+    pub due_at: DateTime<Utc>,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkflowStats {
+    pub runs: usize,
+    pub running: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    /// Succeeded / finished, over the runs looked at.
+    pub success_rate: Option<f64>,
+    pub median_duration_ms: Option<i64>,
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// True when only the most recent [`STATS_WINDOW`] runs were counted.
+    pub windowed: bool,
+}
+
+impl WorkflowStats {
+    pub fn of(summaries: &[Summary]) -> Self {
+        let mut s = WorkflowStats {
+            runs: summaries.len(),
+            ..Self::default()
+        };
+        let mut durations = Vec::new();
+        for x in summaries {
+            match x.status.as_str() {
+                "succeeded" => s.succeeded += 1,
+                "failed" => s.failed += 1,
+                "cancelled" => s.cancelled += 1,
+                _ => s.running += 1,
+            }
+            if let (Some(d), "succeeded" | "failed") = (x.duration_ms, x.status.as_str()) {
+                durations.push(d);
+            }
+            s.cost_usd += x.cost_usd;
+            s.input_tokens += x.input_tokens;
+            s.output_tokens += x.output_tokens;
+        }
+        let finished = s.succeeded + s.failed;
+        s.success_rate = (finished > 0).then(|| s.succeeded as f64 / finished as f64);
+        durations.sort_unstable();
+        s.median_duration_ms = match durations.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(durations[n / 2]),
+            n => Some((durations[n / 2 - 1] + durations[n / 2]) / 2),
+        };
+        s
+    }
+}
+
+#[derive(Clone)]
+pub struct Projections {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn order_key(summary: &Summary) -> String {
+    let started = summary
+        .started_at
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    format!("{started}#{}", summary.execution_id)
+}
+
+impl Projections {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    fn summary_key(tenant: &str, execution_id: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_owned(), s(format!("{tenant}#EXEC#{execution_id}"))),
+            ("sk".to_owned(), s("SUMMARY")),
+        ])
+    }
+
+    /// Writes the summary unless a newer one is stored. Returns whether it was written.
+    pub async fn write_summary(&self, tenant: &str, summary: &Summary) -> Result<bool, ProjectionError> {
+        let key = Self::summary_key(tenant, &summary.execution_id);
+        let order = order_key(summary);
+        let item = SummaryItem {
+            pk: key["pk"].as_s().cloned().unwrap_or_default(),
+            sk: "SUMMARY".into(),
+            gsi1pk: format!("{tenant}#WF#{}#EXECS", summary.workflow_id),
+            gsi1sk: order.clone(),
+            gsi2pk: format!("{tenant}#EXECS"),
+            gsi2sk: order,
+            tenant: tenant.to_owned(),
+            summary: summary.clone(),
+        };
+        let item = serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR version < :v")
+            .expression_attribute_values(":v", AttributeValue::N(summary.version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    pub async fn summary(&self, tenant: &str, execution_id: &str) -> Result<Option<Summary>, ProjectionError> {
+        let item: Option<SummaryItem> =
+            crate::aws::get_item(&self.client, &self.table, Self::summary_key(tenant, execution_id))
+                .await
+                .map_err(ProjectionError::Backend)?;
+        Ok(item.map(|i| i.summary))
+    }
+
+    /// Executions of a tenant, or of one workflow, newest first from `cursor`, optionally only
+    /// those with `status`.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        workflow_id: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Listing<Summary>, ProjectionError> {
+        let (index, pk_name, pk) = match workflow_id {
+            Some(wf) => ("gsi1", "gsi1pk", format!("{tenant}#WF#{wf}#EXECS")),
+            None => ("gsi2", "gsi2pk", format!("{tenant}#EXECS")),
+        };
+        let start = cursor
+            .map(|c| crate::aws::cursor::decode(c, pk_name, &pk))
+            .transpose()
+            .map_err(|e| ProjectionError::BadCursor(e.into()))?;
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .set_exclusive_start_key(start)
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32);
+        if let Some(status) = status {
+            q = q
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status));
+        }
+        let out = q.send().await.map_err(backend)?;
+        let items: Vec<SummaryItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        Ok(Listing {
+            items: items.into_iter().map(|i| i.summary).collect(),
+            next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
+        })
+    }
+
+    /// Statistics over a workflow's most recent runs.
+    pub async fn workflow_stats(&self, tenant: &str, workflow_id: &str) -> Result<WorkflowStats, ProjectionError> {
+        let mut summaries = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .list(tenant, Some(workflow_id), None, 100, cursor.as_deref())
+                .await?;
+            summaries.extend(page.items);
+            cursor = page.next_cursor;
+            if cursor.is_none() || summaries.len() >= STATS_WINDOW {
+                break;
+            }
+        }
+        let windowed = summaries.len() >= STATS_WINDOW && cursor.is_some();
+        summaries.truncate(STATS_WINDOW);
+        Ok(WorkflowStats {
+            windowed,
+            ..WorkflowStats::of(&summaries)
+        })
+    }
+
+    pub async fn put_timer(&self, stream_id: &str, timer_id: &str, due_at: DateTime<Utc>) -> Result<(), ProjectionError> {
+        let row = TimerRow {
+            pk: TIMER_PARTITION.into(),
+            sk: format!("{}#{stream_id}#{timer_id}", due_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            stream_id: stream_id.to_owned(),
+            timer_id: timer_id.to_owned(),
+            due_at,
+            // A row nobody fired (its execution ended) goes away after a week.
+            expires_at: due_at.timestamp() + 7 * 24 * 3600,
+        };
+        let item = serde_dynamo::to_item(&row).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub async fn delete_timer(&self, row: &TimerRow) -> Result<(), ProjectionError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(row.pk.clone()))
+            .key("sk", s(row.sk.clone()))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Timers due at `now`, earliest first.
+    pub async fn due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<TimerRow>, ProjectionError> {
+        // `~` sorts after every character a stream id or timer id uses.
+        let upper = format!("{}~", now.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk <= :upper")
+            .expression_attribute_values(":pk", s(TIMER_PARTITION))
+            .expression_attribute_values(":upper", s(upper))
+            .consistent_read(true)
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ProjectionError::Backend(e.to_string()))
+    }
+}
