@@ -105,6 +105,12 @@ pub struct AuthConfig {
     pub token_expiration_secs: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub allow_private_networks: bool,
+    pub http_timeout_secs: u64,
+}
+
 /// All settings, merged; each function asks only for the parts it needs.
 #[derive(Debug)]
 pub struct Config {
@@ -280,6 +286,16 @@ impl Config {
     /// Refresh-token lifetime in seconds (`REFRESH_TOKEN_EXPIRATION`, default 30 days).
     pub fn refresh_token_expiration_secs(&self) -> Result<u64, ConfigError> {
         self.number("REFRESH_TOKEN_EXPIRATION", None, 30 * 24 * 3600)
+    }
+
+    /// Step execution settings: whether `http` steps may call private, loopback and link-local
+    /// addresses (`HTTP_ALLOW_PRIVATE_NETWORKS`, default no) and their request timeout
+    /// (`HTTP_STEP_TIMEOUT` seconds, default 30).
+    pub fn engine(&self) -> Result<EngineConfig, ConfigError> {
+        Ok(EngineConfig {
+            allow_private_networks: self.flag("HTTP_ALLOW_PRIVATE_NETWORKS"),
+            http_timeout_secs: self.number("HTTP_STEP_TIMEOUT", None, 30)?,
+        })
     }
 
     pub fn gateway_url(&self) -> Option<String> {

@@ -87,8 +87,10 @@ async fn up(config: Config, template: wfe_local::template::Template, sdk: aws_co
         ));
     }
     let server = config.server().unwrap_or_else(|e| e.exit());
-    let _schedules = runner::spawn_schedules(&template, &sdk).unwrap_or_else(|e| fail(&e));
-    let _streams = runner::spawn_streams(&template, &sdk)
+    let _schedules = runner::spawn_schedules(&template, &sdk, &overrides)
+        .await
+        .unwrap_or_else(|e| fail(&e));
+    let _streams = runner::spawn_streams(&template, &sdk, &overrides)
         .await
         .unwrap_or_else(|e| fail(&e));
     let listener = tokio::net::TcpListener::bind((server.host.as_str(), server.port))

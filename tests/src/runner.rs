@@ -94,6 +94,8 @@ async fn function_app(
     match id {
         "AuthFunction" => auth::app(config, sdk).await,
         "HealthFunction" => health::app(config, sdk, started),
+        "WorkflowsFunction" => workflows::app(config, sdk).await,
+        "ExecutionsFunction" => executions::app(config, sdk).await,
         other => Err(format!("the local runner does not know how to run {other}")),
     }
 }
@@ -172,66 +174,134 @@ pub fn scheduled_event(stack: &str, function: &str) -> serde_json::Value {
     })
 }
 
-/// Runs the migrator on its template schedules (moto's EventBridge never fires schedules).
-pub fn spawn_schedules(
+/// What a scheduled function does on one tick; its result is logged.
+type Tick = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The scheduled functions of the template (migrator, timer), as ticks.
+async fn scheduled_function(
+    id: &str,
     template: &Template,
     sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Tick, String> {
+    match id {
+        "MigratorFunction" => {
+            let tables = template.tables().map_err(|e| e.to_string())?;
+            let migrations = std::sync::Arc::new(migrator::embedded().map_err(|e| e.to_string())?);
+            let runner =
+                std::sync::Arc::new(Migrator::new(aws_sdk_dynamodb::Client::new(sdk), tables));
+            let stack = template.stack().to_owned();
+            Ok(std::sync::Arc::new(move || {
+                let (runner, migrations, stack) = (runner.clone(), migrations.clone(), stack.clone());
+                Box::pin(async move {
+                    let event = serde_json::from_value(scheduled_event(&stack, "MigratorFunction"))
+                        .map_err(|e| e.to_string())?;
+                    migrator::handle(&runner, &migrations, event)
+                        .await
+                        .map(|r| format!("applied {:?}", r.applied))
+                })
+            }))
+        }
+        "TimerFunction" => {
+            let config = function_config(template, id, overrides)?;
+            let handler = std::sync::Arc::new(timer::Handler::new(&config, sdk)?);
+            Ok(std::sync::Arc::new(move || {
+                let handler = handler.clone();
+                Box::pin(async move { handler.handle().await.map(|f| format!("{f:?}")) })
+            }))
+        }
+        other => Err(format!("the local runner does not know how to run scheduled function {other}")),
+    }
+}
+
+/// Runs every scheduled function on its template schedule (moto's EventBridge never fires
+/// schedules). `TIMER_PERIOD_MS` in `overrides` shortens the timer function's period locally,
+/// so waits and back-offs resolve in seconds rather than at the cloud's one-minute granularity.
+pub async fn spawn_schedules(
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
-    let periods = template
-        .schedules("MigratorFunction")
-        .map_err(|e| e.to_string())?;
-    let tables = template.tables().map_err(|e| e.to_string())?;
-    let migrations = std::sync::Arc::new(migrator::embedded().map_err(|e| e.to_string())?);
-    let runner = std::sync::Arc::new(Migrator::new(aws_sdk_dynamodb::Client::new(sdk), tables));
-    let stack = template.stack().to_owned();
-    Ok(periods
-        .into_iter()
-        .map(|period| {
-            let (runner, migrations, stack) = (runner.clone(), migrations.clone(), stack.clone());
-            tokio::spawn(async move {
-                let period = period.max(Duration::from_secs(1));
+    let mut tasks = Vec::new();
+    for id in template.resource_ids("AWS::Serverless::Function") {
+        let mut periods = template.schedules(&id).map_err(|e| e.to_string())?;
+        if periods.is_empty() {
+            continue;
+        }
+        if id == "TimerFunction" {
+            if let Some(ms) = overrides.get("TIMER_PERIOD_MS").and_then(|v| v.parse().ok()) {
+                periods = vec![Duration::from_millis(ms)];
+            }
+        }
+        let tick = scheduled_function(&id, template, sdk, overrides).await?;
+        for period in periods {
+            let (tick, id) = (tick.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let period = period.max(Duration::from_millis(50));
                 let mut ticks =
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
                     let started = Instant::now();
-                    let outcome =
-                        match serde_json::from_value(scheduled_event(&stack, "MigratorFunction")) {
-                            Ok(event) => migrator::handle(&runner, &migrations, event)
-                                .await
-                                .map(|r| r.applied),
-                            Err(e) => Err(e.to_string()),
-                        };
-                    tracing::info!(
-                        function = "MigratorFunction",
+                    let outcome = tick().await;
+                    tracing::debug!(
+                        function = %id,
                         trigger = "schedule",
                         ms = started.elapsed().as_millis() as u64,
                         outcome = ?outcome,
                         "invoke"
                     );
                 }
-            })
-        })
-        .collect())
+            }));
+        }
+    }
+    Ok(tasks)
 }
 
-/// The handler of a stream function, by logical id. The template has no stream functions yet;
-/// the first one (the stream processor) registers here.
-fn stream_handler(function: &str) -> Result<crate::esm::Handler, String> {
-    Err(format!(
-        "the local runner does not know how to run stream function {function}"
-    ))
+/// The handler of a stream function, by logical id, configured from its template environment.
+fn stream_handler(
+    function: &str,
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<crate::esm::Handler, String> {
+    let config = function_config(template, function, overrides)?;
+    match function {
+        "OrchestratorFunction" => {
+            let h = std::sync::Arc::new(orchestrator::Handler::new(&config, sdk)?);
+            Ok(std::sync::Arc::new(move |event| {
+                let h = h.clone();
+                Box::pin(async move { Ok(h.handle(event).await) })
+            }))
+        }
+        "WorkerFunction" => {
+            let h = std::sync::Arc::new(worker::Handler::new(&config, sdk)?);
+            Ok(std::sync::Arc::new(move |event| {
+                let h = h.clone();
+                Box::pin(async move { Ok(h.handle(event).await) })
+            }))
+        }
+        other => Err(format!(
+            "the local runner does not know how to run stream function {other}"
+        )),
+    }
 }
 
 /// Starts one event-source mapping per `DynamoDB` event in the template.
 pub async fn spawn_streams(
     template: &Template,
     sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let mut tasks = Vec::new();
     for mapping in crate::esm::mappings(template) {
-        let handler = stream_handler(&mapping.function)?;
+        let handler = stream_handler(&mapping.function, template, sdk, overrides)?;
         let table = template
             .table_name(&mapping.table)
             .map_err(|e| e.to_string())?;

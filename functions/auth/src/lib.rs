@@ -36,16 +36,10 @@ pub async fn app(
 ) -> Result<Router, String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
     let tables = config.tables().map_err(|e| e.to_string())?;
-    let (limit, window_secs) = config.rate_limit().map_err(|e| e.to_string())?;
     let dynamodb = shared::aws::dynamodb(sdk);
     let keys =
         Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
-    let limiter = shared::http::RateLimiter::new(
-        dynamodb.clone(),
-        tables.state.clone(),
-        shared::http::RatePolicy { limit, window_secs },
-        shared::http::bearer::identify(keys.clone()),
-    );
+    let limiter = shared::http::RateLimiter::from_config(config, sdk, keys.clone())?;
     let state = AuthState {
         store: AuthStore::new(dynamodb, tables.state),
         keys,

@@ -35,3 +35,53 @@ pub fn derived_id(parts: &[&str]) -> String {
     let h = hex::encode(&digest[..16]);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
+
+/// The clients every execution-facing function needs, built once per cold start.
+#[derive(Clone)]
+pub struct Services {
+    pub repo: crate::executions::ExecutionRepo,
+    pub projections: crate::executions::Projections,
+    pub workflows: crate::workflows::WorkflowStore,
+    pub upcasters: std::sync::Arc<crate::events::Upcasters>,
+}
+
+impl Services {
+    pub fn new(config: &crate::config::Config, sdk: &crate::aws::SdkConfig) -> Result<Self, String> {
+        let tables = config.tables().map_err(|e| e.to_string())?;
+        let dynamodb = crate::aws::dynamodb(sdk);
+        let upcasters = std::sync::Arc::new(crate::events::Upcasters::default());
+        let store = crate::events::DynamoEventStore::new(
+            dynamodb.clone(),
+            crate::events::EventTables {
+                events: tables.events,
+                state: tables.state.clone(),
+            },
+            crate::events::Upcasters::default(),
+        );
+        Ok(Self {
+            repo: crate::executions::ExecutionRepo::new(std::sync::Arc::new(store)),
+            projections: crate::executions::Projections::new(dynamodb.clone(), tables.state.clone()),
+            workflows: crate::workflows::WorkflowStore::new(dynamodb, tables.state),
+            upcasters,
+        })
+    }
+
+    pub fn orchestrator(&self) -> Orchestrator {
+        Orchestrator {
+            repo: self.repo.clone(),
+            projections: self.projections.clone(),
+        }
+    }
+
+    pub fn worker(&self, config: &crate::config::Config) -> Result<std::sync::Arc<Worker>, String> {
+        let engine = config.engine().map_err(|e| e.to_string())?;
+        Ok(Worker::new(
+            self.repo.clone(),
+            self.workflows.clone(),
+            http::HttpExecutor::new(
+                engine.allow_private_networks,
+                std::time::Duration::from_secs(engine.http_timeout_secs),
+            ),
+        ))
+    }
+}

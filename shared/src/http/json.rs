@@ -38,19 +38,62 @@ where
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    e.status(),
-                    "payload-too-large",
-                    "Payload too large",
-                    e.body_text(),
-                )
-            } else {
-                ApiError::bad_request("unreadable-body", e.body_text())
-            }
-        })?;
-        parse(&bytes).map(Json)
+        parse(&read_body(req, state).await?).map(Json)
+    }
+}
+
+/// The body's bytes, with 413 and unreadable bodies as problem+json.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                e.status(),
+                "payload-too-large",
+                "Payload too large",
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad_request("unreadable-body", e.body_text())
+        }
+    })
+}
+
+fn media_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A JSON or YAML document (workflow definitions are written in either), as a JSON value.
+#[derive(Debug, Clone)]
+pub struct Document(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for Document {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media = media_type(&req);
+        let yaml = matches!(media.as_str(), "application/yaml" | "application/x-yaml" | "text/yaml");
+        if !yaml && media != "application/json" {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the document as `application/json` or `application/yaml`",
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        if yaml {
+            serde_norway::from_slice(&bytes)
+                .map(Document)
+                .map_err(|e| ApiError::bad_request("invalid-yaml", format!("the body is not valid YAML: {e}")))
+        } else {
+            parse(&bytes).map(Document)
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::request_id::current_request_id;
 /// Where problem `type` URIs point; each kind has a page in the API docs.
 const TYPE_BASE: &str = "https://workflow-engine.dev/problems/";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
     /// Stable, machine-readable slug, e.g. `invalid-json`.
@@ -18,6 +18,8 @@ pub struct ApiError {
     pub detail: String,
     /// For 429 and 503: seconds until a retry may succeed.
     pub retry_after: Option<u64>,
+    /// Every problem found, each with the JSON pointer at fault (validation failures).
+    pub errors: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +31,8 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a serde_json::Value>,
 }
 
 impl ApiError {
@@ -44,7 +48,14 @@ impl ApiError {
             title,
             detail: detail.into(),
             retry_after: None,
+            errors: None,
         }
+    }
+
+    /// Adds the list of problems (`[{pointer, message}]`) to the body.
+    pub fn with_errors(mut self, errors: impl serde::Serialize) -> Self {
+        self.errors = serde_json::to_value(errors).ok();
+        self
     }
 
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
@@ -130,6 +141,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: &self.detail,
             request_id: current_request_id(),
+            errors: self.errors.as_ref(),
         };
         let mut response = (
             self.status,

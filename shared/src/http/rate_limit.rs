@@ -73,6 +73,23 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// The limiter every authenticated function uses: per user (per IP when anonymous), with the
+    /// policy from `RATE_LIMIT_REQUESTS` / `RATE_LIMIT_WINDOW_SECS`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        sdk: &crate::aws::SdkConfig,
+        keys: std::sync::Arc<crate::auth::JwtKeys>,
+    ) -> Result<Self, String> {
+        let tables = config.tables().map_err(|e| e.to_string())?;
+        let (limit, window_secs) = config.rate_limit().map_err(|e| e.to_string())?;
+        Ok(Self::new(
+            crate::aws::dynamodb(sdk),
+            tables.state,
+            RatePolicy { limit, window_secs },
+            super::bearer::identify(keys),
+        ))
+    }
+
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: String,

@@ -1,0 +1,22 @@
+//! Wiring only: config, clients, then the Lambda runtime with the scheduled handler.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use lambda_runtime::{service_fn, LambdaEvent};
+use shared::config::Config;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::telemetry::init();
+    let config = Config::load().unwrap_or_else(|e| e.exit());
+    let sdk = shared::aws::load_sdk_config().await;
+    let handler = timer::Handler::new(&config, &sdk).unwrap_or_else(|e| {
+        eprintln!("Error: {e}");
+        std::process::exit(1)
+    });
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<EventBridgeEvent>| async move {
+        let fired = handler.handle().await?;
+        Ok::<_, lambda_runtime::Error>(serde_json::json!({"fired": fired.fired, "failed": fired.failed}))
+    }))
+    .await
+}
