@@ -10,3 +10,4 @@ mod lambda_binary;
 mod migrations;
 mod outage;
 mod stream_delivery;
+mod workflows;

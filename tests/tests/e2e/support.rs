@@ -61,6 +61,7 @@ pub struct App {
     pub template: wfe_local::template::Template,
     pub sdk: SdkConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -101,7 +102,34 @@ impl App {
             template,
             sdk,
             stop: Some(stop),
+            tasks: Vec::new(),
         }
+    }
+
+    /// The whole product: HTTP functions plus the stream functions (orchestrator, worker) and
+    /// the timer, as the local runner runs them. `http` steps may call loopback test servers.
+    pub async fn start_engine(purpose: &str, overrides: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
+            ("TIMER_PERIOD_MS", "200"),
+        ];
+        all.extend_from_slice(overrides);
+        let mut app = Self::start(purpose, &all).await;
+        let env: std::collections::BTreeMap<String, String> = all
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("RATE_LIMIT_REQUESTS".to_owned(), "100000".to_owned())])
+            .collect();
+        let mut tasks = wfe_local::runner::spawn_streams(&app.template, &app.sdk, &env)
+            .await
+            .expect("stream functions");
+        tasks.extend(
+            wfe_local::runner::spawn_schedules(&app.template, &app.sdk, &env)
+                .await
+                .expect("scheduled functions"),
+        );
+        app.tasks = tasks;
+        app
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -170,6 +198,9 @@ impl Drop for App {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
