@@ -122,12 +122,21 @@ pub async fn orchestrate(o: &Orchestrator, event: Event, upcasters: &Upcasters) 
 
 /// The step worker's handler (its event filter delivers only `StepScheduled`).
 pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEventResponse {
-    let (groups, _) = group(&event, upcasters);
-    let tasks: Vec<(String, Envelope)> = groups
-        .into_iter()
-        .flat_map(|g| {
-            let seq = g.first_sequence;
-            g.events.into_iter().map(move |e| (seq.clone(), e))
+    // Each task on its own, so only a failed one (and what follows it) is redelivered.
+    let tasks: Vec<(String, Envelope)> = event
+        .records
+        .iter()
+        .filter_map(|record| {
+            let seq = record.change.sequence_number.clone().unwrap_or_default();
+            match decode_stream_record(record, upcasters) {
+                Ok(Some(envelope)) => Some((seq, envelope)),
+                Ok(None) => None,
+                Err(e) => {
+                    // The orchestrator sees the same record and fails its execution.
+                    tracing::error!(sequence = %seq, error = %e, "unreadable task record skipped");
+                    None
+                }
+            }
         })
         .collect();
     let failed: Vec<String> = futures::stream::iter(tasks)

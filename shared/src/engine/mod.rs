@@ -67,10 +67,7 @@ impl Services {
     }
 
     pub fn orchestrator(&self) -> Orchestrator {
-        Orchestrator {
-            repo: self.repo.clone(),
-            projections: self.projections.clone(),
-        }
+        Orchestrator::new(self.repo.clone(), self.projections.clone())
     }
 
     pub fn worker(&self, config: &crate::config::Config) -> Result<std::sync::Arc<Worker>, String> {

@@ -17,6 +17,46 @@ const CONFLICT_ATTEMPTS: usize = 8;
 pub struct Orchestrator {
     pub repo: ExecutionRepo,
     pub projections: Projections,
+    /// States of recently seen executions, kept between warm invocations: a turn then reads only
+    /// the events after the cached version (the store stays the authority; the cache is a start).
+    pub cache: std::sync::Mutex<std::collections::HashMap<String, ExecutionState>>,
+}
+
+/// Executions kept in the cache; past this it starts over (a warm Lambda's memory is bounded).
+const CACHE_ENTRIES: usize = 2000;
+
+impl Orchestrator {
+    pub fn new(repo: ExecutionRepo, projections: Projections) -> Self {
+        Self {
+            repo,
+            projections,
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self, stream: &StreamId) -> Option<ExecutionState> {
+        self.cache.lock().ok()?.get(stream.as_str()).cloned()
+    }
+
+    fn remember(&self, stream: &StreamId, state: &ExecutionState) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            if state.status.is_terminal() {
+                cache.remove(stream.as_str());
+            } else {
+                cache.insert(stream.to_string(), state.clone());
+            }
+        }
+    }
+
+    async fn load(&self, stream: &StreamId) -> Result<crate::executions::Loaded, RepoError> {
+        match self.cached(stream) {
+            Some(state) => self.repo.catch_up(stream, state).await,
+            None => self.repo.load(stream).await,
+        }
+    }
 }
 
 /// What one turn did, for logs, metrics and benchmarks.
@@ -58,7 +98,7 @@ impl Orchestrator {
         }
         let cause_id = batch.last().map(|e| e.event_id.clone());
         let mut turn = Turn::default();
-        let mut loaded = self.repo.load(stream).await?;
+        let mut loaded = self.load(stream).await?;
         turn.replayed = loaded.replayed;
         let mut state = loaded.state.clone();
         for _ in 0..CONFLICT_ATTEMPTS {
@@ -84,7 +124,7 @@ impl Orchestrator {
                 }
                 Err(RepoError::Store(StoreError::Conflict { .. })) => {
                     turn.conflicts += 1;
-                    loaded = self.repo.load(stream).await?;
+                    loaded = self.load(stream).await?;
                     turn.replayed += loaded.replayed;
                     state = loaded.state.clone();
                 }
@@ -101,6 +141,7 @@ impl Orchestrator {
             return Ok(turn);
         }
         self.project(stream, &state, batch, now).await?;
+        self.remember(stream, &state);
         loaded.state = state;
         self.repo.maybe_snapshot(stream, &loaded).await?;
         Ok(turn)
@@ -143,7 +184,7 @@ impl Orchestrator {
             let parent_stream = stream_id(tenant, &parent.execution_id).map_err(RepoError::from)?;
             let cause = Cause { tenant, actor: "orchestrator", correlation_id: &parent.execution_id, causation_id: None, at: now };
             self.repo
-                .append(&parent_stream, ExpectedVersion::Any, vec![event], &cause, Some(format!("child:{}:{}", state.id, state.version)))
+                .append_any(&parent_stream, vec![event], &cause, Some(format!("child:{}:{}", state.id, state.version)))
                 .await?;
         }
         Ok(())
@@ -154,7 +195,7 @@ impl Orchestrator {
         let tenant = stream.tenant().to_owned();
         let cause = Cause { tenant: &tenant, actor: "orchestrator", correlation_id: &state.id, causation_id: None, at: now };
         self.repo
-            .append(stream, ExpectedVersion::Any, vec![E::ExecutionFailed { error, step: None }], &cause, Some("orchestration-failure".into()))
+            .append_any(stream, vec![E::ExecutionFailed { error, step: None }], &cause, Some("orchestration-failure".into()))
             .await?;
         Ok(())
     }

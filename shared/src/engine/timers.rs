@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::execution::ExecutionEvent;
-use crate::events::{ExpectedVersion, StreamId};
+use crate::events::StreamId;
 use crate::executions::{Cause, ExecutionRepo, Projections};
 
 const PAGE: u32 = 100;
@@ -39,7 +39,7 @@ pub async fn fire_due(repo: &ExecutionRepo, projections: &Projections, now: Date
             };
             let event = ExecutionEvent::TimerFired { timer_id: row.timer_id.clone() };
             match repo
-                .append(&stream, ExpectedVersion::Any, vec![event], &cause, Some(format!("fired:{}", row.timer_id)))
+                .append_any(&stream, vec![event], &cause, Some(format!("fired:{}", row.timer_id)))
                 .await
             {
                 Ok(_) => {

@@ -23,6 +23,9 @@ pub struct Worker {
     pub repo: ExecutionRepo,
     pub workflows: WorkflowStore,
     pub http: HttpExecutor,
+    /// One writer per stream within this process: a map's tasks finishing together would
+    /// otherwise race each other for the stream's next version.
+    writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 struct Task {
@@ -60,7 +63,26 @@ pub enum Done {
 
 impl Worker {
     pub fn new(repo: ExecutionRepo, workflows: WorkflowStore, http: HttpExecutor) -> Arc<Self> {
-        Arc::new(Self { repo, workflows, http })
+        Arc::new(Self {
+            repo,
+            workflows,
+            http,
+            writers: Default::default(),
+        })
+    }
+
+    fn writer(&self, stream: &StreamId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        if writers.len() > 1000 {
+            writers.retain(|_, w| Arc::strong_count(w) > 1);
+        }
+        writers.entry(stream.to_string()).or_default().clone()
+    }
+
+    async fn append_one(&self, stream: &StreamId, event: E, cause: &Cause<'_>, key: String) -> Result<crate::events::AppendResult, RepoError> {
+        let writer = self.writer(stream);
+        let _turn = writer.lock().await;
+        self.repo.append_any(stream, vec![event], cause, Some(key)).await
     }
 
     /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
@@ -81,20 +103,18 @@ impl Worker {
         };
         let child = (task.kind == "subworkflow").then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
         let started = self
-            .repo
-            .append(
+            .append_one(
                 stream,
-                ExpectedVersion::Any,
-                vec![E::StepStarted {
+                E::StepStarted {
                     key: task.key.clone(),
                     step: task.step.clone(),
                     epoch: task.epoch,
                     attempt: task.attempt,
                     items: None,
                     child_execution_id: child.clone(),
-                }],
+                },
                 &cause,
-                Some(format!("started:{}", task.attempt_id())),
+                format!("started:{}", task.attempt_id()),
             )
             .await?;
         if let Some(child) = child {
@@ -136,11 +156,11 @@ impl Worker {
     /// Appends the outcome once per attempt; an output too large for the event store fails the
     /// step clearly instead.
     async fn record(&self, stream: &StreamId, task: &Task, result: Result<Value, StepError>, cause: &Cause<'_>) -> Result<(), RepoError> {
-        let key = Some(format!("outcome:{}", task.attempt_id()));
-        match self.repo.append(stream, ExpectedVersion::Any, vec![task.outcome(result)], cause, key.clone()).await {
+        let key = format!("outcome:{}", task.attempt_id());
+        match self.append_one(stream, task.outcome(result), cause, key.clone()).await {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                 let error = StepError::new("OutputTooLarge", format!("the step's output does not fit in one event: {detail}"), false);
-                self.repo.append(stream, ExpectedVersion::Any, vec![task.outcome(Err(error))], cause, key).await?;
+                self.append_one(stream, task.outcome(Err(error)), cause, key).await?;
                 Ok(())
             }
             other => other.map(|_| ()),

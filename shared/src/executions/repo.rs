@@ -115,6 +115,20 @@ impl ExecutionRepo {
         })
     }
 
+    /// Brings a state (a warm invocation's cached copy) up to date with the events after it.
+    pub async fn catch_up(&self, stream: &StreamId, mut state: ExecutionState) -> Result<Loaded, RepoError> {
+        let from = state.version;
+        let events = self.store.read_from(stream, from + 1).await?;
+        let replayed = events.len() as u64;
+        for envelope in &events {
+            let event = decode(envelope)?;
+            evolve(&mut state, envelope.version, envelope.metadata.occurred_at, &event);
+        }
+        // The snapshot position is unknown here; treat the cached start as one, so snapshots are
+        // still taken every SNAPSHOT_EVERY events of progress.
+        Ok(Loaded { state, replayed, snapshot_version: from })
+    }
+
     /// Saves a snapshot when enough events were replayed since the last one.
     pub async fn maybe_snapshot(&self, stream: &StreamId, loaded: &Loaded) -> Result<(), RepoError> {
         if loaded.state.version < loaded.snapshot_version + SNAPSHOT_EVERY {
@@ -182,6 +196,37 @@ impl ExecutionRepo {
             });
         }
         result.ok_or(RepoError::Store(StoreError::EmptyAppend))
+    }
+}
+
+/// `Any` appends that lose a race (many writers on one busy stream: a map's iterations finishing
+/// together) try again this often, with a growing, jittered pause.
+const ANY_RETRIES: u32 = 40;
+
+impl ExecutionRepo {
+    /// Appends at the end of the stream whatever its version, retrying through contention.
+    pub async fn append_any(
+        &self,
+        stream: &StreamId,
+        events: Vec<ExecutionEvent>,
+        cause: &Cause<'_>,
+        idempotency_key: Option<String>,
+    ) -> Result<AppendResult, RepoError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .append(stream, ExpectedVersion::Any, events.clone(), cause, idempotency_key.clone())
+                .await
+            {
+                Err(RepoError::Store(StoreError::Conflict { .. })) if attempt < ANY_RETRIES => {
+                    attempt += 1;
+                    let jitter = uuid::Uuid::new_v4().as_u128() % 20;
+                    let pause = (5 * attempt as u64).min(100) + jitter as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod apigw;
+mod delivery;
 mod edge;
 mod event_store;
 mod lambda_binary;

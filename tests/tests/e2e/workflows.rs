@@ -34,6 +34,7 @@ impl Peer {
             .route("/echo/{name}", post(echo))
             .route("/flaky/{name}/{failures}", get(flaky))
             .route("/switch/{name}", get(switch))
+            .route("/hold/{name}/{holds}", get(hold))
             .with_state(peer.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         peer
@@ -77,6 +78,15 @@ async fn flaky(State(p): State<Peer>, Path((name, failures)): Path<(String, usiz
     } else {
         (StatusCode::OK, format!("ok after {n}"))
     }
+}
+
+/// The first `holds` calls never answer (a worker dies while waiting on them).
+async fn hold(State(p): State<Peer>, Path((name, holds)): Path<(String, usize)>) -> String {
+    let n = p.count(&name);
+    if n <= holds {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    format!("answered call {n}")
 }
 
 async fn switch(State(p): State<Peer>, Path(name): Path<String>) -> (StatusCode, String) {
@@ -199,4 +209,184 @@ async fn linear_workflow_completes_with_its_outputs() {
     let w: Value = c.send(reqwest::Method::GET, &format!("/workflows/{wf}"), None).await.json().await.unwrap();
     assert_eq!(w["stats"]["runs"], 1, "{w:#}");
     assert_eq!(w["stats"]["success_rate"], 1.0);
+}
+
+#[tokio::test]
+async fn parallel_branches_join_and_conditions_route_both_ways() {
+    let app = App::start_engine("wf-branch", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-branch").await;
+    let wf = c
+        .create(json!({"name": "branches", "start": "route", "steps": {
+            "route": {"type": "condition", "branches": [{"when": "input.score >= 0.5", "next": "both"}], "default": "low"},
+            "both": {"type": "parallel", "branches": [{"start": "a"}, {"start": "b1"}], "next": "joined"},
+            "a": {"type": "http", "method": "POST", "url": format!("{}/echo/a", peer.base), "body": {"v": "A"}},
+            "b1": {"type": "template", "template": "B", "next": "b2"},
+            "b2": {"type": "http", "method": "POST", "url": format!("{}/echo/b", peer.base), "body": {"v": "{{ steps.b1.output }}2"}},
+            "joined": {"type": "transform", "mapping": ["steps.both.output[0].body.got.v", "steps.both.output[1].body.got.v"]},
+            "low": {"type": "succeed", "output": "low road"}}}))
+        .await;
+    let high = c.start(&wf, json!({"score": 0.9})).await;
+    let low = c.start(&wf, json!({"score": 0.1})).await;
+    let high = c.finished(&high).await;
+    let low = c.finished(&low).await;
+    assert_eq!(high["output"], json!(["A", "B2"]), "{high:#}");
+    assert_eq!(low["output"], "low road", "{low:#}");
+    assert_eq!((peer.calls("a"), peer.calls("b")), (1, 1));
+}
+
+#[tokio::test]
+async fn map_over_100_items_with_concurrency_10_keeps_order() {
+    let app = App::start_engine("wf-map", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-map").await;
+    let wf = c
+        .create(json!({"name": "map", "start": "each", "steps": {
+            "each": {"type": "map", "items": "input.items", "concurrency": 10, "iterator": {"start": "double"}},
+            "double": {"type": "http", "method": "POST", "url": format!("{}/echo/item", peer.base), "body": {"n": "{{ item * 2 }}", "i": "{{ index }}"}}}}))
+        .await;
+    let items: Vec<u32> = (0..100).collect();
+    let id = c.start(&wf, json!({"items": items})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let got: Vec<i64> = e["output"].as_array().unwrap().iter().map(|o| o["body"]["got"]["n"].as_i64().unwrap()).collect();
+    assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<i64>>());
+    assert_eq!(peer.calls("item"), 100);
+    assert!(peer.max_in_flight() <= 10, "{} calls at once", peer.max_in_flight());
+}
+
+fn retrying(peer: &Peer, name: &str, failures: u32, catch: bool) -> Value {
+    let mut call = json!({"type": "http", "url": format!("{}/flaky/{name}/{failures}", peer.base),
+        "retry": {"max_attempts": 3, "initial_interval_ms": 300, "backoff_rate": 2.0, "errors": ["HttpError"]}, "next": "done"});
+    let mut def = json!({"name": "retry", "start": "call", "steps": {
+        "done": {"type": "succeed", "output": "{{ steps.call.output.body }}"}}});
+    if catch {
+        call["catch"] = json!([{"errors": ["HttpError"], "next": "fallback"}]);
+        def["steps"]["fallback"] = json!({"type": "succeed", "output": "fallback: {{ error.kind }}"});
+    }
+    def["steps"]["call"] = call;
+    def
+}
+
+#[tokio::test]
+async fn retry_with_backoff_then_success_and_exhausted_then_catch() {
+    let app = App::start_engine("wf-retry", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-retry").await;
+    let ok = c.create(retrying(&peer, "twice", 2, false)).await;
+    let caught = c.create(retrying(&peer, "always", 99, true)).await;
+    let failing = c.create(retrying(&peer, "never", 99, false)).await;
+    let (a, b, d) = (c.start(&ok, json!({})).await, c.start(&caught, json!({})).await, c.start(&failing, json!({})).await);
+
+    let e = c.finished(&a).await;
+    assert_eq!(e["output"], "ok after 3", "{e:#}");
+    assert_eq!(peer.calls("twice"), 3);
+    let types = c.types(&a).await;
+    assert_eq!(count(&types, "StepRetryScheduled"), 2, "{types:?}");
+    // The back-off is recorded: 300 ms, then 600 ms after the failures.
+    let history = c.history(&a).await;
+    let retries: Vec<&Value> = history.iter().filter(|e| e["type"] == "StepRetryScheduled").collect();
+    let failed_at: Vec<&Value> = history.iter().filter(|e| e["type"] == "StepFailed").map(|e| &e["at"]).collect();
+    for (i, r) in retries.iter().enumerate() {
+        let due = chrono::DateTime::parse_from_rfc3339(r["payload"]["due_at"].as_str().unwrap()).unwrap();
+        let failed = chrono::DateTime::parse_from_rfc3339(failed_at[i].as_str().unwrap()).unwrap();
+        let delay = (due - failed).num_milliseconds();
+        let expected = 300 * (1 << i);
+        assert!((expected - 50..=expected + 1000).contains(&delay), "retry {i}: {delay} ms");
+    }
+
+    let e = c.finished(&b).await;
+    assert_eq!(e["output"], "fallback: HttpError", "{e:#}");
+    assert_eq!(peer.calls("always"), 3, "three attempts, then the catch");
+
+    let e = c.finished(&d).await;
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["error"]["kind"], "HttpError");
+    assert_eq!(e["failed_step"], "call");
+}
+
+#[tokio::test]
+async fn wait_resumes_through_the_timer_and_approvals_pause() {
+    let app = App::start_engine("wf-wait", &[]).await;
+    let c = Client::new(&app, "t-wait").await;
+    let wait = c
+        .create(json!({"name": "wait", "start": "nap", "steps": {
+            "nap": {"type": "wait", "seconds": 1, "next": "end"},
+            "end": {"type": "succeed", "output": "{{ steps.nap.output.waited_until }}"}}}))
+        .await;
+    let approval = c
+        .create(json!({"name": "approve", "start": "ask", "steps": {
+            "ask": {"type": "approval", "prompt": "ship {{ input.what }}?", "timeout_seconds": 3600, "next": "end"},
+            "end": {"type": "succeed", "output": "approved by {{ steps.ask.output.by }}"}}}))
+        .await;
+    let started = Instant::now();
+    let w = c.start(&wait, json!({})).await;
+    let yes = c.start(&approval, json!({"what": "v2"})).await;
+    let no = c.start(&approval, json!({"what": "v3"})).await;
+
+    let e = c.finished(&w).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let types = c.types(&w).await;
+    assert!(types.contains(&"TimerFired".to_owned()), "{types:?}");
+
+    for id in [&yes, &no] {
+        c.until(id, "an approval request", |e| e["awaiting_approval"] == json!(["ask"])).await;
+    }
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "approve", "comment": "lgtm"}))).await;
+    assert_eq!(r.status(), 202);
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{no}/approvals/ask"), Some(json!({"decision": "reject", "comment": "not yet"}))).await;
+    assert_eq!(r.status(), 202);
+    let e = c.finished(&yes).await;
+    assert!(e["output"].as_str().unwrap().starts_with("approved by u"), "{e:#}");
+    let e = c.finished(&no).await;
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["error"]["kind"], "ApprovalRejected");
+    assert!(e["error"]["message"].as_str().unwrap().contains("not yet"));
+    // A decision on a step that is no longer waiting is refused and changes nothing.
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "reject"}))).await;
+    problem(r, 409).await;
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "maybe"}))).await;
+    problem(r, 400).await;
+}
+
+#[tokio::test]
+async fn cancel_in_the_middle_and_redrive_from_the_failed_step() {
+    let app = App::start_engine("wf-cancel", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-cancel").await;
+    let wf = c
+        .create(json!({"name": "two-calls", "start": "one", "steps": {
+            "one": {"type": "http", "url": format!("{}/switch/one", peer.base), "next": "gate"},
+            "gate": {"type": "approval", "next": "two"},
+            "two": {"type": "http", "url": format!("{}/switch/two", peer.base), "next": "end"},
+            "end": {"type": "succeed", "output": "{{ steps.one.output.body }} {{ steps.two.output.body }}"}}}))
+        .await;
+    // Cancel while it waits at the gate: nothing after it runs.
+    let cancelled = c.start(&wf, json!({})).await;
+    c.until(&cancelled, "the gate", |e| e["awaiting_approval"] == json!(["gate"])).await;
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/cancel"), Some(json!({"reason": "changed my mind"}))).await;
+    assert_eq!(r.status(), 202);
+    let e = c.finished(&cancelled).await;
+    assert_eq!(e["status"], "cancelled", "{e:#}");
+    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/approvals/gate"), Some(json!({"decision": "approve"}))).await, 409).await;
+    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/cancel"), None).await, 409).await;
+    assert_eq!(peer.calls("two"), 0);
+
+    // Fail at `two`, then redrive: `one` does not run again.
+    peer.set_failing("two", true);
+    let id = c.start(&wf, json!({})).await;
+    c.until(&id, "the gate", |e| e["awaiting_approval"] == json!(["gate"])).await;
+    c.send(reqwest::Method::POST, &format!("/executions/{id}/approvals/gate"), Some(json!({"decision": "approve"}))).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert_eq!(e["failed_step"], "two");
+    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/redrive"), None).await, 409).await;
+    peer.set_failing("two", false);
+    let r = c.send(reqwest::Method::POST, &format!("/executions/{id}/redrive"), None).await;
+    assert_eq!(r.status(), 202);
+    let e = c.until(&id, "success after the redrive", |e| e["status"] == "succeeded").await;
+    assert_eq!(e["output"], "on on");
+    assert_eq!(peer.calls("one"), 2, "once per execution; the redrive did not repeat it");
+    assert_eq!(peer.calls("two"), 2, "the failed call and its redrive");
 }

@@ -1,0 +1,257 @@
+//! Delivery semantics with the stream functions driven by hand (no background mapping): a
+//! redelivered batch repeats no side effect and appends nothing, a worker that dies mid-step
+//! leads to a retry under the step's policy, an unreadable event fails only its execution, and
+//! a rebuild of the read models from events equals the live ones.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::dynamodb::Event;
+use serde_json::{json, Value};
+use shared::domain::execution::Summary;
+use shared::events::{AppendRequest, ExpectedVersion, Metadata, NewEvent};
+
+use crate::support::App;
+use crate::workflows::{Client, Peer};
+
+/// The template's stream functions, configured as the runner configures them.
+struct Functions {
+    orchestrator: orchestrator::Handler,
+    worker: worker::Handler,
+    timer: timer::Handler,
+    worker_filters: Vec<Value>,
+    reader: wfe_local::streams::StreamReader,
+    services: shared::engine::Services,
+}
+
+impl Functions {
+    async fn new(app: &App) -> Self {
+        let env: BTreeMap<String, String> = [("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into();
+        let config = |id: &str| wfe_local::runner::function_config(&app.template, id, &env).unwrap();
+        let mapping = wfe_local::esm::mappings(&app.template)
+            .into_iter()
+            .find(|m| m.function == "WorkerFunction")
+            .unwrap();
+        let tables = app.template.tables().unwrap();
+        let dynamodb = aws_sdk_dynamodb::Client::new(&app.sdk);
+        let arn = wfe_local::streams::stream_arn(&dynamodb, &tables.events).await.unwrap();
+        let reader = wfe_local::streams::StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&app.sdk), &arn)
+            .await
+            .unwrap();
+        Self {
+            orchestrator: orchestrator::Handler::new(&config("OrchestratorFunction"), &app.sdk).unwrap(),
+            worker: worker::Handler::new(&config("WorkerFunction"), &app.sdk).unwrap(),
+            timer: timer::Handler::new(&config("TimerFunction"), &app.sdk).unwrap(),
+            worker_filters: mapping.filters,
+            reader,
+            services: shared::engine::Services::new(&config("OrchestratorFunction"), &app.sdk).unwrap(),
+        }
+    }
+
+    fn event(records: &[Value]) -> Event {
+        serde_json::from_value(json!({"Records": records})).unwrap()
+    }
+
+    fn tasks(&self, records: &[Value]) -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| self.worker_filters.iter().any(|f| wfe_local::esm::matches(f, r)))
+            .cloned()
+            .collect()
+    }
+
+    /// New records since the last call.
+    async fn poll(&mut self) -> Vec<Value> {
+        self.reader.poll(1000).await.unwrap()
+    }
+
+    /// Delivers new records to both functions and fires due timers until `done` (deadline 30 s);
+    /// returns every record delivered.
+    async fn pump(&mut self, done: impl AsyncFn() -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut all = Vec::new();
+        loop {
+            let records = self.poll().await;
+            if !records.is_empty() {
+                let r = self.orchestrator.handle(Self::event(&records)).await;
+                assert!(r.batch_item_failures.is_empty());
+                let tasks = self.tasks(&records);
+                if !tasks.is_empty() {
+                    self.worker.handle(Self::event(&tasks)).await;
+                }
+                all.extend(records);
+            }
+            self.timer.handle().await.unwrap();
+            if done().await {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "never done");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn status(c: &Client<'_>, id: &str) -> String {
+    c.execution(id).await["status"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_repeats_no_http_call_and_appends_nothing() {
+    let app = App::start("redeliver", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-redeliver").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "once", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/once", peer.base), "body": {"x": 1}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.pump(async || status(&c, &id).await == "succeeded").await;
+    assert_eq!(peer.calls("once"), 1);
+    let before = c.history(&id).await.len();
+
+    // Lambda delivers at least once: the same records again, to both functions.
+    let tasks = f.tasks(&records);
+    assert_eq!(tasks.len(), 1, "one scheduled step");
+    for _ in 0..2 {
+        let r = f.worker.handle(Functions::event(&tasks)).await;
+        assert!(r.batch_item_failures.is_empty());
+        let r = f.orchestrator.handle(Functions::event(&records)).await;
+        assert!(r.batch_item_failures.is_empty());
+    }
+    assert_eq!(peer.calls("once"), 1, "the HTTP call was not repeated");
+    assert_eq!(c.history(&id).await.len(), before, "nothing was appended");
+    assert_eq!(status(&c, &id).await, "succeeded");
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
+    let app = App::start("crash", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-crash").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "crash", "start": "call", "steps": {
+            "call": {"type": "http", "url": format!("{}/hold/crash/1", peer.base),
+                     "retry": {"max_attempts": 2, "initial_interval_ms": 100}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let scheduled = f.poll().await;
+    let tasks = f.tasks(&scheduled);
+    assert_eq!(tasks.len(), 1);
+
+    // The worker takes the task and dies while the call is in flight.
+    let worker = std::sync::Arc::new(worker::Handler::new(
+        &wfe_local::runner::function_config(&app.template, "WorkerFunction", &[("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into()).unwrap(),
+        &app.sdk,
+    ).unwrap());
+    let running = {
+        let (worker, tasks) = (worker.clone(), tasks.clone());
+        tokio::spawn(async move { worker.handle(Functions::event(&tasks)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peer.calls("crash") == 0 {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+
+    // Lambda redelivers the batch; the attempt is recognised as interrupted, not run again.
+    f.worker.handle(Functions::event(&tasks)).await;
+    assert_eq!(peer.calls("crash"), 1);
+    f.pump(async || status(&c, &id).await != "running").await;
+    let e = c.execution(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(peer.calls("crash"), 2, "the retry ran the call once more");
+    let history = c.history(&id).await;
+    assert!(history.iter().any(|e| e["type"] == "StepFailed" && e["payload"]["error"]["kind"] == "WorkerInterrupted"), "{history:#?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_event_fails_its_execution_and_never_blocks_the_stream() {
+    let app = App::start("poison", &[]).await;
+    let c = Client::new(&app, "t-poison").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "fine", "start": "t", "steps": {"t": {"type": "template", "template": "ok"}}}))
+        .await;
+    // An event whose payload does not match its type (a bug, or a hand-edited table).
+    let stream = shared::executions::stream_id("t-poison", "poisoned").unwrap();
+    f.services
+        .repo
+        .store()
+        .append(AppendRequest {
+            stream_id: stream.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![NewEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                event_type: "ExecutionStarted".into(),
+                schema_version: 1,
+                payload: json!({"workflow": 42}).as_object().unwrap().clone(),
+                metadata: Metadata {
+                    tenant: "t-poison".into(),
+                    actor: None,
+                    correlation_id: "poisoned".into(),
+                    causation_id: None,
+                    occurred_at: chrono::Utc::now(),
+                },
+            }],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let good = c.start(&wf, json!({})).await;
+    f.pump(async || status(&c, &good).await == "succeeded").await;
+    let events = f.services.repo.store().read_from(&stream, 1).await.unwrap();
+    let failed = events.iter().find(|e| e.event_type == "ExecutionFailed").expect("the poisoned execution failed");
+    assert_eq!(failed.payload["error"]["kind"], "OrchestrationError");
+    assert!(failed.payload["error"]["message"].as_str().unwrap().contains("ExecutionStarted"), "{:?}", failed.payload);
+    // Redelivery fails it only once.
+    f.pump(async || true).await;
+    let again = f.services.repo.store().read_from(&stream, 1).await.unwrap();
+    assert_eq!(again.iter().filter(|e| e.event_type == "ExecutionFailed").count(), 1);
+}
+
+#[tokio::test]
+async fn rebuilt_projections_equal_the_live_ones() {
+    let app = App::start("rebuild", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-rebuild").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "mixed", "start": "route", "steps": {
+            "route": {"type": "condition", "branches": [{"when": "input.fail", "next": "bad"}], "default": "call"},
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/rebuild", peer.base), "body": "{{ input }}"},
+            "bad": {"type": "fail", "error": "Requested", "cause": "the input asked for it"}}}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(c.start(&wf, json!({"fail": i % 2 == 1, "i": i})).await);
+    }
+    let check = ids.clone();
+    f.pump(async || {
+        for id in &check {
+            if status(&c, id).await == "running" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // Let the orchestrator see its own last appends, so the live projection is complete.
+    f.pump(async || true).await;
+    let live_stats = f.services.projections.workflow_stats("t-rebuild", &wf).await.unwrap();
+    let mut rebuilt = Vec::new();
+    for id in &ids {
+        let live = f.services.projections.summary("t-rebuild", id).await.unwrap().expect("projected");
+        let stream = shared::executions::stream_id("t-rebuild", id).unwrap();
+        let replayed = Summary::of(&f.services.repo.load(&stream).await.unwrap().state);
+        assert_eq!(live, replayed, "summary of {id}");
+        rebuilt.push(replayed);
+    }
+    let stats = shared::executions::WorkflowStats::of(&rebuilt);
+    assert_eq!(stats, live_stats);
+    assert_eq!((stats.runs, stats.succeeded, stats.failed), (4, 2, 2));
+}
