@@ -390,3 +390,98 @@ async fn cancel_in_the_middle_and_redrive_from_the_failed_step() {
     assert_eq!(peer.calls("one"), 2, "once per execution; the redrive did not repeat it");
     assert_eq!(peer.calls("two"), 2, "the failed call and its redrive");
 }
+
+#[tokio::test]
+async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() {
+    let app = App::start("wf-api", &[]).await;
+    let c = Client::new(&app, "t-api").await;
+    let other = Client::new(&app, "t-api-other").await;
+    use reqwest::Method as M;
+
+    // Every problem at once, with JSON pointers, as a 422 that creates nothing.
+    let bad = json!({"name": "bad", "start": "a", "steps": {
+        "a": {"type": "template", "template": "{{ steps.ghost.output }}", "next": "b"},
+        "b": {"type": "http", "url": "{{ input.x", "next": "a"},
+        "lost": {"type": "succeed"}}});
+    let body = problem(c.send(M::POST, "/workflows", Some(bad.clone())).await, 422).await;
+    let pointers: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+    for p in ["/steps/a/template", "/steps/b/url", "/steps/lost"] {
+        assert!(pointers.contains(&p), "{p} in {body:#}");
+    }
+    assert!(body["errors"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().starts_with("cycle")));
+    problem(c.send(M::POST, "/workflows/validate", Some(bad)).await, 422).await;
+    let listed: Value = c.send(M::GET, "/workflows", None).await.json().await.unwrap();
+    assert_eq!(listed["items"], json!([]), "nothing was created");
+    let body = problem(c.send(M::POST, "/workflows", Some(json!({"name": "x", "start": "a", "steps": {"a": {"type": "teleport"}}}))).await, 422).await;
+    assert_eq!(body["errors"][0]["pointer"], "/steps/a");
+
+    // YAML is accepted; versions are immutable and pinned by executions.
+    let yaml = "id: greet\nname: greet\nstart: hi\ninput_schema:\n  type: object\n  required: [who]\n  properties:\n    who: {type: string}\nsteps:\n  hi:\n    type: succeed\n    output: \"hi {{ input.who }}\"\n";
+    let r = app.http.post(app.url("/workflows")).bearer_auth(&c.token).header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v2 = json!({"name": "greet", "start": "hi", "steps": {"hi": {"type": "succeed", "output": "hello {{ input.who }}"}}});
+    let r = app.http.put(app.url("/workflows/greet")).bearer_auth(&c.token).header("if-match", "1").json(&v2).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.http.put(app.url("/workflows/greet")).bearer_auth(&c.token).header("if-match", "1").json(&v2).send().await.unwrap();
+    problem(r, 409).await;
+    let v1: Value = c.send(M::GET, "/workflows/greet/versions/1", None).await.json().await.unwrap();
+    assert_eq!(v1["definition"]["steps"]["hi"]["output"], "hi {{ input.who }}");
+    problem(c.send(M::GET, "/workflows/greet/versions/9", None).await, 404).await;
+
+    // Input is checked against the pinned version's schema.
+    let r = c.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": 5}, "version": 1}))).await;
+    let body = problem(r, 422).await;
+    assert_eq!(body["errors"][0]["pointer"], "/input/who");
+
+    // The same Idempotency-Key returns the same execution; reused for another request, a 422.
+    let start = |key: &str, who: &str| {
+        app.http
+            .post(app.url("/workflows/greet/executions"))
+            .bearer_auth(&c.token)
+            .header("idempotency-key", key)
+            .json(&json!({"input": {"who": who}, "version": 1}))
+            .send()
+    };
+    let first = start("order-1", "ann").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = start("order-1", "ann").await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["execution_id"], again["execution_id"]);
+    assert_eq!(again["replayed"], true);
+    problem(start("order-1", "bob").await.unwrap(), 422).await;
+    let id = first["execution_id"].as_str().unwrap();
+    let e = c.execution(id).await;
+    assert_eq!(e["workflow_version"], 1);
+    assert_eq!(e["input"], json!({"who": "ann"}));
+    let history: Value = c.send(M::GET, &format!("/executions/{id}/events"), None).await.json().await.unwrap();
+    assert_eq!(history["events"].as_array().unwrap().len(), 1, "exactly one ExecutionStarted");
+
+    // Another tenant sees none of it.
+    for path in ["/workflows/greet".to_owned(), "/workflows/greet/versions/1".to_owned(), format!("/executions/{id}"), format!("/executions/{id}/events")] {
+        problem(other.send(M::GET, &path, None).await, 404).await;
+    }
+    problem(other.send(M::POST, &format!("/executions/{id}/cancel"), None).await, 404).await;
+    problem(other.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": "x"}}))).await, 404).await;
+    let theirs: Value = other.send(M::GET, "/workflows", None).await.json().await.unwrap();
+    assert_eq!(theirs["items"], json!([]));
+    // A cursor from one tenant's listing is refused in another's.
+    for i in 0..3 {
+        c.create(json!({"name": format!("w{i}"), "start": "a", "steps": {"a": {"type": "succeed"}}})).await;
+    }
+    let page: Value = c.send(M::GET, "/workflows?limit=2", None).await.json().await.unwrap();
+    let cursor = page["next_cursor"].as_str().expect("a second page");
+    let next: Value = c.send(M::GET, &format!("/workflows?limit=2&cursor={cursor}"), None).await.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len() + next["items"].as_array().unwrap().len(), 4);
+    problem(other.send(M::GET, &format!("/workflows?cursor={cursor}"), None).await, 400).await;
+
+    // Archived: readable, but starts nothing.
+    assert_eq!(c.send(M::DELETE, "/workflows/greet", None).await.status(), 200);
+    problem(c.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": "x"}}))).await, 409).await;
+    let archived: Value = c.send(M::GET, "/workflows?status=archived", None).await.json().await.unwrap();
+    assert_eq!(archived["items"][0]["id"], "greet");
+    // Without a token, nothing.
+    let r = app.http.get(app.url("/workflows")).send().await.unwrap();
+    problem(r, 401).await;
+}
