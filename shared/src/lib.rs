@@ -7,7 +7,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod executions;
-pub mod workflows;
 pub mod http;
 pub mod migrate;
 pub mod telemetry;
+pub mod workflows;

@@ -59,9 +59,18 @@ impl Run {
         self.history
             .iter()
             .filter_map(|e| match e {
-                E::StepScheduled { key, step, epoch, attempt, request, .. } => {
+                E::StepScheduled {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    request,
+                    ..
+                } => {
                     let s = &self.state.steps[key];
-                    (s.attempt == *attempt && s.epoch == *epoch && s.status == shared::domain::execution::StepStatus::Scheduled)
+                    (s.attempt == *attempt
+                        && s.epoch == *epoch
+                        && s.status == shared::domain::execution::StepStatus::Scheduled)
                         .then(|| (key.clone(), step.clone(), *epoch, *attempt, request.clone()))
                 }
                 _ => None,
@@ -74,8 +83,21 @@ impl Run {
         let tasks = self.tasks();
         for (key, step, epoch, attempt, request) in &tasks {
             let e = match f(step, request, *attempt) {
-                Ok(output) => E::StepSucceeded { key: key.clone(), step: step.clone(), epoch: *epoch, attempt: *attempt, output, usage: None },
-                Err(error) => E::StepFailed { key: key.clone(), step: step.clone(), epoch: *epoch, attempt: *attempt, error },
+                Ok(output) => E::StepSucceeded {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    output,
+                    usage: None,
+                },
+                Err(error) => E::StepFailed {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    error,
+                },
             };
             self.apply(vec![e]);
         }
@@ -86,7 +108,13 @@ impl Run {
     /// Advances the clock and fires due timers, as the timer function does.
     fn advance(&mut self, by: Duration) {
         self.now += by;
-        let due: Vec<String> = self.state.timers.iter().filter(|(_, t)| !t.fired && t.due_at <= self.now).map(|(id, _)| id.clone()).collect();
+        let due: Vec<String> = self
+            .state
+            .timers
+            .iter()
+            .filter(|(_, t)| !t.fired && t.due_at <= self.now)
+            .map(|(id, _)| id.clone())
+            .collect();
         for timer_id in due {
             self.apply(vec![E::TimerFired { timer_id }]);
         }
@@ -121,7 +149,10 @@ fn linear_workflow_renders_templates_and_outputs() {
     assert_eq!(run.tasks()[0].4["method"], "POST");
     assert_eq!(run.work(echo), 1);
     assert_eq!(run.status(), "succeeded");
-    assert_eq!(run.state.output, Some(json!({"result": {"echoed": "Hello RUST", "len": 10}})));
+    assert_eq!(
+        run.state.output,
+        Some(json!({"result": {"echoed": "Hello RUST", "len": 10}}))
+    );
 }
 
 #[test]
@@ -140,19 +171,27 @@ fn condition_routes_both_ways() {
 
 #[test]
 fn parallel_branches_join_on_all_and_any() {
-    let def = |join: &str| json!({"name": "p", "start": "both", "steps": {
+    let def = |join: &str| {
+        json!({"name": "p", "start": "both", "steps": {
         "both": {"type": "parallel", "join": join, "branches": [{"start": "a"}, {"start": "b1"}], "next": "after"},
         "a": {"type": "http", "url": "http://x.test/a", "body": "a"},
         "b1": {"type": "template", "template": "b", "next": "b2"},
         "b2": {"type": "http", "url": "http://x.test/b", "body": "{{ steps.b1.output }}2"},
-        "after": {"type": "transform", "mapping": "steps.both.output"}}});
+        "after": {"type": "transform", "mapping": "steps.both.output"}}})
+    };
     let mut run = Run::start(def("all"), json!({}));
     assert_eq!(run.tasks().len(), 2);
     run.work(echo);
     assert_eq!(run.status(), "succeeded");
     assert_eq!(run.state.output.as_ref().unwrap()[1]["body"], "b2");
     let mut any = Run::start(def("any"), json!({}));
-    any.work(|step, r, _| if step == "a" { Ok(json!("first")) } else { echo(step, r, 1) });
+    any.work(|step, r, _| {
+        if step == "a" {
+            Ok(json!("first"))
+        } else {
+            echo(step, r, 1)
+        }
+    });
     assert_eq!(any.status(), "succeeded");
     assert_eq!(any.state.output.as_ref().unwrap()["branch"], 0);
 }
@@ -169,7 +208,9 @@ fn map_keeps_order_and_bounds_concurrency() {
     let mut rounds = 0;
     loop {
         let open = run.tasks().len();
-        if open == 0 { break; }
+        if open == 0 {
+            break;
+        }
         assert!(open <= 10, "{open} tasks in flight");
         run.work(echo);
         rounds += 1;
@@ -177,7 +218,12 @@ fn map_keeps_order_and_bounds_concurrency() {
     assert_eq!(rounds, 10);
     assert_eq!(run.status(), "succeeded");
     let out = run.state.output.unwrap();
-    let bodies: Vec<i64> = out.as_array().unwrap().iter().map(|o| o["body"].as_i64().unwrap()).collect();
+    let bodies: Vec<i64> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["body"].as_i64().unwrap())
+        .collect();
     assert_eq!(bodies, (0..100).map(|i| i * 2).collect::<Vec<_>>());
 }
 
@@ -190,14 +236,19 @@ fn flaky(catch: bool) -> Value {
         "call": step,
         "done": {"type": "succeed", "output": "{{ steps.call.output.body }}"}}});
     if catch {
-        def["steps"]["fallback"] = json!({"type": "succeed", "output": "fallback after {{ error.kind }}"});
+        def["steps"]["fallback"] =
+            json!({"type": "succeed", "output": "fallback after {{ error.kind }}"});
     }
     def
 }
 
 fn fail_until(n: u32) -> impl Fn(&str, &Value, u32) -> Result<Value, StepError> {
     move |_, _, attempt| {
-        if attempt <= n { Err(StepError::new("HttpError", "503", true)) } else { Ok(json!({"body": "ok"})) }
+        if attempt <= n {
+            Err(StepError::new("HttpError", "503", true))
+        } else {
+            Ok(json!({"body": "ok"}))
+        }
     }
 }
 
@@ -263,13 +314,23 @@ fn approval() -> Value {
 #[test]
 fn approval_grant_reject_and_timeout() {
     let mut run = Run::start(approval(), json!({"x": 1}));
-    assert!(matches!(&run.history[1], E::ApprovalRequested { prompt: Some(p), .. } if p == "ok 1?"));
-    run.apply(vec![E::ApprovalGranted { key: "ask".into(), by: "ann".into(), comment: None }]);
+    assert!(
+        matches!(&run.history[1], E::ApprovalRequested { prompt: Some(p), .. } if p == "ok 1?")
+    );
+    run.apply(vec![E::ApprovalGranted {
+        key: "ask".into(),
+        by: "ann".into(),
+        comment: None,
+    }]);
     run.turn();
     assert_eq!(run.state.output, Some(json!("ann")));
 
     let mut run = Run::start(approval(), json!({"x": 1}));
-    run.apply(vec![E::ApprovalRejected { key: "ask".into(), by: "bob".into(), comment: Some("no".into()) }]);
+    run.apply(vec![E::ApprovalRejected {
+        key: "ask".into(),
+        by: "bob".into(),
+        comment: Some("no".into()),
+    }]);
     run.turn();
     assert_eq!(run.status(), "failed");
     assert_eq!(run.state.error.as_ref().unwrap().kind, "ApprovalRejected");
@@ -282,12 +343,19 @@ fn approval_grant_reject_and_timeout() {
 #[test]
 fn cancel_stops_scheduling_and_late_results_are_ignored() {
     let mut run = Run::start(flaky(false), json!({}));
-    run.apply(vec![E::ExecutionCancelled { by: "ann".into(), reason: None }]);
+    run.apply(vec![E::ExecutionCancelled {
+        by: "ann".into(),
+        reason: None,
+    }]);
     let before = run.history.len();
     run.work(echo);
     assert_eq!(run.status(), "cancelled");
     assert!(plan(&run.state, run.now).is_empty());
-    assert_eq!(run.history.len(), before + 1, "only the late result was recorded");
+    assert_eq!(
+        run.history.len(),
+        before + 1,
+        "only the late result was recorded"
+    );
 }
 
 #[test]
@@ -310,8 +378,16 @@ fn redrive_reruns_only_the_failed_step() {
     assert_eq!(tasks[0].2, 1, "a new epoch");
     run.work(|_, _, _| Ok(json!("b")));
     assert_eq!(run.state.output, Some(json!("ab")));
-    let scheduled_one = run.types().iter().zip(&run.history).filter(|(_, e)| matches!(e, E::StepScheduled { step, .. } if step == "one")).count();
-    assert_eq!(scheduled_one, 1, "the step that succeeded did not run again");
+    let scheduled_one = run
+        .types()
+        .iter()
+        .zip(&run.history)
+        .filter(|(_, e)| matches!(e, E::StepScheduled { step, .. } if step == "one"))
+        .count();
+    assert_eq!(
+        scheduled_one, 1,
+        "the step that succeeded did not run again"
+    );
 }
 
 #[test]
@@ -348,22 +424,47 @@ fn validation_reports_every_problem_with_pointers() {
             "f": {"type": "llm", "provider": "acme", "model": "m", "prompt": "p", "next": "nowhere"}
         }})).unwrap();
     let problems = validate(&def);
-    let has = |ptr: &str, needle: &str| problems.iter().any(|p| p.pointer == ptr && p.message.contains(needle));
-    assert!(has("/steps/a/template", "missing input `missing`"), "{problems:#?}");
-    assert!(has("/steps/a/template", "unknown step `ghost`"), "{problems:#?}");
+    let has = |ptr: &str, needle: &str| {
+        problems
+            .iter()
+            .any(|p| p.pointer == ptr && p.message.contains(needle))
+    };
+    assert!(
+        has("/steps/a/template", "missing input `missing`"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("/steps/a/template", "unknown step `ghost`"),
+        "{problems:#?}"
+    );
     assert!(has("/steps/b/template", "bad template"), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.message.starts_with("cycle:")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.message.starts_with("cycle:")),
+        "{problems:#?}"
+    );
     assert!(has("/steps/d", "unreachable"), "{problems:#?}");
     assert!(has("/steps/e", "exactly one"), "{problems:#?}");
-    assert!(has("/steps/f/provider", "unknown provider"), "{problems:#?}");
-    assert!(has("/steps/f/next", "unknown step `nowhere`"), "{problems:#?}");
+    assert!(
+        has("/steps/f/provider", "unknown provider"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("/steps/f/next", "unknown step `nowhere`"),
+        "{problems:#?}"
+    );
 }
 
 #[test]
 fn parse_errors_name_the_field() {
-    let e = Definition::from_value(json!({"name": "x", "start": "a", "steps": {"a": {"type": "http", "url": 3}}})).unwrap_err();
+    let e = Definition::from_value(
+        json!({"name": "x", "start": "a", "steps": {"a": {"type": "http", "url": 3}}}),
+    )
+    .unwrap_err();
     assert_eq!(e.pointer, "/steps/a");
-    let e = Definition::from_value(json!({"name": "x", "start": "a", "steps": {"a": {"type": "teleport"}}})).unwrap_err();
+    let e = Definition::from_value(
+        json!({"name": "x", "start": "a", "steps": {"a": {"type": "teleport"}}}),
+    )
+    .unwrap_err();
     assert!(e.message.contains("teleport"), "{e}");
     let yaml = b"name: y\nstart: a\nsteps:\n  a:\n    type: succeed\n";
     assert!(Definition::parse(yaml, Some("application/yaml")).is_ok());
@@ -376,15 +477,21 @@ fn canned_histories_replay() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/histories");
     let scenarios: Vec<(&str, Run)> = vec![
         ("linear", {
-            let mut r = Run::start(json!({"name": "linear", "start": "greet", "steps": {
+            let mut r = Run::start(
+                json!({"name": "linear", "start": "greet", "steps": {
                 "greet": {"type": "template", "template": "Hello {{ input.topic }}", "next": "call"},
-                "call": {"type": "http", "url": "http://x.test", "body": "{{ steps.greet.output }}"}}}), json!({"topic": "t"}));
+                "call": {"type": "http", "url": "http://x.test", "body": "{{ steps.greet.output }}"}}}),
+                json!({"topic": "t"}),
+            );
             r.work(echo);
             r
         }),
         ("retry-then-catch", {
             let mut r = Run::start(flaky(true), json!({}));
-            for _ in 0..3 { r.work(fail_until(9)); r.advance(Duration::seconds(10)); }
+            for _ in 0..3 {
+                r.work(fail_until(9));
+                r.advance(Duration::seconds(10));
+            }
             r
         }),
         ("redrive", {
@@ -399,21 +506,36 @@ fn canned_histories_replay() {
     for (name, run) in scenarios {
         let path = dir.join(format!("{name}.json"));
         if std::env::var_os("UPDATE_FIXTURES").is_some() || !path.exists() {
-            let history: Vec<Value> = run.history.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+            let history: Vec<Value> = run
+                .history
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap())
+                .collect();
             let doc = json!({"history": history, "summary": Summary::of(&run.state)});
             std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
         }
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let mut state = ExecutionState::default();
         for (i, e) in doc["history"].as_array().unwrap().iter().enumerate() {
-            let e: E = serde_json::from_value(e.clone()).unwrap_or_else(|err| panic!("{name} event {i}: {err}"));
+            let e: E = serde_json::from_value(e.clone())
+                .unwrap_or_else(|err| panic!("{name} event {i}: {err}"));
             // Times are not in the fixture; replay at the recorded clock's start is enough for status and outputs.
             evolve(&mut state, i as u64 + 1, t0(), &e);
         }
         let replayed = serde_json::to_value(Summary::of(&state)).unwrap();
-        for field in ["status", "output", "error", "failed_step", "steps_completed", "version"] {
+        for field in [
+            "status",
+            "output",
+            "error",
+            "failed_step",
+            "steps_completed",
+            "version",
+        ] {
             assert_eq!(replayed[field], doc["summary"][field], "{name}: {field}");
         }
-        assert!(plan(&state, t0()).is_empty(), "{name}: a finished history plans nothing");
+        assert!(
+            plan(&state, t0()).is_empty(),
+            "{name}: a finished history plans nothing"
+        );
     }
 }

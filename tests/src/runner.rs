@@ -196,7 +196,8 @@ async fn scheduled_function(
                 std::sync::Arc::new(Migrator::new(aws_sdk_dynamodb::Client::new(sdk), tables));
             let stack = template.stack().to_owned();
             Ok(std::sync::Arc::new(move || {
-                let (runner, migrations, stack) = (runner.clone(), migrations.clone(), stack.clone());
+                let (runner, migrations, stack) =
+                    (runner.clone(), migrations.clone(), stack.clone());
                 Box::pin(async move {
                     let event = serde_json::from_value(scheduled_event(&stack, "MigratorFunction"))
                         .map_err(|e| e.to_string())?;
@@ -214,7 +215,9 @@ async fn scheduled_function(
                 Box::pin(async move { handler.handle().await.map(|f| format!("{f:?}")) })
             }))
         }
-        other => Err(format!("the local runner does not know how to run scheduled function {other}")),
+        other => Err(format!(
+            "the local runner does not know how to run scheduled function {other}"
+        )),
     }
 }
 
@@ -233,7 +236,10 @@ pub async fn spawn_schedules(
             continue;
         }
         if id == "TimerFunction" {
-            if let Some(ms) = overrides.get("TIMER_PERIOD_MS").and_then(|v| v.parse().ok()) {
+            if let Some(ms) = overrides
+                .get("TIMER_PERIOD_MS")
+                .and_then(|v| v.parse().ok())
+            {
                 periods = vec![Duration::from_millis(ms)];
             }
         }

@@ -14,7 +14,9 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::{Claims, JwtKeys};
-use shared::domain::execution::{ExecutionEvent as E, ExecutionState, ExecutionStatus, StepStatus, Summary};
+use shared::domain::execution::{
+    ExecutionEvent as E, ExecutionState, ExecutionStatus, StepStatus, Summary,
+};
 use shared::domain::validate_input;
 use shared::engine::Services;
 use shared::events::{ExpectedVersion, StoreError, StreamId};
@@ -39,9 +41,13 @@ impl FromRef<ExecutionsState> for Arc<JwtKeys> {
     }
 }
 
-pub async fn app(config: &shared::config::Config, sdk: &shared::aws::SdkConfig) -> Result<Router, String> {
+pub async fn app(
+    config: &shared::config::Config,
+    sdk: &shared::aws::SdkConfig,
+) -> Result<Router, String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
-    let keys = Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
+    let keys =
+        Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
     let limiter = shared::http::RateLimiter::from_config(config, sdk, keys.clone())?;
     let state = ExecutionsState {
         services: Services::new(config, sdk)?,
@@ -86,7 +92,10 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         return Ok(None);
     };
     let key = raw.to_str().map(str::trim).unwrap_or_default();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.chars().all(|c| c.is_ascii_graphic()) {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.chars().all(|c| c.is_ascii_graphic())
+    {
         return Err(ApiError::bad_request(
             "invalid-idempotency-key",
             format!("`Idempotency-Key` is 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -103,20 +112,50 @@ async fn start(
     Json(req): Json<StartRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
-    let wf = s.services.workflows.get(&claims.tenant, &workflow_id).await.map_err(workflows::workflow_error)?;
+    let wf = s
+        .services
+        .workflows
+        .get(&claims.tenant, &workflow_id)
+        .await
+        .map_err(workflows::workflow_error)?;
     if wf.status == WorkflowStatus::Archived {
-        return Err(ApiError::conflict("workflow-archived", format!("workflow {workflow_id} is archived; it starts no new executions")));
+        return Err(ApiError::conflict(
+            "workflow-archived",
+            format!("workflow {workflow_id} is archived; it starts no new executions"),
+        ));
     }
     let pinned = req.version.unwrap_or(wf.latest_version);
-    let version = match s.services.workflows.version(&claims.tenant, &workflow_id, pinned).await {
-        Err(e @ WorkflowError::NoVersion { .. }) => return Err(ApiError::unprocessable("no-such-version", e.to_string())),
+    let version = match s
+        .services
+        .workflows
+        .version(&claims.tenant, &workflow_id, pinned)
+        .await
+    {
+        Err(e @ WorkflowError::NoVersion { .. }) => {
+            return Err(ApiError::unprocessable("no-such-version", e.to_string()))
+        }
         other => other.map_err(workflows::workflow_error)?,
     };
-    let input = if req.input.is_null() { json!({}) } else { req.input };
+    let input = if req.input.is_null() {
+        json!({})
+    } else {
+        req.input
+    };
     let problems = validate_input(&version.definition, &input);
     if !problems.is_empty() {
-        let detail: Vec<String> = problems.iter().take(3).map(|p| format!("{}: {}", p.pointer, p.message)).collect();
-        return Err(ApiError::unprocessable("invalid-input", format!("the input does not match the workflow's input schema: {}", detail.join("; "))).with_errors(problems));
+        let detail: Vec<String> = problems
+            .iter()
+            .take(3)
+            .map(|p| format!("{}: {}", p.pointer, p.message))
+            .collect();
+        return Err(ApiError::unprocessable(
+            "invalid-input",
+            format!(
+                "the input does not match the workflow's input schema: {}",
+                detail.join("; ")
+            ),
+        )
+        .with_errors(problems));
     }
     // With a key, the execution id is derived from it: a retry names the same execution.
     let id = match &key {
@@ -124,21 +163,33 @@ async fn start(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let stream = stream(&claims, &id)?;
-    let cause = Cause { tenant: &claims.tenant, actor: &claims.sub, correlation_id: &id, causation_id: None, at: Utc::now() };
+    let cause = Cause {
+        tenant: &claims.tenant,
+        actor: &claims.sub,
+        correlation_id: &id,
+        causation_id: None,
+        at: Utc::now(),
+    };
     let event = shared::engine::started(&id, &version, input, None);
     let result = s
         .services
         .repo
-        .append(&stream, ExpectedVersion::NoStream, vec![event], &cause, key.clone())
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![event],
+            &cause,
+            key.clone(),
+        )
         .await;
     let replayed = match result {
         Ok(r) => r.replayed,
-        Err(RepoError::Store(StoreError::IdempotencyConflict { .. } | StoreError::Conflict { .. })) => {
-            return Err(ApiError::unprocessable(
-                "idempotency-key-reused",
-                "this Idempotency-Key was already used to start a different execution; use a new key",
-            ))
-        }
+        Err(RepoError::Store(
+            StoreError::IdempotencyConflict { .. } | StoreError::Conflict { .. },
+        )) => return Err(ApiError::unprocessable(
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used to start a different execution; use a new key",
+        )),
         Err(e) => return Err(repo_error(e)),
     };
     shared::telemetry::metrics::emit(
@@ -147,7 +198,11 @@ async fn start(
         shared::telemetry::metrics::Unit::Count,
         &[("tenant", &claims.tenant), ("event", "started")],
     );
-    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
         status,
         [(axum::http::header::LOCATION, format!("/executions/{id}"))],
@@ -162,7 +217,11 @@ async fn start(
 }
 
 /// The execution as its events say now (consistent read), not the eventually consistent listing.
-async fn load(s: &ExecutionsState, claims: &Claims, id: &str) -> ApiResult<(StreamId, ExecutionState)> {
+async fn load(
+    s: &ExecutionsState,
+    claims: &Claims,
+    id: &str,
+) -> ApiResult<(StreamId, ExecutionState)> {
     let stream = stream(claims, id)?;
     let loaded = s.services.repo.load(&stream).await.map_err(repo_error)?;
     if loaded.state.status == ExecutionStatus::New {
@@ -199,16 +258,27 @@ async fn list(
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))?;
     if let Some(status) = q.status.as_deref() {
         if !matches!(status, "running" | "succeeded" | "failed" | "cancelled") {
-            return Err(ApiError::bad_request("invalid-query", "`status` is one of running, succeeded, failed, cancelled"));
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                "`status` is one of running, succeeded, failed, cancelled",
+            ));
         }
     }
     let page = s
         .services
         .projections
-        .list(&claims.tenant, q.workflow_id.as_deref(), q.status.as_deref(), q.limit.unwrap_or(50), q.cursor.as_deref())
+        .list(
+            &claims.tenant,
+            q.workflow_id.as_deref(),
+            q.status.as_deref(),
+            q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
+        )
         .await
         .map_err(|e| match e {
-            shared::executions::projection::ProjectionError::BadCursor(m) => ApiError::bad_request("invalid-cursor", m),
+            shared::executions::projection::ProjectionError::BadCursor(m) => {
+                ApiError::bad_request("invalid-cursor", m)
+            }
             other => ApiError::internal(other),
         })?;
     Ok(Json(json!(page)))
@@ -233,7 +303,11 @@ async fn history(
         .services
         .repo
         .store()
-        .read_page(&stream, q.from.unwrap_or(1).max(1), q.limit.unwrap_or(100).clamp(1, 500))
+        .read_page(
+            &stream,
+            q.from.unwrap_or(1).max(1),
+            q.limit.unwrap_or(100).clamp(1, 500),
+        )
         .await
         .map_err(ApiError::from)?;
     if page.events.is_empty() && q.from.unwrap_or(1) <= 1 {
@@ -266,18 +340,45 @@ async fn command(
     for _ in 0..COMMAND_ATTEMPTS {
         let (stream, state) = load(s, claims, id).await?;
         let event = command(&state)?;
-        let cause = Cause { tenant: &claims.tenant, actor: &claims.sub, correlation_id: id, causation_id: None, at: Utc::now() };
-        match s.services.repo.append(&stream, ExpectedVersion::Exact(state.version), vec![event.clone()], &cause, None).await {
-            Ok(r) => return Ok(Json(json!({"execution_id": id, "accepted": event.event_type(), "version": r.last_version}))),
+        let cause = Cause {
+            tenant: &claims.tenant,
+            actor: &claims.sub,
+            correlation_id: id,
+            causation_id: None,
+            at: Utc::now(),
+        };
+        match s
+            .services
+            .repo
+            .append(
+                &stream,
+                ExpectedVersion::Exact(state.version),
+                vec![event.clone()],
+                &cause,
+                None,
+            )
+            .await
+        {
+            Ok(r) => {
+                return Ok(Json(
+                    json!({"execution_id": id, "accepted": event.event_type(), "version": r.last_version}),
+                ))
+            }
             Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
             Err(e) => return Err(repo_error(e)),
         }
     }
-    Err(ApiError::conflict("busy", "the execution kept changing; try again"))
+    Err(ApiError::conflict(
+        "busy",
+        "the execution kept changing; try again",
+    ))
 }
 
 fn not_running(state: &ExecutionState) -> ApiError {
-    ApiError::conflict("not-running", format!("the execution is {}", state.status.as_str()))
+    ApiError::conflict(
+        "not-running",
+        format!("the execution is {}", state.status.as_str()),
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -303,7 +404,10 @@ async fn cancel(
         if state.status != ExecutionStatus::Running {
             return Err(not_running(state));
         }
-        Ok(E::ExecutionCancelled { by: by.clone(), reason: reason.clone() })
+        Ok(E::ExecutionCancelled {
+            by: by.clone(),
+            reason: reason.clone(),
+        })
     })
     .await?;
     Ok((StatusCode::ACCEPTED, r))
@@ -336,8 +440,17 @@ async fn decide_approval(
         }
         match state.steps.get(&key) {
             Some(step) if step.status == StepStatus::AwaitingApproval => {}
-            Some(_) => return Err(ApiError::conflict("not-awaiting-approval", format!("step {key} is not waiting for a decision"))),
-            None => return Err(ApiError::not_found(format!("execution {id} has no step {key} waiting for a decision"))),
+            Some(_) => {
+                return Err(ApiError::conflict(
+                    "not-awaiting-approval",
+                    format!("step {key} is not waiting for a decision"),
+                ))
+            }
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "execution {id} has no step {key} waiting for a decision"
+                )))
+            }
         }
         let (key, by, comment) = (key.clone(), by.clone(), req.comment.clone());
         Ok(match req.decision {
@@ -357,7 +470,13 @@ async fn redrive(
     let by = claims.sub.clone();
     let r = command(&s, &claims, &id, |state| {
         if state.status != ExecutionStatus::Failed {
-            return Err(ApiError::conflict("not-failed", format!("only a failed execution can be redriven; this one is {}", state.status.as_str())));
+            return Err(ApiError::conflict(
+                "not-failed",
+                format!(
+                    "only a failed execution can be redriven; this one is {}",
+                    state.status.as_str()
+                ),
+            ));
         }
         Ok(E::ExecutionRedriven { by: by.clone() })
     })

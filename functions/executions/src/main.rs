@@ -13,5 +13,10 @@ async fn main() -> Result<(), shared::http::ServeError> {
         eprintln!("Error: {e}");
         std::process::exit(1)
     });
-    serve(edge_layers(app, &server.cors_origins), &server.host, server.port).await
+    serve(
+        edge_layers(app, &server.cors_origins),
+        &server.host,
+        server.port,
+    )
+    .await
 }

@@ -11,7 +11,10 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(config: &shared::config::Config, sdk: &shared::aws::SdkConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &shared::config::Config,
+        sdk: &shared::aws::SdkConfig,
+    ) -> Result<Self, String> {
         let services = Services::new(config, sdk)?;
         Ok(Self {
             orchestrator: services.orchestrator(),
@@ -20,6 +23,7 @@ impl Handler {
     }
 
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
-        shared::engine::batch::orchestrate(&self.orchestrator, event, &self.services.upcasters).await
+        shared::engine::batch::orchestrate(&self.orchestrator, event, &self.services.upcasters)
+            .await
     }
 }

@@ -9,13 +9,21 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(config: &shared::config::Config, sdk: &shared::aws::SdkConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &shared::config::Config,
+        sdk: &shared::aws::SdkConfig,
+    ) -> Result<Self, String> {
         Ok(Self {
             services: Services::new(config, sdk)?,
         })
     }
 
     pub async fn handle(&self) -> Result<Fired, String> {
-        fire_due(&self.services.repo, &self.services.projections, chrono::Utc::now()).await
+        fire_due(
+            &self.services.repo,
+            &self.services.projections,
+            chrono::Utc::now(),
+        )
+        .await
     }
 }

@@ -14,9 +14,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         std::process::exit(1)
     });
     let handler = &handler;
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<EventBridgeEvent>| async move {
-        let fired = handler.handle().await?;
-        Ok::<_, lambda_runtime::Error>(serde_json::json!({"fired": fired.fired, "failed": fired.failed}))
-    }))
+    lambda_runtime::run(service_fn(
+        move |_: LambdaEvent<EventBridgeEvent>| async move {
+            let fired = handler.handle().await?;
+            Ok::<_, lambda_runtime::Error>(
+                serde_json::json!({"fired": fired.fired, "failed": fired.failed}),
+            )
+        },
+    ))
     .await
 }

@@ -13,7 +13,10 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(config: &shared::config::Config, sdk: &shared::aws::SdkConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &shared::config::Config,
+        sdk: &shared::aws::SdkConfig,
+    ) -> Result<Self, String> {
         let services = Services::new(config, sdk)?;
         Ok(Self {
             worker: services.worker(config)?,

@@ -31,10 +31,14 @@ impl FromRef<WorkflowsState> for Arc<JwtKeys> {
 }
 
 /// Builds the function from config and clients: what `main` serves and the local runner mounts.
-pub async fn app(config: &shared::config::Config, sdk: &shared::aws::SdkConfig) -> Result<Router, String> {
+pub async fn app(
+    config: &shared::config::Config,
+    sdk: &shared::aws::SdkConfig,
+) -> Result<Router, String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
     let services = shared::engine::Services::new(config, sdk)?;
-    let keys = Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
+    let keys =
+        Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
     let limiter = shared::http::RateLimiter::from_config(config, sdk, keys.clone())?;
     let state = WorkflowsState {
         workflows: services.workflows,
@@ -56,7 +60,9 @@ pub fn router(state: WorkflowsState) -> Router {
 pub fn workflow_error(e: WorkflowError) -> ApiError {
     match e {
         WorkflowError::Exists(_) => ApiError::conflict("workflow-exists", e.to_string()),
-        WorkflowError::NotFound(_) | WorkflowError::NoVersion { .. } => ApiError::not_found(e.to_string()),
+        WorkflowError::NotFound(_) | WorkflowError::NoVersion { .. } => {
+            ApiError::not_found(e.to_string())
+        }
         WorkflowError::Conflict(_) => ApiError::conflict("version-conflict", e.to_string()),
         WorkflowError::BadCursor(m) => ApiError::bad_request("invalid-cursor", m),
         WorkflowError::Backend(b) => ApiError::internal(b),
@@ -83,15 +89,36 @@ fn invalid(problems: Vec<Problem>) -> ApiError {
     let summary = problems
         .iter()
         .take(3)
-        .map(|p| format!("{}: {}", if p.pointer.is_empty() { "/" } else { &p.pointer }, p.message))
+        .map(|p| {
+            format!(
+                "{}: {}",
+                if p.pointer.is_empty() {
+                    "/"
+                } else {
+                    &p.pointer
+                },
+                p.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let more = problems.len().saturating_sub(3);
-    let detail = if more > 0 { format!("{summary}; and {more} more (see `errors`)") } else { summary };
-    ApiError::unprocessable("invalid-workflow", format!("the workflow is not valid: {detail}")).with_errors(problems)
+    let detail = if more > 0 {
+        format!("{summary}; and {more} more (see `errors`)")
+    } else {
+        summary
+    };
+    ApiError::unprocessable(
+        "invalid-workflow",
+        format!("the workflow is not valid: {detail}"),
+    )
+    .with_errors(problems)
 }
 
-async fn validate_only(Authenticated(_): Authenticated, Document(doc): Document) -> ApiResult<Json<Value>> {
+async fn validate_only(
+    Authenticated(_): Authenticated,
+    Document(doc): Document,
+) -> ApiResult<Json<Value>> {
     checked(doc)?;
     Ok(Json(json!({"valid": true, "errors": []})))
 }
@@ -102,7 +129,10 @@ async fn create(
     Document(doc): Document,
 ) -> ApiResult<impl IntoResponse> {
     let definition = checked(doc)?;
-    let id = definition.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = definition
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let (workflow, version) = s
         .workflows
         .create(&claims.tenant, &claims.sub, &id, definition)
@@ -132,12 +162,21 @@ async fn list(
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))?;
     if let Some(status) = q.status.as_deref() {
         if !matches!(status, "active" | "archived") {
-            return Err(ApiError::bad_request("invalid-query", "`status` is `active` or `archived`"));
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                "`status` is `active` or `archived`",
+            ));
         }
     }
     let (items, next) = s
         .workflows
-        .list(&claims.tenant, q.status.as_deref(), q.name_prefix.as_deref(), q.limit.unwrap_or(50), q.cursor.as_deref())
+        .list(
+            &claims.tenant,
+            q.status.as_deref(),
+            q.name_prefix.as_deref(),
+            q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
+        )
         .await
         .map_err(workflow_error)?;
     Ok(Json(json!({"items": items, "next_cursor": next})))
@@ -148,7 +187,11 @@ async fn get_one(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workflow = s.workflows.get(&claims.tenant, &id).await.map_err(workflow_error)?;
+    let workflow = s
+        .workflows
+        .get(&claims.tenant, &id)
+        .await
+        .map_err(workflow_error)?;
     let version = s
         .workflows
         .version(&claims.tenant, &id, workflow.latest_version)
@@ -159,7 +202,9 @@ async fn get_one(
         .workflow_stats(&claims.tenant, &id)
         .await
         .map_err(shared::http::internal)?;
-    Ok(Json(json!({"workflow": workflow, "definition": version.definition, "stats": stats})))
+    Ok(Json(
+        json!({"workflow": workflow, "definition": version.definition, "stats": stats}),
+    ))
 }
 
 /// A new version. `If-Match: <version>` makes it conditional on the version the client read.
@@ -172,22 +217,38 @@ async fn update(
 ) -> ApiResult<Json<Value>> {
     let definition = checked(doc)?;
     if definition.id.as_deref().is_some_and(|given| given != id) {
-        return Err(ApiError::unprocessable("id-mismatch", format!("the body's id is not {id}")));
+        return Err(ApiError::unprocessable(
+            "id-mismatch",
+            format!("the body's id is not {id}"),
+        ));
     }
     let expected = match headers.get(axum::http::header::IF_MATCH) {
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|v| v.trim().trim_matches('"').parse().ok())
-            .ok_or_else(|| ApiError::bad_request("invalid-if-match", "`If-Match` is the version number you read"))?,
-        None => s.workflows.get(&claims.tenant, &id).await.map_err(workflow_error)?.latest_version,
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid-if-match",
+                    "`If-Match` is the version number you read",
+                )
+            })?,
+        None => {
+            s.workflows
+                .get(&claims.tenant, &id)
+                .await
+                .map_err(workflow_error)?
+                .latest_version
+        }
     };
     let (workflow, version) = s
         .workflows
         .update(&claims.tenant, &claims.sub, &id, expected, definition)
         .await
         .map_err(workflow_error)?;
-    Ok(Json(json!({"workflow": workflow, "definition": version.definition})))
+    Ok(Json(
+        json!({"workflow": workflow, "definition": version.definition}),
+    ))
 }
 
 async fn archive(
@@ -195,7 +256,11 @@ async fn archive(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workflow = s.workflows.archive(&claims.tenant, &id).await.map_err(workflow_error)?;
+    let workflow = s
+        .workflows
+        .archive(&claims.tenant, &id)
+        .await
+        .map_err(workflow_error)?;
     Ok(Json(json!({"workflow": workflow})))
 }
 
@@ -207,6 +272,10 @@ async fn get_version(
     let version: u32 = version
         .parse()
         .map_err(|_| ApiError::bad_request("invalid-version", "a version is a positive number"))?;
-    let v = s.workflows.version(&claims.tenant, &id, version).await.map_err(workflow_error)?;
+    let v = s
+        .workflows
+        .version(&claims.tenant, &id, version)
+        .await
+        .map_err(workflow_error)?;
     Ok(Json(json!(v)))
 }

@@ -52,9 +52,13 @@ pub struct Step {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepKind {
     /// Renders text, or a JSON value whose strings are templates.
-    Template { template: Value },
+    Template {
+        template: Value,
+    },
     /// Builds a JSON value whose string leaves are expressions (`steps.fetch.output.items | length`).
-    Transform { mapping: Value },
+    Transform {
+        mapping: Value,
+    },
     /// The first branch whose expression is true wins; otherwise `default`.
     Condition {
         branches: Vec<ConditionBranch>,

@@ -145,17 +145,27 @@ mod tests {
     fn renders_paths_filters_and_defaults() {
         let ctx = json!({"input": {"topic": "rust", "n": 3}, "steps": {"fetch": {"output": {"body": "hi"}}}});
         assert_eq!(
-            render("{{ input.topic | upper }} {{ steps.fetch.output.body }}", &ctx).unwrap(),
+            render(
+                "{{ input.topic | upper }} {{ steps.fetch.output.body }}",
+                &ctx
+            )
+            .unwrap(),
             "RUST hi"
         );
-        assert_eq!(render("{{ input.missing | default('x') }}", &ctx).unwrap(), "x");
+        assert_eq!(
+            render("{{ input.missing | default('x') }}", &ctx).unwrap(),
+            "x"
+        );
         assert!(render("{{ input.missing }}", &ctx).is_err());
         assert_eq!(
             render_value(&json!({"n": "{{ input.n }}", "t": "n={{ input.n }}"}), &ctx).unwrap(),
             json!({"n": 3, "t": "n=3"})
         );
         assert!(truthy("input.n > 2", &ctx).unwrap());
-        assert_eq!(transform(&json!({"c": "input.n * 2", "k": 1}), &ctx).unwrap(), json!({"c": 6, "k": 1}));
+        assert_eq!(
+            transform(&json!({"c": "input.n * 2", "k": 1}), &ctx).unwrap(),
+            json!({"c": 6, "k": 1})
+        );
     }
 
     #[test]

@@ -96,7 +96,10 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
     }
     for id in def.steps.keys() {
         if !valid_id(id) {
-            c.add(step_ptr(id), "a step name is 1-64 letters, digits, `-` or `_`");
+            c.add(
+                step_ptr(id),
+                "a step name is 1-64 letters, digits, `-` or `_`",
+            );
         }
     }
     let input_props = input_properties(&mut c);
@@ -105,7 +108,14 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
         check_step(&mut c, id, step, scopes.get(id), &input_props);
     }
     if let Some(outputs) = &def.outputs {
-        check_template_value(&mut c, "/outputs".into(), outputs, false, None, &input_props);
+        check_template_value(
+            &mut c,
+            "/outputs".into(),
+            outputs,
+            false,
+            None,
+            &input_props,
+        );
     }
     c.problems
 }
@@ -276,32 +286,39 @@ fn check_step(
     let base = step_ptr(id);
     let in_map = scope.is_some_and(|s| in_map_scope(c.def, s));
     let tv = |c: &mut Checker<'_>, field: &str, v: &Value, exprs: bool| {
-        check_template_value(
-            c,
-            format!("{base}/{field}"),
-            v,
-            exprs,
-            Some(in_map),
-            input,
-        )
+        check_template_value(c, format!("{base}/{field}"), v, exprs, Some(in_map), input)
     };
     match &step.kind {
         StepKind::Template { template } => tv(c, "template", template, false),
         StepKind::Transform { mapping } => tv(c, "mapping", mapping, true),
         StepKind::Condition { branches, .. } => {
             if branches.is_empty() {
-                c.add(format!("{base}/branches"), "a condition needs at least one branch");
+                c.add(
+                    format!("{base}/branches"),
+                    "a condition needs at least one branch",
+                );
             }
             for (i, b) in branches.iter().enumerate() {
-                tv(c, &format!("branches/{i}/when"), &Value::String(b.when.clone()), true);
+                tv(
+                    c,
+                    &format!("branches/{i}/when"),
+                    &Value::String(b.when.clone()),
+                    true,
+                );
             }
             if step.next.is_some() {
-                c.add(format!("{base}/next"), "a condition goes to its branches; remove `next`");
+                c.add(
+                    format!("{base}/next"),
+                    "a condition goes to its branches; remove `next`",
+                );
             }
         }
         StepKind::Parallel { branches, .. } => {
             if branches.is_empty() {
-                c.add(format!("{base}/branches"), "a parallel step needs at least one branch");
+                c.add(
+                    format!("{base}/branches"),
+                    "a parallel step needs at least one branch",
+                );
             }
         }
         StepKind::Map {
@@ -318,7 +335,10 @@ fn check_step(
         StepKind::Wait { seconds, until } => match (seconds, until) {
             (Some(_), None) => {}
             (None, Some(until)) => tv(c, "until", &Value::String(until.clone()), false),
-            _ => c.add(base.clone(), "a wait step needs exactly one of `seconds` or `until`"),
+            _ => c.add(
+                base.clone(),
+                "a wait step needs exactly one of `seconds` or `until`",
+            ),
         },
         StepKind::Approval { prompt } => {
             if let Some(p) = prompt {
@@ -334,7 +354,10 @@ fn check_step(
             if !METHODS.contains(&method.to_ascii_uppercase().as_str()) {
                 c.add(
                     format!("{base}/method"),
-                    format!("unknown HTTP method `{method}`; use one of {}", METHODS.join(", ")),
+                    format!(
+                        "unknown HTTP method `{method}`; use one of {}",
+                        METHODS.join(", ")
+                    ),
                 );
             }
             if url.trim().is_empty() {
@@ -342,13 +365,22 @@ fn check_step(
             }
             tv(c, "url", &Value::String(url.clone()), false);
             for (k, v) in headers {
-                tv(c, &format!("headers/{}", escape(k)), &Value::String(v.clone()), false);
+                tv(
+                    c,
+                    &format!("headers/{}", escape(k)),
+                    &Value::String(v.clone()),
+                    false,
+                );
             }
             if let Some(body) = body {
                 tv(c, "body", body, false);
             }
         }
-        StepKind::Subworkflow { workflow_id, input: sub_input, .. } => {
+        StepKind::Subworkflow {
+            workflow_id,
+            input: sub_input,
+            ..
+        } => {
             if !valid_id(workflow_id) {
                 c.add(format!("{base}/workflow_id"), "not a workflow id");
             }
@@ -370,7 +402,11 @@ fn check_step(
             if !LLM_PROVIDERS.contains(&llm.provider.as_str()) {
                 c.add(
                     format!("{base}/provider"),
-                    format!("unknown provider `{}`; use one of {}", llm.provider, LLM_PROVIDERS.join(", ")),
+                    format!(
+                        "unknown provider `{}`; use one of {}",
+                        llm.provider,
+                        LLM_PROVIDERS.join(", ")
+                    ),
                 );
             }
             if llm.model.trim().is_empty() {
@@ -378,11 +414,17 @@ fn check_step(
             }
             if let Some(t) = llm.temperature {
                 if !(0.0..=2.0).contains(&t) {
-                    c.add(format!("{base}/temperature"), "temperature must be between 0 and 2");
+                    c.add(
+                        format!("{base}/temperature"),
+                        "temperature must be between 0 and 2",
+                    );
                 }
             }
             if llm.max_tokens == Some(0) {
-                c.add(format!("{base}/max_tokens"), "max_tokens must be at least 1");
+                c.add(
+                    format!("{base}/max_tokens"),
+                    "max_tokens must be at least 1",
+                );
             }
             if let Some(system) = &llm.system {
                 tv(c, "system", &Value::String(system.clone()), false);
@@ -390,20 +432,29 @@ fn check_step(
             tv(c, "prompt", &Value::String(llm.prompt.clone()), false);
             if let Some(schema) = &llm.output_schema {
                 if let Err(e) = jsonschema::validator_for(schema) {
-                    c.add(format!("{base}/output_schema"), format!("not a valid JSON Schema: {e}"));
+                    c.add(
+                        format!("{base}/output_schema"),
+                        format!("not a valid JSON Schema: {e}"),
+                    );
                 }
             }
         }
     }
     if matches!(step.kind, StepKind::Succeed { .. } | StepKind::Fail { .. }) && step.next.is_some()
     {
-        c.add(format!("{base}/next"), format!("a {} step ends its graph; remove `next`", step.kind.name()));
+        c.add(
+            format!("{base}/next"),
+            format!("a {} step ends its graph; remove `next`", step.kind.name()),
+        );
     }
     if let Some(retry) = &step.retry {
         if !step.kind.is_task() {
             c.add(
                 format!("{base}/retry"),
-                format!("only http, llm and subworkflow steps retry; a {} step cannot", step.kind.name()),
+                format!(
+                    "only http, llm and subworkflow steps retry; a {} step cannot",
+                    step.kind.name()
+                ),
             );
         }
         if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
@@ -413,9 +464,15 @@ fn check_step(
             );
         }
         if !(retry.backoff_rate >= 1.0 && retry.backoff_rate <= 10.0) {
-            c.add(format!("{base}/retry/backoff_rate"), "backoff_rate must be between 1 and 10");
+            c.add(
+                format!("{base}/retry/backoff_rate"),
+                "backoff_rate must be between 1 and 10",
+            );
         }
-        if retry.max_interval_ms.is_some_and(|m| m < retry.initial_interval_ms) {
+        if retry
+            .max_interval_ms
+            .is_some_and(|m| m < retry.initial_interval_ms)
+        {
             c.add(
                 format!("{base}/retry/max_interval_ms"),
                 "max_interval_ms must not be below initial_interval_ms",
@@ -423,7 +480,10 @@ fn check_step(
         }
     }
     if step.timeout_seconds == Some(0) {
-        c.add(format!("{base}/timeout_seconds"), "a timeout must be at least 1 second");
+        c.add(
+            format!("{base}/timeout_seconds"),
+            "a timeout must be at least 1 second",
+        );
     }
 }
 
@@ -493,7 +553,11 @@ fn check_template_value(
     let vars = match expr::value_variables(value, as_expressions) {
         Ok(vars) => vars,
         Err(e) => {
-            let what = if as_expressions { "expression" } else { "template" };
+            let what = if as_expressions {
+                "expression"
+            } else {
+                "template"
+            };
             c.add(pointer, format!("bad {what}: {e}"));
             return;
         }
@@ -505,7 +569,10 @@ fn check_template_value(
         if !ROOTS.contains(&root) {
             c.add(
                 pointer.clone(),
-                format!("`{var}` is not available to templates; use one of {}", ROOTS.join(", ")),
+                format!(
+                    "`{var}` is not available to templates; use one of {}",
+                    ROOTS.join(", ")
+                ),
             );
         } else if root == "steps" {
             if let Some(step) = child {
@@ -523,7 +590,10 @@ fn check_template_value(
                 }
             }
         } else if (root == "item" || root == "index") && in_map != Some(true) {
-            c.add(pointer.clone(), format!("`{root}` exists only inside a map iterator"));
+            c.add(
+                pointer.clone(),
+                format!("`{root}` exists only inside a map iterator"),
+            );
         }
     }
 }

@@ -63,7 +63,10 @@ fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<(Option<Strea
             }
         }
     }
-    let groups = order.into_iter().filter_map(|k| groups.remove(&k)).collect();
+    let groups = order
+        .into_iter()
+        .filter_map(|k| groups.remove(&k))
+        .collect();
     (groups, poisoned)
 }
 
@@ -81,13 +84,24 @@ fn failures(sequences: Vec<String>) -> DynamoDbEventResponse {
 }
 
 /// The stream processor's handler.
-pub async fn orchestrate(o: &Orchestrator, event: Event, upcasters: &Upcasters) -> DynamoDbEventResponse {
+pub async fn orchestrate(
+    o: &Orchestrator,
+    event: Event,
+    upcasters: &Upcasters,
+) -> DynamoDbEventResponse {
     let now = Utc::now();
     let (groups, poisoned) = group(&event, upcasters);
     for (stream, reason) in poisoned {
         if let Some(stream) = stream.filter(|s| s.category() == crate::executions::repo::CATEGORY) {
-            let error = StepError::new("OrchestrationError", format!("an event could not be read: {reason}"), false);
-            if let Err(e) = o.fail(&stream, &ExecutionState::default(), error, now).await {
+            let error = StepError::new(
+                "OrchestrationError",
+                format!("an event could not be read: {reason}"),
+                false,
+            );
+            if let Err(e) = o
+                .fail(&stream, &ExecutionState::default(), error, now)
+                .await
+            {
                 tracing::error!(stream = %stream, error = %e, "could not fail the execution of an unreadable event");
             }
         }

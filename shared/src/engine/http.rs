@@ -57,7 +57,8 @@ impl Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
                 .filter(|a| allow_private || !is_private(a.ip()))
@@ -84,7 +85,10 @@ impl HttpExecutor {
             .user_agent(concat!("wfe-step/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS backend is compiled in");
-        Self { client, allow_private }
+        Self {
+            client,
+            allow_private,
+        }
     }
 
     /// Performs the rendered request `{method, url, headers, body}`.
@@ -93,10 +97,19 @@ impl HttpExecutor {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| error("InvalidRequest", format!("unknown method {method}"), false))?;
         let raw_url = request["url"].as_str().unwrap_or_default();
-        let url = reqwest::Url::parse(raw_url)
-            .map_err(|e| error("InvalidRequest", format!("{raw_url:?} is not a URL: {e}"), false))?;
+        let url = reqwest::Url::parse(raw_url).map_err(|e| {
+            error(
+                "InvalidRequest",
+                format!("{raw_url:?} is not a URL: {e}"),
+                false,
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(error("InvalidRequest", format!("scheme {} is not allowed; use http or https", url.scheme()), false));
+            return Err(error(
+                "InvalidRequest",
+                format!("scheme {} is not allowed; use http or https", url.scheme()),
+                false,
+            ));
         }
         let literal = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -104,7 +117,14 @@ impl HttpExecutor {
             _ => None,
         };
         if literal.is_some_and(|ip| !self.allow_private && is_private(ip)) {
-            return Err(error("AddressNotAllowed", format!("{} is a private or link-local address, which steps may not call", url.host_str().unwrap_or_default()), false));
+            return Err(error(
+                "AddressNotAllowed",
+                format!(
+                    "{} is a private or link-local address, which steps may not call",
+                    url.host_str().unwrap_or_default()
+                ),
+                false,
+            ));
         }
         let mut builder = self.client.request(method, url.clone());
         if let Some(headers) = request["headers"].as_object() {
@@ -128,7 +148,11 @@ impl HttpExecutor {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, &url))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(error("ResponseTooLarge", format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"), false));
+                return Err(error(
+                    "ResponseTooLarge",
+                    format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
+                    false,
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -136,7 +160,14 @@ impl HttpExecutor {
         if !status.is_success() {
             let retryable = status.as_u16() == 429 || status.is_server_error();
             let excerpt: String = text.chars().take(200).collect();
-            return Err(error("HttpError", format!("{} answered {status}: {excerpt}", url.host_str().unwrap_or_default()), retryable));
+            return Err(error(
+                "HttpError",
+                format!(
+                    "{} answered {status}: {excerpt}",
+                    url.host_str().unwrap_or_default()
+                ),
+                retryable,
+            ));
         }
         let body = if content_type.contains("json") {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
@@ -172,7 +203,19 @@ mod tests {
 
     #[test]
     fn private_and_link_local_addresses_are_recognised() {
-        for ip in ["10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
@@ -183,12 +226,22 @@ mod tests {
     #[tokio::test]
     async fn refuses_metadata_and_loopback_unless_allowed() {
         let guarded = HttpExecutor::new(false, Duration::from_secs(2));
-        for url in ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/", "http://localhost:9/"] {
-            let e = guarded.call(&json!({"method": "GET", "url": url})).await.unwrap_err();
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:9/",
+            "http://localhost:9/",
+        ] {
+            let e = guarded
+                .call(&json!({"method": "GET", "url": url}))
+                .await
+                .unwrap_err();
             assert_eq!(e.kind, "AddressNotAllowed", "{url}: {e:?}");
             assert!(!e.retryable);
         }
-        let e = guarded.call(&json!({"method": "GET", "url": "file:///etc/passwd"})).await.unwrap_err();
+        let e = guarded
+            .call(&json!({"method": "GET", "url": "file:///etc/passwd"}))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, "InvalidRequest");
     }
 }

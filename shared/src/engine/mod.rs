@@ -2,8 +2,8 @@
 //! an execution, runs `decide` and appends the decisions; the worker performs scheduled tasks.
 //! Both are idempotent under at-least-once delivery.
 
-pub mod http;
 pub mod batch;
+pub mod http;
 mod orchestrator;
 pub mod timers;
 mod worker;
@@ -18,7 +18,12 @@ use crate::domain::execution::{ExecutionEvent, ParentRef};
 use crate::workflows::Version;
 
 /// The first event of an execution of `version`.
-pub fn started(execution_id: &str, version: &Version, input: Value, parent: Option<ParentRef>) -> ExecutionEvent {
+pub fn started(
+    execution_id: &str,
+    version: &Version,
+    input: Value,
+    parent: Option<ParentRef>,
+) -> ExecutionEvent {
     ExecutionEvent::ExecutionStarted {
         execution_id: execution_id.to_owned(),
         workflow_id: version.workflow_id.clone(),
@@ -33,7 +38,14 @@ pub fn started(execution_id: &str, version: &Version, input: Value, parent: Opti
 pub fn derived_id(parts: &[&str]) -> String {
     let digest = Sha256::digest(parts.join("\u{1f}").as_bytes());
     let h = hex::encode(&digest[..16]);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The clients every execution-facing function needs, built once per cold start.
@@ -46,7 +58,10 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(config: &crate::config::Config, sdk: &crate::aws::SdkConfig) -> Result<Self, String> {
+    pub fn new(
+        config: &crate::config::Config,
+        sdk: &crate::aws::SdkConfig,
+    ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
         let dynamodb = crate::aws::dynamodb(sdk);
         let upcasters = std::sync::Arc::new(crate::events::Upcasters::default());
@@ -60,7 +75,10 @@ impl Services {
         );
         Ok(Self {
             repo: crate::executions::ExecutionRepo::new(std::sync::Arc::new(store)),
-            projections: crate::executions::Projections::new(dynamodb.clone(), tables.state.clone()),
+            projections: crate::executions::Projections::new(
+                dynamodb.clone(),
+                tables.state.clone(),
+            ),
             workflows: crate::workflows::WorkflowStore::new(dynamodb, tables.state),
             upcasters,
         })

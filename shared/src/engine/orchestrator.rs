@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::execution::{decide, ExecutionEvent as E, ExecutionState, ExecutionStatus, StepError, Summary};
+use crate::domain::execution::{
+    decide, ExecutionEvent as E, ExecutionState, ExecutionStatus, StepError, Summary,
+};
 use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
 use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, Projections, RepoError};
 
@@ -87,9 +89,17 @@ impl TurnError {
 
 impl Orchestrator {
     /// Handles the batch's events of one execution stream (in stream order).
-    pub async fn turn(&self, stream: &StreamId, batch: &[Envelope], now: DateTime<Utc>) -> Result<Turn, TurnError> {
+    pub async fn turn(
+        &self,
+        stream: &StreamId,
+        batch: &[Envelope],
+        now: DateTime<Utc>,
+    ) -> Result<Turn, TurnError> {
         for envelope in batch {
-            if let Ok(E::TimerStarted { timer_id, due_at, .. }) = decode(envelope) {
+            if let Ok(E::TimerStarted {
+                timer_id, due_at, ..
+            }) = decode(envelope)
+            {
                 self.projections
                     .put_timer(stream.as_str(), &timer_id, due_at)
                     .await
@@ -115,7 +125,17 @@ impl Orchestrator {
                 causation_id: cause_id.as_deref(),
                 at: now,
             };
-            match self.repo.append(stream, ExpectedVersion::Exact(state.version), events, &cause, None).await {
+            match self
+                .repo
+                .append(
+                    stream,
+                    ExpectedVersion::Exact(state.version),
+                    events,
+                    &cause,
+                    None,
+                )
+                .await
+            {
                 Ok(r) => {
                     turn.appended += count;
                     state = next;
@@ -129,7 +149,11 @@ impl Orchestrator {
                     state = loaded.state.clone();
                 }
                 Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
-                    let error = StepError::new("StateTooLarge", format!("the next events do not fit in DynamoDB: {detail}"), false);
+                    let error = StepError::new(
+                        "StateTooLarge",
+                        format!("the next events do not fit in DynamoDB: {detail}"),
+                        false,
+                    );
                     self.fail(stream, &state, error, now).await?;
                     return Ok(turn);
                 }
@@ -148,7 +172,13 @@ impl Orchestrator {
     }
 
     /// Read models and the consequences of an ending: summary, timers, the parent's step.
-    async fn project(&self, stream: &StreamId, state: &ExecutionState, batch: &[Envelope], now: DateTime<Utc>) -> Result<(), TurnError> {
+    async fn project(
+        &self,
+        stream: &StreamId,
+        state: &ExecutionState,
+        batch: &[Envelope],
+        now: DateTime<Utc>,
+    ) -> Result<(), TurnError> {
         let tenant = stream.tenant();
         self.projections
             .write_summary(tenant, &Summary::of(state))
@@ -160,42 +190,97 @@ impl Orchestrator {
         for (timer_id, t) in state.timers.iter().filter(|(_, t)| !t.fired) {
             let row = crate::executions::TimerRow {
                 pk: "TIMERS#0".into(),
-                sk: format!("{}#{}#{timer_id}", t.due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), stream.as_str()),
+                sk: format!(
+                    "{}#{}#{timer_id}",
+                    t.due_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    stream.as_str()
+                ),
                 stream_id: stream.to_string(),
                 timer_id: timer_id.clone(),
                 due_at: t.due_at,
                 expires_at: 0,
             };
-            self.projections.delete_timer(&row).await.map_err(|e| TurnError::Projection(e.to_string()))?;
+            self.projections
+                .delete_timer(&row)
+                .await
+                .map_err(|e| TurnError::Projection(e.to_string()))?;
         }
         let _ = batch;
         if let Some(parent) = &state.parent {
             let result = match state.status {
                 ExecutionStatus::Succeeded => Ok(state.output.clone().unwrap_or_default()),
-                _ => Err(state.error.clone().map(|e| StepError::new(&format!("Child{}", e.kind), e.message, false)).unwrap_or_else(|| StepError::new("ChildFailed", "the child execution failed", false))),
+                _ => Err(state
+                    .error
+                    .clone()
+                    .map(|e| StepError::new(&format!("Child{}", e.kind), e.message, false))
+                    .unwrap_or_else(|| {
+                        StepError::new("ChildFailed", "the child execution failed", false)
+                    })),
             };
             // The key's last segment is the step name (`each[3]/call` → `call`).
             let step = parent.key.rsplit('/').next().unwrap_or_default().to_owned();
             let (key, epoch, attempt) = (parent.key.clone(), parent.epoch, parent.attempt);
             let event = match result {
-                Ok(output) => E::StepSucceeded { key, step, epoch, attempt, output, usage: None },
-                Err(error) => E::StepFailed { key, step, epoch, attempt, error },
+                Ok(output) => E::StepSucceeded {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    output,
+                    usage: None,
+                },
+                Err(error) => E::StepFailed {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    error,
+                },
             };
             let parent_stream = stream_id(tenant, &parent.execution_id).map_err(RepoError::from)?;
-            let cause = Cause { tenant, actor: "orchestrator", correlation_id: &parent.execution_id, causation_id: None, at: now };
+            let cause = Cause {
+                tenant,
+                actor: "orchestrator",
+                correlation_id: &parent.execution_id,
+                causation_id: None,
+                at: now,
+            };
             self.repo
-                .append_any(&parent_stream, vec![event], &cause, Some(format!("child:{}:{}", state.id, state.version)))
+                .append_any(
+                    &parent_stream,
+                    vec![event],
+                    &cause,
+                    Some(format!("child:{}:{}", state.id, state.version)),
+                )
                 .await?;
         }
         Ok(())
     }
 
     /// Ends an execution that cannot go on, with the reason (never blocks the stream).
-    pub async fn fail(&self, stream: &StreamId, state: &ExecutionState, error: StepError, now: DateTime<Utc>) -> Result<(), TurnError> {
+    pub async fn fail(
+        &self,
+        stream: &StreamId,
+        state: &ExecutionState,
+        error: StepError,
+        now: DateTime<Utc>,
+    ) -> Result<(), TurnError> {
         let tenant = stream.tenant().to_owned();
-        let cause = Cause { tenant: &tenant, actor: "orchestrator", correlation_id: &state.id, causation_id: None, at: now };
+        let cause = Cause {
+            tenant: &tenant,
+            actor: "orchestrator",
+            correlation_id: &state.id,
+            causation_id: None,
+            at: now,
+        };
         self.repo
-            .append_any(stream, vec![E::ExecutionFailed { error, step: None }], &cause, Some("orchestration-failure".into()))
+            .append_any(
+                stream,
+                vec![E::ExecutionFailed { error, step: None }],
+                &cause,
+                Some("orchestration-failure".into()),
+            )
             .await?;
         Ok(())
     }

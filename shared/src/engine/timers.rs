@@ -16,10 +16,17 @@ pub struct Fired {
     pub failed: usize,
 }
 
-pub async fn fire_due(repo: &ExecutionRepo, projections: &Projections, now: DateTime<Utc>) -> Result<Fired, String> {
+pub async fn fire_due(
+    repo: &ExecutionRepo,
+    projections: &Projections,
+    now: DateTime<Utc>,
+) -> Result<Fired, String> {
     let mut result = Fired::default();
     loop {
-        let due = projections.due_timers(now, PAGE).await.map_err(|e| e.to_string())?;
+        let due = projections
+            .due_timers(now, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
         let page = due.len();
         let before = result.fired;
         for row in due {
@@ -29,7 +36,12 @@ pub async fn fire_due(repo: &ExecutionRepo, projections: &Projections, now: Date
                 continue;
             };
             let tenant = stream.tenant().to_owned();
-            let execution_id = stream.as_str().rsplit('#').next().unwrap_or_default().to_owned();
+            let execution_id = stream
+                .as_str()
+                .rsplit('#')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             let cause = Cause {
                 tenant: &tenant,
                 actor: "timer",
@@ -37,13 +49,23 @@ pub async fn fire_due(repo: &ExecutionRepo, projections: &Projections, now: Date
                 causation_id: None,
                 at: now,
             };
-            let event = ExecutionEvent::TimerFired { timer_id: row.timer_id.clone() };
+            let event = ExecutionEvent::TimerFired {
+                timer_id: row.timer_id.clone(),
+            };
             match repo
-                .append_any(&stream, vec![event], &cause, Some(format!("fired:{}", row.timer_id)))
+                .append_any(
+                    &stream,
+                    vec![event],
+                    &cause,
+                    Some(format!("fired:{}", row.timer_id)),
+                )
                 .await
             {
                 Ok(_) => {
-                    projections.delete_timer(&row).await.map_err(|e| e.to_string())?;
+                    projections
+                        .delete_timer(&row)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     result.fired += 1;
                 }
                 Err(e) => {

@@ -43,10 +43,28 @@ impl Task {
     }
 
     fn outcome(&self, result: Result<Value, StepError>) -> E {
-        let (key, step, epoch, attempt) = (self.key.clone(), self.step.clone(), self.epoch, self.attempt);
+        let (key, step, epoch, attempt) = (
+            self.key.clone(),
+            self.step.clone(),
+            self.epoch,
+            self.attempt,
+        );
         match result {
-            Ok(output) => E::StepSucceeded { key, step, epoch, attempt, output, usage: None },
-            Err(error) => E::StepFailed { key, step, epoch, attempt, error },
+            Ok(output) => E::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage: None,
+            },
+            Err(error) => E::StepFailed {
+                key,
+                step,
+                epoch,
+                attempt,
+                error,
+            },
         }
     }
 }
@@ -55,7 +73,7 @@ impl Task {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
     Performed,
-    AlreadyDone,
+    Duplicate,
     Interrupted,
     ChildStarted(String),
     Ignored,
@@ -79,18 +97,41 @@ impl Worker {
         writers.entry(stream.to_string()).or_default().clone()
     }
 
-    async fn append_one(&self, stream: &StreamId, event: E, cause: &Cause<'_>, key: String) -> Result<crate::events::AppendResult, RepoError> {
+    async fn append_one(
+        &self,
+        stream: &StreamId,
+        event: E,
+        cause: &Cause<'_>,
+        key: String,
+    ) -> Result<crate::events::AppendResult, RepoError> {
         let writer = self.writer(stream);
         let _turn = writer.lock().await;
-        self.repo.append_any(stream, vec![event], cause, Some(key)).await
+        self.repo
+            .append_any(stream, vec![event], cause, Some(key))
+            .await
     }
 
     /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Done, RepoError> {
-        let E::StepScheduled { key, step, epoch, attempt, kind, request } = decode(envelope)? else {
+        let E::StepScheduled {
+            key,
+            step,
+            epoch,
+            attempt,
+            kind,
+            request,
+        } = decode(envelope)?
+        else {
             return Ok(Done::Ignored);
         };
-        let task = Task { key, step, epoch, attempt, kind, request };
+        let task = Task {
+            key,
+            step,
+            epoch,
+            attempt,
+            kind,
+            request,
+        };
         let stream = &envelope.stream_id;
         let tenant = stream.tenant().to_owned();
         let correlation = envelope.metadata.correlation_id.clone();
@@ -101,7 +142,8 @@ impl Worker {
             causation_id: Some(&envelope.event_id),
             at: Utc::now(),
         };
-        let child = (task.kind == "subworkflow").then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
+        let child = (task.kind == "subworkflow")
+            .then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
         let started = self
             .append_one(
                 stream,
@@ -122,29 +164,58 @@ impl Worker {
             return self.start_child(stream, &task, &child, &cause).await;
         }
         if started.replayed {
-            if self.outcome_recorded(stream, started.first_version, &task).await? {
-                return Ok(Done::AlreadyDone);
+            if self
+                .outcome_recorded(stream, started.first_version, &task)
+                .await?
+            {
+                return Ok(Done::Duplicate);
             }
-            let error = StepError::new("WorkerInterrupted", "the worker stopped during this attempt; its effect may or may not have happened", true);
+            let error = StepError::new(
+                "WorkerInterrupted",
+                "the worker stopped during this attempt; its effect may or may not have happened",
+                true,
+            );
             self.record(stream, &task, Err(error), &cause).await?;
             return Ok(Done::Interrupted);
         }
         let result = match task.kind.as_str() {
             "http" => self.http.call(&task.request).await,
-            "llm" => Err(StepError::new("ProviderNotConfigured", "llm steps need an AI provider, and none is configured in this deployment", false)),
-            other => Err(StepError::new("UnsupportedStep", format!("the worker cannot perform {other} steps"), false)),
+            "llm" => Err(StepError::new(
+                "ProviderNotConfigured",
+                "llm steps need an AI provider, and none is configured in this deployment",
+                false,
+            )),
+            other => Err(StepError::new(
+                "UnsupportedStep",
+                format!("the worker cannot perform {other} steps"),
+                false,
+            )),
         };
         self.record(stream, &task, result, &cause).await?;
         Ok(Done::Performed)
     }
 
-    async fn outcome_recorded(&self, stream: &StreamId, from: u64, task: &Task) -> Result<bool, RepoError> {
+    async fn outcome_recorded(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        task: &Task,
+    ) -> Result<bool, RepoError> {
         let events = self.repo.store().read_from(stream, from).await?;
         for envelope in &events {
             match decode(envelope)? {
-                E::StepSucceeded { key, epoch, attempt, .. } | E::StepFailed { key, epoch, attempt, .. }
-                    if key == task.key && epoch == task.epoch && attempt == task.attempt =>
-                {
+                E::StepSucceeded {
+                    key,
+                    epoch,
+                    attempt,
+                    ..
+                }
+                | E::StepFailed {
+                    key,
+                    epoch,
+                    attempt,
+                    ..
+                } if key == task.key && epoch == task.epoch && attempt == task.attempt => {
                     return Ok(true)
                 }
                 _ => {}
@@ -155,25 +226,49 @@ impl Worker {
 
     /// Appends the outcome once per attempt; an output too large for the event store fails the
     /// step clearly instead.
-    async fn record(&self, stream: &StreamId, task: &Task, result: Result<Value, StepError>, cause: &Cause<'_>) -> Result<(), RepoError> {
+    async fn record(
+        &self,
+        stream: &StreamId,
+        task: &Task,
+        result: Result<Value, StepError>,
+        cause: &Cause<'_>,
+    ) -> Result<(), RepoError> {
         let key = format!("outcome:{}", task.attempt_id());
-        match self.append_one(stream, task.outcome(result), cause, key.clone()).await {
+        match self
+            .append_one(stream, task.outcome(result), cause, key.clone())
+            .await
+        {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
-                let error = StepError::new("OutputTooLarge", format!("the step's output does not fit in one event: {detail}"), false);
-                self.append_one(stream, task.outcome(Err(error)), cause, key).await?;
+                let error = StepError::new(
+                    "OutputTooLarge",
+                    format!("the step's output does not fit in one event: {detail}"),
+                    false,
+                );
+                self.append_one(stream, task.outcome(Err(error)), cause, key)
+                    .await?;
                 Ok(())
             }
             other => other.map(|_| ()),
         }
     }
 
-    async fn start_child(&self, stream: &StreamId, task: &Task, child: &str, cause: &Cause<'_>) -> Result<Done, RepoError> {
+    async fn start_child(
+        &self,
+        stream: &StreamId,
+        task: &Task,
+        child: &str,
+        cause: &Cause<'_>,
+    ) -> Result<Done, RepoError> {
         let workflow_id = task.request["workflow_id"].as_str().unwrap_or_default();
         let tenant = stream.tenant();
         let version = match task.request["version"].as_u64() {
             Some(v) => self.workflows.version(tenant, workflow_id, v as u32).await,
             None => match self.workflows.get(tenant, workflow_id).await {
-                Ok(w) => self.workflows.version(tenant, workflow_id, w.latest_version).await,
+                Ok(w) => {
+                    self.workflows
+                        .version(tenant, workflow_id, w.latest_version)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -181,27 +276,59 @@ impl Worker {
             Ok(v) => v,
             Err(WorkflowError::Backend(b)) => return Err(RepoError::Store(StoreError::Backend(b))),
             Err(e) => {
-                self.record(stream, task, Err(StepError::new("SubworkflowNotFound", e.to_string(), false)), cause).await?;
+                self.record(
+                    stream,
+                    task,
+                    Err(StepError::new("SubworkflowNotFound", e.to_string(), false)),
+                    cause,
+                )
+                .await?;
                 return Ok(Done::Performed);
             }
         };
         let input = task.request["input"].clone();
         let problems = validate_input(&version.definition, &input);
         if !problems.is_empty() {
-            let detail: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.pointer, p.message)).collect();
-            self.record(stream, task, Err(StepError::new("InvalidInput", detail.join("; "), false)), cause).await?;
+            let detail: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.pointer, p.message))
+                .collect();
+            self.record(
+                stream,
+                task,
+                Err(StepError::new("InvalidInput", detail.join("; "), false)),
+                cause,
+            )
+            .await?;
             return Ok(Done::Performed);
         }
         let parent = ParentRef {
-            execution_id: stream.as_str().rsplit('#').next().unwrap_or_default().to_owned(),
+            execution_id: stream
+                .as_str()
+                .rsplit('#')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
             key: task.key.clone(),
             epoch: task.epoch,
             attempt: task.attempt,
         };
         let child_stream = stream_id(tenant, child)?;
         let event = crate::engine::started(child, &version, input, Some(parent));
-        match self.repo.append(&child_stream, ExpectedVersion::NoStream, vec![event], cause, None).await {
-            Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => Ok(Done::ChildStarted(child.to_owned())),
+        match self
+            .repo
+            .append(
+                &child_stream,
+                ExpectedVersion::NoStream,
+                vec![event],
+                cause,
+                None,
+            )
+            .await
+        {
+            Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                Ok(Done::ChildStarted(child.to_owned()))
+            }
             Err(e) => Err(e),
         }
     }

@@ -147,7 +147,11 @@ impl Projections {
     }
 
     /// Writes the summary unless a newer one is stored. Returns whether it was written.
-    pub async fn write_summary(&self, tenant: &str, summary: &Summary) -> Result<bool, ProjectionError> {
+    pub async fn write_summary(
+        &self,
+        tenant: &str,
+        summary: &Summary,
+    ) -> Result<bool, ProjectionError> {
         let key = Self::summary_key(tenant, &summary.execution_id);
         let order = order_key(summary);
         let item = SummaryItem {
@@ -160,7 +164,8 @@ impl Projections {
             tenant: tenant.to_owned(),
             summary: summary.clone(),
         };
-        let item = serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        let item =
+            serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))?;
         let result = self
             .client
             .put_item()
@@ -177,11 +182,18 @@ impl Projections {
         }
     }
 
-    pub async fn summary(&self, tenant: &str, execution_id: &str) -> Result<Option<Summary>, ProjectionError> {
-        let item: Option<SummaryItem> =
-            crate::aws::get_item(&self.client, &self.table, Self::summary_key(tenant, execution_id))
-                .await
-                .map_err(ProjectionError::Backend)?;
+    pub async fn summary(
+        &self,
+        tenant: &str,
+        execution_id: &str,
+    ) -> Result<Option<Summary>, ProjectionError> {
+        let item: Option<SummaryItem> = crate::aws::get_item(
+            &self.client,
+            &self.table,
+            Self::summary_key(tenant, execution_id),
+        )
+        .await
+        .map_err(ProjectionError::Backend)?;
         Ok(item.map(|i| i.summary))
     }
 
@@ -230,7 +242,11 @@ impl Projections {
     }
 
     /// Statistics over a workflow's most recent runs.
-    pub async fn workflow_stats(&self, tenant: &str, workflow_id: &str) -> Result<WorkflowStats, ProjectionError> {
+    pub async fn workflow_stats(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> Result<WorkflowStats, ProjectionError> {
         let mut summaries = Vec::new();
         let mut cursor = None;
         loop {
@@ -251,17 +267,26 @@ impl Projections {
         })
     }
 
-    pub async fn put_timer(&self, stream_id: &str, timer_id: &str, due_at: DateTime<Utc>) -> Result<(), ProjectionError> {
+    pub async fn put_timer(
+        &self,
+        stream_id: &str,
+        timer_id: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
         let row = TimerRow {
             pk: TIMER_PARTITION.into(),
-            sk: format!("{}#{stream_id}#{timer_id}", due_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            sk: format!(
+                "{}#{stream_id}#{timer_id}",
+                due_at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            ),
             stream_id: stream_id.to_owned(),
             timer_id: timer_id.to_owned(),
             due_at,
             // A row nobody fired (its execution ended) goes away after a week.
             expires_at: due_at.timestamp() + 7 * 24 * 3600,
         };
-        let item = serde_dynamo::to_item(&row).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        let item =
+            serde_dynamo::to_item(&row).map_err(|e| ProjectionError::Backend(e.to_string()))?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -285,7 +310,11 @@ impl Projections {
     }
 
     /// Timers due at `now`, earliest first.
-    pub async fn due_timers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<TimerRow>, ProjectionError> {
+    pub async fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<TimerRow>, ProjectionError> {
         // `~` sorts after every character a stream id or timer id uses.
         let upper = format!("{}~", now.to_rfc3339_opts(SecondsFormat::Millis, true));
         let out = self

@@ -116,28 +116,49 @@ impl ExecutionRepo {
     }
 
     /// Brings a state (a warm invocation's cached copy) up to date with the events after it.
-    pub async fn catch_up(&self, stream: &StreamId, mut state: ExecutionState) -> Result<Loaded, RepoError> {
+    pub async fn catch_up(
+        &self,
+        stream: &StreamId,
+        mut state: ExecutionState,
+    ) -> Result<Loaded, RepoError> {
         let from = state.version;
         let events = self.store.read_from(stream, from + 1).await?;
         let replayed = events.len() as u64;
         for envelope in &events {
             let event = decode(envelope)?;
-            evolve(&mut state, envelope.version, envelope.metadata.occurred_at, &event);
+            evolve(
+                &mut state,
+                envelope.version,
+                envelope.metadata.occurred_at,
+                &event,
+            );
         }
         // The snapshot position is unknown here; treat the cached start as one, so snapshots are
         // still taken every SNAPSHOT_EVERY events of progress.
-        Ok(Loaded { state, replayed, snapshot_version: from })
+        Ok(Loaded {
+            state,
+            replayed,
+            snapshot_version: from,
+        })
     }
 
     /// Saves a snapshot when enough events were replayed since the last one.
-    pub async fn maybe_snapshot(&self, stream: &StreamId, loaded: &Loaded) -> Result<(), RepoError> {
+    pub async fn maybe_snapshot(
+        &self,
+        stream: &StreamId,
+        loaded: &Loaded,
+    ) -> Result<(), RepoError> {
         if loaded.state.version < loaded.snapshot_version + SNAPSHOT_EVERY {
             return Ok(());
         }
         self.snapshot(stream, &loaded.state).await
     }
 
-    pub async fn snapshot(&self, stream: &StreamId, state: &ExecutionState) -> Result<(), RepoError> {
+    pub async fn snapshot(
+        &self,
+        stream: &StreamId,
+        state: &ExecutionState,
+    ) -> Result<(), RepoError> {
         let serde_json::Value::Object(map) = serde_json::to_value(state).unwrap_or_default() else {
             return Ok(());
         };
@@ -215,7 +236,13 @@ impl ExecutionRepo {
         let mut attempt = 0;
         loop {
             match self
-                .append(stream, ExpectedVersion::Any, events.clone(), cause, idempotency_key.clone())
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    events.clone(),
+                    cause,
+                    idempotency_key.clone(),
+                )
                 .await
             {
                 Err(RepoError::Store(StoreError::Conflict { .. })) if attempt < ANY_RETRIES => {

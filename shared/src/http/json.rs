@@ -77,7 +77,10 @@ impl<S: Send + Sync> FromRequest<S> for Document {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let media = media_type(&req);
-        let yaml = matches!(media.as_str(), "application/yaml" | "application/x-yaml" | "text/yaml");
+        let yaml = matches!(
+            media.as_str(),
+            "application/yaml" | "application/x-yaml" | "text/yaml"
+        );
         if !yaml && media != "application/json" {
             return Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -88,9 +91,9 @@ impl<S: Send + Sync> FromRequest<S> for Document {
         }
         let bytes = read_body(req, state).await?;
         if yaml {
-            serde_norway::from_slice(&bytes)
-                .map(Document)
-                .map_err(|e| ApiError::bad_request("invalid-yaml", format!("the body is not valid YAML: {e}")))
+            serde_norway::from_slice(&bytes).map(Document).map_err(|e| {
+                ApiError::bad_request("invalid-yaml", format!("the body is not valid YAML: {e}"))
+            })
         } else {
             parse(&bytes).map(Document)
         }

@@ -114,7 +114,11 @@ impl WorkflowStore {
         Self { client, table }
     }
 
-    fn version_put(&self, tenant: &str, version: &Version) -> Result<TransactWriteItem, WorkflowError> {
+    fn version_put(
+        &self,
+        tenant: &str,
+        version: &Version,
+    ) -> Result<TransactWriteItem, WorkflowError> {
         let item = VersionItem {
             pk: pk(tenant, &version.workflow_id),
             sk: version_sk(version.version),
@@ -122,7 +126,9 @@ impl WorkflowStore {
         };
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(item).map_err(|e| WorkflowError::Backend(e.to_string()))?))
+            .set_item(Some(
+                serde_dynamo::to_item(item).map_err(|e| WorkflowError::Backend(e.to_string()))?,
+            ))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(backend)?;
@@ -130,7 +136,13 @@ impl WorkflowStore {
     }
 
     /// Creates version 1 and the head.
-    pub async fn create(&self, tenant: &str, actor: &str, id: &str, mut definition: Definition) -> Result<(Workflow, Version), WorkflowError> {
+    pub async fn create(
+        &self,
+        tenant: &str,
+        actor: &str,
+        id: &str,
+        mut definition: Definition,
+    ) -> Result<(Workflow, Version), WorkflowError> {
         let at = now();
         definition.id = Some(id.to_owned());
         definition.version = Some(1);
@@ -160,7 +172,9 @@ impl WorkflowStore {
         };
         let head_put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(serde_dynamo::to_item(head).map_err(|e| WorkflowError::Backend(e.to_string()))?))
+            .set_item(Some(
+                serde_dynamo::to_item(head).map_err(|e| WorkflowError::Backend(e.to_string()))?,
+            ))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(backend)?;
@@ -173,33 +187,59 @@ impl WorkflowStore {
             .await;
         match result {
             Ok(_) => Ok((workflow, version)),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Err(WorkflowError::Exists(id.to_owned())),
+            Err(e) if e.code() == Some("TransactionCanceledException") => {
+                Err(WorkflowError::Exists(id.to_owned()))
+            }
             Err(e) => Err(backend(e)),
         }
     }
 
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Workflow, WorkflowError> {
-        let head: Option<HeadItem> = crate::aws::get_item(&self.client, &self.table, key(pk(tenant, id), "HEAD".into()))
-            .await
-            .map_err(WorkflowError::Backend)?;
-        head.map(|h| h.workflow).ok_or_else(|| WorkflowError::NotFound(id.to_owned()))
+        let head: Option<HeadItem> = crate::aws::get_item(
+            &self.client,
+            &self.table,
+            key(pk(tenant, id), "HEAD".into()),
+        )
+        .await
+        .map_err(WorkflowError::Backend)?;
+        head.map(|h| h.workflow)
+            .ok_or_else(|| WorkflowError::NotFound(id.to_owned()))
     }
 
-    pub async fn version(&self, tenant: &str, id: &str, version: u32) -> Result<Version, WorkflowError> {
-        let item: Option<VersionItem> = crate::aws::get_item(&self.client, &self.table, key(pk(tenant, id), version_sk(version)))
-            .await
-            .map_err(WorkflowError::Backend)?;
+    pub async fn version(
+        &self,
+        tenant: &str,
+        id: &str,
+        version: u32,
+    ) -> Result<Version, WorkflowError> {
+        let item: Option<VersionItem> = crate::aws::get_item(
+            &self.client,
+            &self.table,
+            key(pk(tenant, id), version_sk(version)),
+        )
+        .await
+        .map_err(WorkflowError::Backend)?;
         match item {
             Some(i) => Ok(i.version),
             None => {
                 self.get(tenant, id).await?;
-                Err(WorkflowError::NoVersion { id: id.to_owned(), version })
+                Err(WorkflowError::NoVersion {
+                    id: id.to_owned(),
+                    version,
+                })
             }
         }
     }
 
     /// Adds version `latest + 1`; fails with `Conflict` when the head moved since `expected`.
-    pub async fn update(&self, tenant: &str, actor: &str, id: &str, expected: u32, mut definition: Definition) -> Result<(Workflow, Version), WorkflowError> {
+    pub async fn update(
+        &self,
+        tenant: &str,
+        actor: &str,
+        id: &str,
+        expected: u32,
+        mut definition: Definition,
+    ) -> Result<(Workflow, Version), WorkflowError> {
         let current = self.get(tenant, id).await?;
         if current.latest_version != expected {
             return Err(WorkflowError::Conflict(id.to_owned()));
@@ -252,7 +292,9 @@ impl WorkflowStore {
                 },
                 version,
             )),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Err(WorkflowError::Conflict(id.to_owned())),
+            Err(e) if e.code() == Some("TransactionCanceledException") => {
+                Err(WorkflowError::Conflict(id.to_owned()))
+            }
             Err(e) => Err(backend(e)),
         }
     }
@@ -273,7 +315,9 @@ impl WorkflowStore {
             .await;
         match result {
             Ok(_) => self.get(tenant, id).await,
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Err(WorkflowError::NotFound(id.to_owned())),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(WorkflowError::NotFound(id.to_owned()))
+            }
             Err(e) => Err(backend(e)),
         }
     }

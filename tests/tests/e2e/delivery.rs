@@ -26,25 +26,34 @@ struct Functions {
 
 impl Functions {
     async fn new(app: &App) -> Self {
-        let env: BTreeMap<String, String> = [("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into();
-        let config = |id: &str| wfe_local::runner::function_config(&app.template, id, &env).unwrap();
+        let env: BTreeMap<String, String> =
+            [("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into();
+        let config =
+            |id: &str| wfe_local::runner::function_config(&app.template, id, &env).unwrap();
         let mapping = wfe_local::esm::mappings(&app.template)
             .into_iter()
             .find(|m| m.function == "WorkerFunction")
             .unwrap();
         let tables = app.template.tables().unwrap();
         let dynamodb = aws_sdk_dynamodb::Client::new(&app.sdk);
-        let arn = wfe_local::streams::stream_arn(&dynamodb, &tables.events).await.unwrap();
-        let reader = wfe_local::streams::StreamReader::from_start(aws_sdk_dynamodbstreams::Client::new(&app.sdk), &arn)
+        let arn = wfe_local::streams::stream_arn(&dynamodb, &tables.events)
             .await
             .unwrap();
+        let reader = wfe_local::streams::StreamReader::from_start(
+            aws_sdk_dynamodbstreams::Client::new(&app.sdk),
+            &arn,
+        )
+        .await
+        .unwrap();
         Self {
-            orchestrator: orchestrator::Handler::new(&config("OrchestratorFunction"), &app.sdk).unwrap(),
+            orchestrator: orchestrator::Handler::new(&config("OrchestratorFunction"), &app.sdk)
+                .unwrap(),
             worker: worker::Handler::new(&config("WorkerFunction"), &app.sdk).unwrap(),
             timer: timer::Handler::new(&config("TimerFunction"), &app.sdk).unwrap(),
             worker_filters: mapping.filters,
             reader,
-            services: shared::engine::Services::new(&config("OrchestratorFunction"), &app.sdk).unwrap(),
+            services: shared::engine::Services::new(&config("OrchestratorFunction"), &app.sdk)
+                .unwrap(),
         }
     }
 
@@ -55,7 +64,11 @@ impl Functions {
     fn tasks(&self, records: &[Value]) -> Vec<Value> {
         records
             .iter()
-            .filter(|r| self.worker_filters.iter().any(|f| wfe_local::esm::matches(f, r)))
+            .filter(|r| {
+                self.worker_filters
+                    .iter()
+                    .any(|f| wfe_local::esm::matches(f, r))
+            })
             .cloned()
             .collect()
     }
@@ -143,10 +156,18 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
     assert_eq!(tasks.len(), 1);
 
     // The worker takes the task and dies while the call is in flight.
-    let worker = std::sync::Arc::new(worker::Handler::new(
-        &wfe_local::runner::function_config(&app.template, "WorkerFunction", &[("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into()).unwrap(),
-        &app.sdk,
-    ).unwrap());
+    let worker = std::sync::Arc::new(
+        worker::Handler::new(
+            &wfe_local::runner::function_config(
+                &app.template,
+                "WorkerFunction",
+                &[("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into(),
+            )
+            .unwrap(),
+            &app.sdk,
+        )
+        .unwrap(),
+    );
     let running = {
         let (worker, tasks) = (worker.clone(), tasks.clone());
         tokio::spawn(async move { worker.handle(Functions::event(&tasks)).await })
@@ -166,7 +187,13 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
     assert_eq!(e["status"], "succeeded", "{e:#}");
     assert_eq!(peer.calls("crash"), 2, "the retry ran the call once more");
     let history = c.history(&id).await;
-    assert!(history.iter().any(|e| e["type"] == "StepFailed" && e["payload"]["error"]["kind"] == "WorkerInterrupted"), "{history:#?}");
+    assert!(
+        history
+            .iter()
+            .any(|e| e["type"] == "StepFailed"
+                && e["payload"]["error"]["kind"] == "WorkerInterrupted"),
+        "{history:#?}"
+    );
 }
 
 #[tokio::test]
@@ -203,15 +230,32 @@ async fn an_unreadable_event_fails_its_execution_and_never_blocks_the_stream() {
         .await
         .unwrap();
     let good = c.start(&wf, json!({})).await;
-    f.pump(async || status(&c, &good).await == "succeeded").await;
+    f.pump(async || status(&c, &good).await == "succeeded")
+        .await;
     let events = f.services.repo.store().read_from(&stream, 1).await.unwrap();
-    let failed = events.iter().find(|e| e.event_type == "ExecutionFailed").expect("the poisoned execution failed");
+    let failed = events
+        .iter()
+        .find(|e| e.event_type == "ExecutionFailed")
+        .expect("the poisoned execution failed");
     assert_eq!(failed.payload["error"]["kind"], "OrchestrationError");
-    assert!(failed.payload["error"]["message"].as_str().unwrap().contains("ExecutionStarted"), "{:?}", failed.payload);
+    assert!(
+        failed.payload["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ExecutionStarted"),
+        "{:?}",
+        failed.payload
+    );
     // Redelivery fails it only once.
     f.pump(async || true).await;
     let again = f.services.repo.store().read_from(&stream, 1).await.unwrap();
-    assert_eq!(again.iter().filter(|e| e.event_type == "ExecutionFailed").count(), 1);
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| e.event_type == "ExecutionFailed")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -242,10 +286,21 @@ async fn rebuilt_projections_equal_the_live_ones() {
     .await;
     // Let the orchestrator see its own last appends, so the live projection is complete.
     f.pump(async || true).await;
-    let live_stats = f.services.projections.workflow_stats("t-rebuild", &wf).await.unwrap();
+    let live_stats = f
+        .services
+        .projections
+        .workflow_stats("t-rebuild", &wf)
+        .await
+        .unwrap();
     let mut rebuilt = Vec::new();
     for id in &ids {
-        let live = f.services.projections.summary("t-rebuild", id).await.unwrap().expect("projected");
+        let live = f
+            .services
+            .projections
+            .summary("t-rebuild", id)
+            .await
+            .unwrap()
+            .expect("projected");
         let stream = shared::executions::stream_id("t-rebuild", id).unwrap();
         let replayed = Summary::of(&f.services.repo.load(&stream).await.unwrap().state);
         assert_eq!(live, replayed, "summary of {id}");

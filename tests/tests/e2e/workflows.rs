@@ -52,7 +52,10 @@ impl Peer {
     }
 
     pub fn set_failing(&self, name: &str, failing: bool) {
-        self.failing.lock().unwrap().insert(name.to_owned(), failing);
+        self.failing
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), failing);
     }
 
     pub fn max_in_flight(&self) -> usize {
@@ -60,7 +63,11 @@ impl Peer {
     }
 }
 
-async fn echo(State(p): State<Peer>, Path(name): Path<String>, body: axum::body::Bytes) -> axum::Json<Value> {
+async fn echo(
+    State(p): State<Peer>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> axum::Json<Value> {
     p.count(&name);
     let now = p.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     p.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -71,7 +78,10 @@ async fn echo(State(p): State<Peer>, Path(name): Path<String>, body: axum::body:
     axum::Json(json!({"name": name, "got": body}))
 }
 
-async fn flaky(State(p): State<Peer>, Path((name, failures)): Path<(String, usize)>) -> (StatusCode, String) {
+async fn flaky(
+    State(p): State<Peer>,
+    Path((name, failures)): Path<(String, usize)>,
+) -> (StatusCode, String) {
     let n = p.count(&name);
     if n <= failures {
         (StatusCode::SERVICE_UNAVAILABLE, format!("failure {n}"))
@@ -91,7 +101,13 @@ async fn hold(State(p): State<Peer>, Path((name, holds)): Path<(String, usize)>)
 
 async fn switch(State(p): State<Peer>, Path(name): Path<String>) -> (StatusCode, String) {
     p.count(&name);
-    if p.failing.lock().unwrap().get(&name).copied().unwrap_or(false) {
+    if p.failing
+        .lock()
+        .unwrap()
+        .get(&name)
+        .copied()
+        .unwrap_or(false)
+    {
         (StatusCode::SERVICE_UNAVAILABLE, "switched off".into())
     } else {
         (StatusCode::OK, "on".into())
@@ -111,8 +127,17 @@ impl<'a> Client<'a> {
         Client { app, token }
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
-        let mut r = self.app.http.request(method, self.app.url(path)).bearer_auth(&self.token);
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .app
+            .http
+            .request(method, self.app.url(path))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -120,7 +145,9 @@ impl<'a> Client<'a> {
     }
 
     pub async fn create(&self, def: Value) -> String {
-        let r = self.send(reqwest::Method::POST, "/workflows", Some(def)).await;
+        let r = self
+            .send(reqwest::Method::POST, "/workflows", Some(def))
+            .await;
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 201, "{body}");
@@ -128,7 +155,13 @@ impl<'a> Client<'a> {
     }
 
     pub async fn start(&self, workflow: &str, input: Value) -> String {
-        let r = self.send(reqwest::Method::POST, &format!("/workflows/{workflow}/executions"), Some(json!({"input": input}))).await;
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/workflows/{workflow}/executions"),
+                Some(json!({"input": input})),
+            )
+            .await;
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 201, "{body}");
@@ -136,7 +169,9 @@ impl<'a> Client<'a> {
     }
 
     pub async fn execution(&self, id: &str) -> Value {
-        let r = self.send(reqwest::Method::GET, &format!("/executions/{id}"), None).await;
+        let r = self
+            .send(reqwest::Method::GET, &format!("/executions/{id}"), None)
+            .await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -149,20 +184,30 @@ impl<'a> Client<'a> {
             if pred(&e) {
                 return e;
             }
-            assert!(Instant::now() < deadline, "execution {id} never got {what}: {e:#}");
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} never got {what}: {e:#}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn finished(&self, id: &str) -> Value {
-        self.until(id, "a final status", |e| e["status"] != "running").await
+        self.until(id, "a final status", |e| e["status"] != "running")
+            .await
     }
 
     pub async fn history(&self, id: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut from = 1;
         loop {
-            let r = self.send(reqwest::Method::GET, &format!("/executions/{id}/events?from={from}&limit=500"), None).await;
+            let r = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/executions/{id}/events?from={from}&limit=500"),
+                    None,
+                )
+                .await;
             let page: Value = r.json().await.unwrap();
             out.extend(page["events"].as_array().unwrap().iter().cloned());
             match page["next"].as_u64() {
@@ -173,7 +218,11 @@ impl<'a> Client<'a> {
     }
 
     pub async fn types(&self, id: &str) -> Vec<String> {
-        self.history(id).await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+        self.history(id)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -199,14 +248,28 @@ async fn linear_workflow_completes_with_its_outputs() {
     let id = c.start(&wf, json!({"topic": "rust"})).await;
     let e = c.finished(&id).await;
     assert_eq!(e["status"], "succeeded", "{e:#}");
-    assert_eq!(e["output"], json!({"result": {"echoed": "Hello RUST", "status": 200}, "topic": "rust"}));
+    assert_eq!(
+        e["output"],
+        json!({"result": {"echoed": "Hello RUST", "status": 200}, "topic": "rust"})
+    );
     assert_eq!(peer.calls("linear"), 1);
     assert!(e["duration_ms"].as_i64().is_some());
     // The listing projection catches up with the same summary.
-    let r = c.send(reqwest::Method::GET, &format!("/executions?workflow_id={wf}&status=succeeded"), None).await;
+    let r = c
+        .send(
+            reqwest::Method::GET,
+            &format!("/executions?workflow_id={wf}&status=succeeded"),
+            None,
+        )
+        .await;
     let page: Value = r.json().await.unwrap();
     assert_eq!(page["items"][0]["execution_id"], id.as_str(), "{page:#}");
-    let w: Value = c.send(reqwest::Method::GET, &format!("/workflows/{wf}"), None).await.json().await.unwrap();
+    let w: Value = c
+        .send(reqwest::Method::GET, &format!("/workflows/{wf}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(w["stats"]["runs"], 1, "{w:#}");
     assert_eq!(w["stats"]["success_rate"], 1.0);
 }
@@ -249,10 +312,19 @@ async fn map_over_100_items_with_concurrency_10_keeps_order() {
     let id = c.start(&wf, json!({"items": items})).await;
     let e = c.finished(&id).await;
     assert_eq!(e["status"], "succeeded", "{e:#}");
-    let got: Vec<i64> = e["output"].as_array().unwrap().iter().map(|o| o["body"]["got"]["n"].as_i64().unwrap()).collect();
+    let got: Vec<i64> = e["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["body"]["got"]["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<i64>>());
     assert_eq!(peer.calls("item"), 100);
-    assert!(peer.max_in_flight() <= 10, "{} calls at once", peer.max_in_flight());
+    assert!(
+        peer.max_in_flight() <= 10,
+        "{} calls at once",
+        peer.max_in_flight()
+    );
 }
 
 fn retrying(peer: &Peer, name: &str, failures: u32, catch: bool) -> Value {
@@ -262,7 +334,8 @@ fn retrying(peer: &Peer, name: &str, failures: u32, catch: bool) -> Value {
         "done": {"type": "succeed", "output": "{{ steps.call.output.body }}"}}});
     if catch {
         call["catch"] = json!([{"errors": ["HttpError"], "next": "fallback"}]);
-        def["steps"]["fallback"] = json!({"type": "succeed", "output": "fallback: {{ error.kind }}"});
+        def["steps"]["fallback"] =
+            json!({"type": "succeed", "output": "fallback: {{ error.kind }}"});
     }
     def["steps"]["call"] = call;
     def
@@ -276,7 +349,11 @@ async fn retry_with_backoff_then_success_and_exhausted_then_catch() {
     let ok = c.create(retrying(&peer, "twice", 2, false)).await;
     let caught = c.create(retrying(&peer, "always", 99, true)).await;
     let failing = c.create(retrying(&peer, "never", 99, false)).await;
-    let (a, b, d) = (c.start(&ok, json!({})).await, c.start(&caught, json!({})).await, c.start(&failing, json!({})).await);
+    let (a, b, d) = (
+        c.start(&ok, json!({})).await,
+        c.start(&caught, json!({})).await,
+        c.start(&failing, json!({})).await,
+    );
 
     let e = c.finished(&a).await;
     assert_eq!(e["output"], "ok after 3", "{e:#}");
@@ -285,14 +362,25 @@ async fn retry_with_backoff_then_success_and_exhausted_then_catch() {
     assert_eq!(count(&types, "StepRetryScheduled"), 2, "{types:?}");
     // The back-off is recorded: 300 ms, then 600 ms after the failures.
     let history = c.history(&a).await;
-    let retries: Vec<&Value> = history.iter().filter(|e| e["type"] == "StepRetryScheduled").collect();
-    let failed_at: Vec<&Value> = history.iter().filter(|e| e["type"] == "StepFailed").map(|e| &e["at"]).collect();
+    let retries: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["type"] == "StepRetryScheduled")
+        .collect();
+    let failed_at: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["type"] == "StepFailed")
+        .map(|e| &e["at"])
+        .collect();
     for (i, r) in retries.iter().enumerate() {
-        let due = chrono::DateTime::parse_from_rfc3339(r["payload"]["due_at"].as_str().unwrap()).unwrap();
+        let due =
+            chrono::DateTime::parse_from_rfc3339(r["payload"]["due_at"].as_str().unwrap()).unwrap();
         let failed = chrono::DateTime::parse_from_rfc3339(failed_at[i].as_str().unwrap()).unwrap();
         let delay = (due - failed).num_milliseconds();
         let expected = 300 * (1 << i);
-        assert!((expected - 50..=expected + 1000).contains(&delay), "retry {i}: {delay} ms");
+        assert!(
+            (expected - 50..=expected + 1000).contains(&delay),
+            "retry {i}: {delay} ms"
+        );
     }
 
     let e = c.finished(&b).await;
@@ -331,22 +419,52 @@ async fn wait_resumes_through_the_timer_and_approvals_pause() {
     assert!(types.contains(&"TimerFired".to_owned()), "{types:?}");
 
     for id in [&yes, &no] {
-        c.until(id, "an approval request", |e| e["awaiting_approval"] == json!(["ask"])).await;
+        c.until(id, "an approval request", |e| {
+            e["awaiting_approval"] == json!(["ask"])
+        })
+        .await;
     }
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "approve", "comment": "lgtm"}))).await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{yes}/approvals/ask"),
+            Some(json!({"decision": "approve", "comment": "lgtm"})),
+        )
+        .await;
     assert_eq!(r.status(), 202);
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{no}/approvals/ask"), Some(json!({"decision": "reject", "comment": "not yet"}))).await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{no}/approvals/ask"),
+            Some(json!({"decision": "reject", "comment": "not yet"})),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let e = c.finished(&yes).await;
-    assert!(e["output"].as_str().unwrap().starts_with("approved by u"), "{e:#}");
+    assert!(
+        e["output"].as_str().unwrap().starts_with("approved by u"),
+        "{e:#}"
+    );
     let e = c.finished(&no).await;
     assert_eq!(e["status"], "failed");
     assert_eq!(e["error"]["kind"], "ApprovalRejected");
     assert!(e["error"]["message"].as_str().unwrap().contains("not yet"));
     // A decision on a step that is no longer waiting is refused and changes nothing.
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "reject"}))).await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{yes}/approvals/ask"),
+            Some(json!({"decision": "reject"})),
+        )
+        .await;
     problem(r, 409).await;
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{yes}/approvals/ask"), Some(json!({"decision": "maybe"}))).await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{yes}/approvals/ask"),
+            Some(json!({"decision": "maybe"})),
+        )
+        .await;
     problem(r, 400).await;
 }
 
@@ -364,30 +482,88 @@ async fn cancel_in_the_middle_and_redrive_from_the_failed_step() {
         .await;
     // Cancel while it waits at the gate: nothing after it runs.
     let cancelled = c.start(&wf, json!({})).await;
-    c.until(&cancelled, "the gate", |e| e["awaiting_approval"] == json!(["gate"])).await;
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/cancel"), Some(json!({"reason": "changed my mind"}))).await;
+    c.until(&cancelled, "the gate", |e| {
+        e["awaiting_approval"] == json!(["gate"])
+    })
+    .await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{cancelled}/cancel"),
+            Some(json!({"reason": "changed my mind"})),
+        )
+        .await;
     assert_eq!(r.status(), 202);
     let e = c.finished(&cancelled).await;
     assert_eq!(e["status"], "cancelled", "{e:#}");
-    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/approvals/gate"), Some(json!({"decision": "approve"}))).await, 409).await;
-    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/cancel"), None).await, 409).await;
+    problem(
+        c.send(
+            reqwest::Method::POST,
+            &format!("/executions/{cancelled}/approvals/gate"),
+            Some(json!({"decision": "approve"})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    problem(
+        c.send(
+            reqwest::Method::POST,
+            &format!("/executions/{cancelled}/cancel"),
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
     assert_eq!(peer.calls("two"), 0);
 
     // Fail at `two`, then redrive: `one` does not run again.
     peer.set_failing("two", true);
     let id = c.start(&wf, json!({})).await;
-    c.until(&id, "the gate", |e| e["awaiting_approval"] == json!(["gate"])).await;
-    c.send(reqwest::Method::POST, &format!("/executions/{id}/approvals/gate"), Some(json!({"decision": "approve"}))).await;
+    c.until(&id, "the gate", |e| {
+        e["awaiting_approval"] == json!(["gate"])
+    })
+    .await;
+    c.send(
+        reqwest::Method::POST,
+        &format!("/executions/{id}/approvals/gate"),
+        Some(json!({"decision": "approve"})),
+    )
+    .await;
     let e = c.finished(&id).await;
     assert_eq!(e["status"], "failed", "{e:#}");
     assert_eq!(e["failed_step"], "two");
-    problem(c.send(reqwest::Method::POST, &format!("/executions/{cancelled}/redrive"), None).await, 409).await;
+    problem(
+        c.send(
+            reqwest::Method::POST,
+            &format!("/executions/{cancelled}/redrive"),
+            None,
+        )
+        .await,
+        409,
+    )
+    .await;
     peer.set_failing("two", false);
-    let r = c.send(reqwest::Method::POST, &format!("/executions/{id}/redrive"), None).await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/redrive"),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 202);
-    let e = c.until(&id, "success after the redrive", |e| e["status"] == "succeeded").await;
+    let e = c
+        .until(&id, "success after the redrive", |e| {
+            e["status"] == "succeeded"
+        })
+        .await;
     assert_eq!(e["output"], "on on");
-    assert_eq!(peer.calls("one"), 2, "once per execution; the redrive did not repeat it");
+    assert_eq!(
+        peer.calls("one"),
+        2,
+        "once per execution; the redrive did not repeat it"
+    );
     assert_eq!(peer.calls("two"), 2, "the failed call and its redrive");
 }
 
@@ -404,32 +580,97 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         "b": {"type": "http", "url": "{{ input.x", "next": "a"},
         "lost": {"type": "succeed"}}});
     let body = problem(c.send(M::POST, "/workflows", Some(bad.clone())).await, 422).await;
-    let pointers: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+    let pointers: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
     for p in ["/steps/a/template", "/steps/b/url", "/steps/lost"] {
         assert!(pointers.contains(&p), "{p} in {body:#}");
     }
-    assert!(body["errors"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().starts_with("cycle")));
+    assert!(body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"].as_str().unwrap().starts_with("cycle")));
     problem(c.send(M::POST, "/workflows/validate", Some(bad)).await, 422).await;
-    let listed: Value = c.send(M::GET, "/workflows", None).await.json().await.unwrap();
+    let listed: Value = c
+        .send(M::GET, "/workflows", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["items"], json!([]), "nothing was created");
-    let body = problem(c.send(M::POST, "/workflows", Some(json!({"name": "x", "start": "a", "steps": {"a": {"type": "teleport"}}}))).await, 422).await;
+    let body = problem(
+        c.send(
+            M::POST,
+            "/workflows",
+            Some(json!({"name": "x", "start": "a", "steps": {"a": {"type": "teleport"}}})),
+        )
+        .await,
+        422,
+    )
+    .await;
     assert_eq!(body["errors"][0]["pointer"], "/steps/a");
 
     // YAML is accepted; versions are immutable and pinned by executions.
     let yaml = "id: greet\nname: greet\nstart: hi\ninput_schema:\n  type: object\n  required: [who]\n  properties:\n    who: {type: string}\nsteps:\n  hi:\n    type: succeed\n    output: \"hi {{ input.who }}\"\n";
-    let r = app.http.post(app.url("/workflows")).bearer_auth(&c.token).header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/workflows"))
+        .bearer_auth(&c.token)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let v2 = json!({"name": "greet", "start": "hi", "steps": {"hi": {"type": "succeed", "output": "hello {{ input.who }}"}}});
-    let r = app.http.put(app.url("/workflows/greet")).bearer_auth(&c.token).header("if-match", "1").json(&v2).send().await.unwrap();
+    let r = app
+        .http
+        .put(app.url("/workflows/greet"))
+        .bearer_auth(&c.token)
+        .header("if-match", "1")
+        .json(&v2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.http.put(app.url("/workflows/greet")).bearer_auth(&c.token).header("if-match", "1").json(&v2).send().await.unwrap();
+    let r = app
+        .http
+        .put(app.url("/workflows/greet"))
+        .bearer_auth(&c.token)
+        .header("if-match", "1")
+        .json(&v2)
+        .send()
+        .await
+        .unwrap();
     problem(r, 409).await;
-    let v1: Value = c.send(M::GET, "/workflows/greet/versions/1", None).await.json().await.unwrap();
-    assert_eq!(v1["definition"]["steps"]["hi"]["output"], "hi {{ input.who }}");
-    problem(c.send(M::GET, "/workflows/greet/versions/9", None).await, 404).await;
+    let v1: Value = c
+        .send(M::GET, "/workflows/greet/versions/1", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v1["definition"]["steps"]["hi"]["output"],
+        "hi {{ input.who }}"
+    );
+    problem(
+        c.send(M::GET, "/workflows/greet/versions/9", None).await,
+        404,
+    )
+    .await;
 
     // Input is checked against the pinned version's schema.
-    let r = c.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": 5}, "version": 1}))).await;
+    let r = c
+        .send(
+            M::POST,
+            "/workflows/greet/executions",
+            Some(json!({"input": {"who": 5}, "version": 1})),
+        )
+        .await;
     let body = problem(r, 422).await;
     assert_eq!(body["errors"][0]["pointer"], "/input/who");
 
@@ -455,31 +696,105 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
     let e = c.execution(id).await;
     assert_eq!(e["workflow_version"], 1);
     assert_eq!(e["input"], json!({"who": "ann"}));
-    let history: Value = c.send(M::GET, &format!("/executions/{id}/events"), None).await.json().await.unwrap();
-    assert_eq!(history["events"].as_array().unwrap().len(), 1, "exactly one ExecutionStarted");
+    let history: Value = c
+        .send(M::GET, &format!("/executions/{id}/events"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["events"].as_array().unwrap().len(),
+        1,
+        "exactly one ExecutionStarted"
+    );
 
     // Another tenant sees none of it.
-    for path in ["/workflows/greet".to_owned(), "/workflows/greet/versions/1".to_owned(), format!("/executions/{id}"), format!("/executions/{id}/events")] {
+    for path in [
+        "/workflows/greet".to_owned(),
+        "/workflows/greet/versions/1".to_owned(),
+        format!("/executions/{id}"),
+        format!("/executions/{id}/events"),
+    ] {
         problem(other.send(M::GET, &path, None).await, 404).await;
     }
-    problem(other.send(M::POST, &format!("/executions/{id}/cancel"), None).await, 404).await;
-    problem(other.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": "x"}}))).await, 404).await;
-    let theirs: Value = other.send(M::GET, "/workflows", None).await.json().await.unwrap();
+    problem(
+        other
+            .send(M::POST, &format!("/executions/{id}/cancel"), None)
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        other
+            .send(
+                M::POST,
+                "/workflows/greet/executions",
+                Some(json!({"input": {"who": "x"}})),
+            )
+            .await,
+        404,
+    )
+    .await;
+    let theirs: Value = other
+        .send(M::GET, "/workflows", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(theirs["items"], json!([]));
     // A cursor from one tenant's listing is refused in another's.
     for i in 0..3 {
-        c.create(json!({"name": format!("w{i}"), "start": "a", "steps": {"a": {"type": "succeed"}}})).await;
+        c.create(
+            json!({"name": format!("w{i}"), "start": "a", "steps": {"a": {"type": "succeed"}}}),
+        )
+        .await;
     }
-    let page: Value = c.send(M::GET, "/workflows?limit=2", None).await.json().await.unwrap();
+    let page: Value = c
+        .send(M::GET, "/workflows?limit=2", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     let cursor = page["next_cursor"].as_str().expect("a second page");
-    let next: Value = c.send(M::GET, &format!("/workflows?limit=2&cursor={cursor}"), None).await.json().await.unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len() + next["items"].as_array().unwrap().len(), 4);
-    problem(other.send(M::GET, &format!("/workflows?cursor={cursor}"), None).await, 400).await;
+    let next: Value = c
+        .send(M::GET, &format!("/workflows?limit=2&cursor={cursor}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().len() + next["items"].as_array().unwrap().len(),
+        4
+    );
+    problem(
+        other
+            .send(M::GET, &format!("/workflows?cursor={cursor}"), None)
+            .await,
+        400,
+    )
+    .await;
 
     // Archived: readable, but starts nothing.
-    assert_eq!(c.send(M::DELETE, "/workflows/greet", None).await.status(), 200);
-    problem(c.send(M::POST, "/workflows/greet/executions", Some(json!({"input": {"who": "x"}}))).await, 409).await;
-    let archived: Value = c.send(M::GET, "/workflows?status=archived", None).await.json().await.unwrap();
+    assert_eq!(
+        c.send(M::DELETE, "/workflows/greet", None).await.status(),
+        200
+    );
+    problem(
+        c.send(
+            M::POST,
+            "/workflows/greet/executions",
+            Some(json!({"input": {"who": "x"}})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    let archived: Value = c
+        .send(M::GET, "/workflows?status=archived", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(archived["items"][0]["id"], "greet");
     // Without a token, nothing.
     let r = app.http.get(app.url("/workflows")).send().await.unwrap();

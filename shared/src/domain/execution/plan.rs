@@ -117,9 +117,10 @@ impl Planner<'_> {
                 StepStatus::Succeeded => {
                     let output = inst.output.clone().unwrap_or(Value::Null);
                     let next = match &step.kind {
-                        StepKind::Condition { .. } => {
-                            output.get("next").and_then(Value::as_str).map(str::to_owned)
-                        }
+                        StepKind::Condition { .. } => output
+                            .get("next")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
                         StepKind::Succeed { .. } => None,
                         _ => step.next.clone(),
                     };
@@ -159,9 +160,9 @@ impl Planner<'_> {
                         _ => Walk::Pending,
                     }
                 }
-                StepStatus::Scheduled
-                | StepStatus::AwaitingApproval
-                | StepStatus::RetryPending => return Walk::Pending,
+                StepStatus::Scheduled | StepStatus::AwaitingApproval | StepStatus::RetryPending => {
+                    return Walk::Pending
+                }
             }
         }
         Walk::Pending
@@ -175,7 +176,10 @@ impl Planner<'_> {
             .clone()
             .unwrap_or_else(|| StepError::new("Unknown", "failed without an error", false));
         if let Some(policy) = &step.retry {
-            if error.retryable && inst.attempt < policy.max_attempts && matches_kind(&policy.errors, &error.kind) {
+            if error.retryable
+                && inst.attempt < policy.max_attempts
+                && matches_kind(&policy.errors, &error.kind)
+            {
                 let timer_id = timer_id(key, inst.epoch, inst.attempt + 1, TimerPurpose::Retry);
                 let due_at = self.now + backoff(policy, inst.attempt, &timer_id);
                 self.out.push(E::StepRetryScheduled {
@@ -196,7 +200,11 @@ impl Planner<'_> {
                 return Walk::Pending;
             }
         }
-        if let Some(c) = step.catch.iter().find(|c| matches_kind(&c.errors, &error.kind)) {
+        if let Some(c) = step
+            .catch
+            .iter()
+            .find(|c| matches_kind(&c.errors, &error.kind))
+        {
             self.out.push(E::StepCaught {
                 key: key.to_owned(),
                 epoch: inst.epoch,
@@ -284,7 +292,8 @@ impl Planner<'_> {
             match self.walk(start, &inner, None) {
                 Walk::Done(v) => results.push(v),
                 Walk::Failed(e, at) => {
-                    let e = StepError::new(&e.kind, format!("item {i} ({at}): {}", e.message), false);
+                    let e =
+                        StepError::new(&e.kind, format!("item {i} ({at}): {}", e.message), false);
                     self.finish(id, key, inst, Err(e));
                     return Walk::Pending;
                 }
@@ -372,7 +381,8 @@ impl Planner<'_> {
                         }
                     }
                 }
-                self.out.push(done(chosen.map(|next| json!({"next": next}))));
+                self.out
+                    .push(done(chosen.map(|next| json!({"next": next}))));
             }
             StepKind::Parallel { .. } => self.out.push(started(None)),
             StepKind::Map { items, .. } => match expr::eval(items, &ctx) {
@@ -400,10 +410,20 @@ impl Planner<'_> {
                             DateTime::parse_from_rfc3339(s.trim())
                                 .map(|d| d.with_timezone(&Utc))
                                 .map_err(|e| {
-                                    StepError::new("TemplateError", format!("`until` rendered {s:?}, not an RFC 3339 time: {e}"), false)
+                                    StepError::new(
+                                        "TemplateError",
+                                        format!(
+                                            "`until` rendered {s:?}, not an RFC 3339 time: {e}"
+                                        ),
+                                        false,
+                                    )
                                 })
                         }),
-                    (None, None) => Err(StepError::new("InvalidStep", "wait without a duration", false)),
+                    (None, None) => Err(StepError::new(
+                        "InvalidStep",
+                        "wait without a duration",
+                        false,
+                    )),
                 };
                 match due {
                     Ok(due_at) => {
@@ -418,7 +438,9 @@ impl Planner<'_> {
                     Ok(p) => p,
                     Err(e) => return self.out.push(done(Err(template_error(&e)))),
                 };
-                let timeout_at = step.timeout_seconds.map(|s| self.now + Duration::seconds(s as i64));
+                let timeout_at = step
+                    .timeout_seconds
+                    .map(|s| self.now + Duration::seconds(s as i64));
                 self.out.push(E::ApprovalRequested {
                     key: key.to_owned(),
                     step: id.to_owned(),
@@ -439,7 +461,9 @@ impl Planner<'_> {
             }
             StepKind::Fail { error, cause } => self.out.push(done(Err(StepError::new(
                 error,
-                cause.clone().unwrap_or_else(|| format!("step {id} failed the execution")),
+                cause
+                    .clone()
+                    .unwrap_or_else(|| format!("step {id} failed the execution")),
                 false,
             )))),
             StepKind::Http { .. } | StepKind::Subworkflow { .. } | StepKind::Llm(_) => {
@@ -448,7 +472,14 @@ impl Planner<'_> {
         }
     }
 
-    fn timer(&mut self, key: &str, epoch: u32, attempt: u32, purpose: TimerPurpose, due_at: DateTime<Utc>) {
+    fn timer(
+        &mut self,
+        key: &str,
+        epoch: u32,
+        attempt: u32,
+        purpose: TimerPurpose,
+        due_at: DateTime<Utc>,
+    ) {
         self.out.push(E::TimerStarted {
             timer_id: timer_id(key, epoch, attempt, purpose),
             key: key.to_owned(),
@@ -475,7 +506,13 @@ impl Planner<'_> {
                     request,
                 });
                 if let Some(s) = step.timeout_seconds {
-                    self.timer(key, epoch, attempt, TimerPurpose::Timeout, self.now + Duration::seconds(s as i64));
+                    self.timer(
+                        key,
+                        epoch,
+                        attempt,
+                        TimerPurpose::Timeout,
+                        self.now + Duration::seconds(s as i64),
+                    );
                 }
             }
             Err(error) => self.out.push(E::StepFailed {

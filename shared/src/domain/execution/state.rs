@@ -155,7 +155,13 @@ impl ExecutionState {
     }
 }
 
-fn instance(step: &str, epoch: u32, attempt: u32, status: StepStatus, at: DateTime<Utc>) -> StepState {
+fn instance(
+    step: &str,
+    epoch: u32,
+    attempt: u32,
+    status: StepStatus,
+    at: DateTime<Utc>,
+) -> StepState {
     StepState {
         step: step.to_owned(),
         epoch,
@@ -241,7 +247,11 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
                 .get(key)
                 .is_none_or(|s| s.status == StepStatus::RetryDue || s.epoch < *epoch);
             if replaces {
-                let started = state.steps.get(key).filter(|s| s.epoch == *epoch).map_or(at, |s| s.started_at);
+                let started = state
+                    .steps
+                    .get(key)
+                    .filter(|s| s.epoch == *epoch)
+                    .map_or(at, |s| s.started_at);
                 let mut s = instance(step, *epoch, *attempt, StepStatus::Scheduled, at);
                 s.started_at = started;
                 state.steps.insert(key.clone(), s);
@@ -283,7 +293,10 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             }
         }
         E::StepRetryScheduled {
-            key, epoch, attempt, ..
+            key,
+            epoch,
+            attempt,
+            ..
         } => {
             if let Some(s) = state.current(key, *epoch, attempt.saturating_sub(1)) {
                 if s.status == StepStatus::Failed {
@@ -317,24 +330,41 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             });
         }
         E::TimerFired { timer_id } => fire(state, timer_id, at),
-        E::ApprovalRequested { key, step, epoch, .. } => {
+        E::ApprovalRequested {
+            key, step, epoch, ..
+        } => {
             state
                 .steps
                 .entry(key.clone())
                 .or_insert_with(|| instance(step, *epoch, 1, StepStatus::AwaitingApproval, at));
         }
         E::ApprovalGranted { key, by, comment } => {
-            if let Some(s) = state.steps.get_mut(key).filter(|s| s.status == StepStatus::AwaitingApproval) {
+            if let Some(s) = state
+                .steps
+                .get_mut(key)
+                .filter(|s| s.status == StepStatus::AwaitingApproval)
+            {
                 s.status = StepStatus::Succeeded;
                 s.output = Some(json!({"approved": true, "by": by, "comment": comment}));
                 s.ended_at = Some(at);
             }
         }
         E::ApprovalRejected { key, by, comment } => {
-            if let Some(s) = state.steps.get_mut(key).filter(|s| s.status == StepStatus::AwaitingApproval) {
+            if let Some(s) = state
+                .steps
+                .get_mut(key)
+                .filter(|s| s.status == StepStatus::AwaitingApproval)
+            {
                 s.status = StepStatus::Failed;
-                let why = comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
-                s.error = Some(StepError::new("ApprovalRejected", format!("rejected by {by}{why}"), false));
+                let why = comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                s.error = Some(StepError::new(
+                    "ApprovalRejected",
+                    format!("rejected by {by}{why}"),
+                    false,
+                ));
                 s.ended_at = Some(at);
             }
         }
@@ -351,8 +381,15 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
         }
         E::ExecutionCancelled { by, reason } => {
             state.status = ExecutionStatus::Cancelled;
-            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            state.error = Some(StepError::new("Cancelled", format!("cancelled by {by}{why}"), false));
+            let why = reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            state.error = Some(StepError::new(
+                "Cancelled",
+                format!("cancelled by {by}{why}"),
+                false,
+            ));
             state.ended_at = Some(at);
         }
         E::ExecutionRedriven { .. } => {
@@ -392,14 +429,24 @@ fn fire(state: &mut ExecutionState, timer_id: &str, at: DateTime<Utc>) {
         TimerPurpose::Retry if s.status == StepStatus::RetryPending => {
             s.status = StepStatus::RetryDue;
         }
-        TimerPurpose::Timeout if matches!(s.status, StepStatus::Scheduled | StepStatus::Running) => {
+        TimerPurpose::Timeout
+            if matches!(s.status, StepStatus::Scheduled | StepStatus::Running) =>
+        {
             s.status = StepStatus::Failed;
-            s.error = Some(StepError::new("Timeout", "the step did not finish within its timeout", true));
+            s.error = Some(StepError::new(
+                "Timeout",
+                "the step did not finish within its timeout",
+                true,
+            ));
             s.ended_at = Some(at);
         }
         TimerPurpose::ApprovalTimeout if s.status == StepStatus::AwaitingApproval => {
             s.status = StepStatus::Failed;
-            s.error = Some(StepError::new("ApprovalTimedOut", "no decision before the approval timeout", false));
+            s.error = Some(StepError::new(
+                "ApprovalTimedOut",
+                "no decision before the approval timeout",
+                false,
+            ));
             s.ended_at = Some(at);
         }
         _ => {}
