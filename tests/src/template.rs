@@ -351,7 +351,22 @@ mod tests {
         let tables = t.tables().unwrap();
         assert_eq!(tables.state, "stack-x-state");
         assert_eq!(tables.migrations, "stack-x-migrations");
-        assert_eq!(t.http_functions(), ["AuthFunction", "HealthFunction"]);
+        assert_eq!(
+            t.http_functions(),
+            [
+                "AuthFunction",
+                "ExecutionsFunction",
+                "HealthFunction",
+                "WorkflowsFunction"
+            ]
+        );
+        assert_eq!(
+            t.schedules("TimerFunction").unwrap(),
+            [std::time::Duration::from_secs(60)]
+        );
+        let worker = t.function_env("WorkerFunction").unwrap();
+        assert_eq!(worker["HTTP_ALLOW_PRIVATE_NETWORKS"], "false");
+        assert_eq!(worker["STATE_TABLE"], "stack-x-state");
         assert!(t
             .http_routes("AuthFunction")
             .contains(&("POST".into(), "/auth/login".into())));

@@ -78,7 +78,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         [
             "0001_state_listing_index",
             "0002_state_ttl",
-            "0003_model_prices"
+            "0003_model_prices",
+            "0004_state_executions_index"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -94,7 +95,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 3);
+    assert_eq!(runner.ledger().await.unwrap().len(), 4);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -112,16 +113,23 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     use MigrationState::*;
     assert_eq!(
         states(&r.status),
-        [(1, Applied), (2, Applied), (3, Pending)]
+        [(1, Applied), (2, Applied), (3, Pending), (4, Pending)]
     );
     assert_eq!(prices(&stack).await, 0);
 
     runner.up(&ms, None).await.unwrap();
     let r = runner.down(&ms, 1).await.unwrap();
-    assert_eq!(ids(&r.reverted), ["0003_model_prices", "0002_state_ttl"]);
+    assert_eq!(
+        ids(&r.reverted),
+        [
+            "0004_state_executions_index",
+            "0003_model_prices",
+            "0002_state_ttl"
+        ]
+    );
     assert_eq!(
         states(&r.status),
-        [(1, Applied), (2, Pending), (3, Pending)]
+        [(1, Applied), (2, Pending), (3, Pending), (4, Pending)]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
     assert_eq!(ttl(&stack).await, Some(TimeToLiveStatus::Disabled));
@@ -132,7 +140,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(gsi1(&stack).await, None);
     assert_eq!(
         states(&r.status),
-        [(1, Pending), (2, Pending), (3, Pending)]
+        [(1, Pending), (2, Pending), (3, Pending), (4, Pending)]
     );
 
     let err = runner.down(&ms, 7).await.unwrap_err();
@@ -161,12 +169,13 @@ async fn concurrent_runs_never_both_apply() {
         [
             "0001_state_listing_index",
             "0002_state_ttl",
-            "0003_model_prices"
+            "0003_model_prices",
+            "0004_state_executions_index"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 3);
+    assert_eq!(ledger.len(), 4);
 }
 
 #[tokio::test]
@@ -197,7 +206,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 3, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 4, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -260,7 +269,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 3);
+    assert_eq!(report.applied.len(), 4);
 
     let command = |detail: Value| {
         event(json!({
@@ -273,14 +282,17 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     let report = migrator::handle(&runner, &ms, command(json!({"command": "down", "to": 2})))
         .await
         .unwrap();
-    assert_eq!(ids(&report.reverted), ["0003_model_prices"]);
+    assert_eq!(
+        ids(&report.reverted),
+        ["0004_state_executions_index", "0003_model_prices"]
+    );
     let report = migrator::handle(&runner, &ms, command(json!({"command": "status"})))
         .await
         .unwrap();
     use MigrationState::*;
     assert_eq!(
         states(&report.status),
-        [(1, Applied), (2, Applied), (3, Pending)]
+        [(1, Applied), (2, Applied), (3, Pending), (4, Pending)]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
         .await
