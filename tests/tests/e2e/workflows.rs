@@ -800,3 +800,34 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
     let r = app.http.get(app.url("/workflows")).send().await.unwrap();
     problem(r, 401).await;
 }
+
+#[tokio::test]
+async fn a_subworkflow_runs_as_a_child_execution_and_its_failure_is_catchable() {
+    let app = App::start_engine("wf-child", &[]).await;
+    let c = Client::new(&app, "t-child").await;
+    c.create(json!({"id": "child", "name": "child", "start": "shout",
+        "input_schema": {"type": "object", "required": ["word"], "properties": {"word": {"type": "string"}}},
+        "steps": {
+            "shout": {"type": "condition", "branches": [{"when": "input.word == 'boom'", "next": "explode"}], "default": "upper"},
+            "upper": {"type": "template", "template": "{{ input.word | upper }}!"},
+            "explode": {"type": "fail", "error": "Boom", "cause": "asked to explode"}}}))
+        .await;
+    let parent = c
+        .create(json!({"name": "parent", "start": "call", "steps": {
+            "call": {"type": "subworkflow", "workflow_id": "child", "input": {"word": "{{ input.word }}"},
+                     "catch": [{"errors": ["ChildBoom"], "next": "recover"}], "next": "done"},
+            "done": {"type": "succeed", "output": "child said {{ steps.call.output }}"},
+            "recover": {"type": "succeed", "output": "child failed with {{ error.kind }}"}}}))
+        .await;
+    let ok = c.start(&parent, json!({"word": "hi"})).await;
+    let boom = c.start(&parent, json!({"word": "boom"})).await;
+    let e = c.finished(&ok).await;
+    assert_eq!(e["output"], "child said HI!", "{e:#}");
+    let e = c.finished(&boom).await;
+    assert_eq!(e["output"], "child failed with ChildBoom", "{e:#}");
+    // The child is an execution of its own, listed under its workflow and linked to the parent.
+    let children: Value = c.send(reqwest::Method::GET, "/executions?workflow_id=child", None).await.json().await.unwrap();
+    let items = children["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{children:#}");
+    assert!(items.iter().all(|i| i["parent_execution_id"] == ok.as_str() || i["parent_execution_id"] == boom.as_str()));
+}
