@@ -1,134 +1,11 @@
 //! The pure engine driven by a simulated worker and clock: every control-flow feature, and the
 //! canned histories in tests/fixtures/histories replayed (stored histories must keep their meaning).
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::Duration;
 use serde_json::{json, Value};
-use shared::domain::execution::{
-    decide, evolve, plan, ExecutionEvent as E, ExecutionState, StepError, Summary,
-};
+use shared::domain::execution::sim::{t0, Simulation as Run};
+use shared::domain::execution::{evolve, plan, ExecutionEvent as E, ExecutionState, StepError, Summary};
 use shared::domain::{validate, Definition};
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
-}
-
-/// An execution under test: its history and a clock.
-struct Run {
-    state: ExecutionState,
-    history: Vec<E>,
-    now: DateTime<Utc>,
-}
-
-impl Run {
-    fn start(def: Value, input: Value) -> Self {
-        let def = Definition::from_value(def).expect("parses");
-        assert_eq!(validate(&def), vec![], "valid");
-        let mut run = Run {
-            state: ExecutionState::default(),
-            history: Vec::new(),
-            now: t0(),
-        };
-        run.apply(vec![E::ExecutionStarted {
-            execution_id: "e1".into(),
-            workflow_id: "wf".into(),
-            workflow_version: 1,
-            definition: Box::new(def),
-            input,
-            parent: None,
-        }]);
-        run.turn();
-        run
-    }
-
-    fn apply(&mut self, events: Vec<E>) {
-        for e in events {
-            let v = self.state.version + 1;
-            evolve(&mut self.state, v, self.now, &e);
-            self.history.push(e);
-        }
-    }
-
-    /// One orchestrator turn.
-    fn turn(&mut self) {
-        let (_, events) = decide(&self.state, self.now);
-        self.apply(events);
-    }
-
-    /// Scheduled tasks not yet answered: (key, step, epoch, attempt, request).
-    fn tasks(&self) -> Vec<(String, String, u32, u32, Value)> {
-        self.history
-            .iter()
-            .filter_map(|e| match e {
-                E::StepScheduled {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    request,
-                    ..
-                } => {
-                    let s = &self.state.steps[key];
-                    (s.attempt == *attempt
-                        && s.epoch == *epoch
-                        && s.status == shared::domain::execution::StepStatus::Scheduled)
-                        .then(|| (key.clone(), step.clone(), *epoch, *attempt, request.clone()))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Answers every open task with `f` (Ok output or Err error), then lets the orchestrator run.
-    fn work(&mut self, f: impl Fn(&str, &Value, u32) -> Result<Value, StepError>) -> usize {
-        let tasks = self.tasks();
-        for (key, step, epoch, attempt, request) in &tasks {
-            let e = match f(step, request, *attempt) {
-                Ok(output) => E::StepSucceeded {
-                    key: key.clone(),
-                    step: step.clone(),
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    output,
-                    usage: None,
-                },
-                Err(error) => E::StepFailed {
-                    key: key.clone(),
-                    step: step.clone(),
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    error,
-                },
-            };
-            self.apply(vec![e]);
-        }
-        self.turn();
-        tasks.len()
-    }
-
-    /// Advances the clock and fires due timers, as the timer function does.
-    fn advance(&mut self, by: Duration) {
-        self.now += by;
-        let due: Vec<String> = self
-            .state
-            .timers
-            .iter()
-            .filter(|(_, t)| !t.fired && t.due_at <= self.now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for timer_id in due {
-            self.apply(vec![E::TimerFired { timer_id }]);
-        }
-        self.turn();
-    }
-
-    fn status(&self) -> &'static str {
-        self.state.status.as_str()
-    }
-
-    fn types(&self) -> Vec<&'static str> {
-        self.history.iter().map(E::event_type).collect()
-    }
-}
 
 fn echo(_: &str, request: &Value, _: u32) -> Result<Value, StepError> {
     Ok(json!({"status": 200, "body": request["body"].clone()}))
@@ -353,8 +230,8 @@ fn cancel_stops_scheduling_and_late_results_are_ignored() {
     assert!(plan(&run.state, run.now).is_empty());
     assert_eq!(
         run.history.len(),
-        before + 1,
-        "only the late result was recorded"
+        before + 2,
+        "only the late worker events were recorded"
     );
 }
 

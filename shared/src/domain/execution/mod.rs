@@ -3,6 +3,8 @@
 
 pub mod events;
 pub mod plan;
+#[cfg(feature = "testkit")]
+pub mod sim;
 pub mod state;
 pub mod summary;
 
