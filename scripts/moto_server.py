@@ -12,10 +12,17 @@ transaction independent of table size:
    items and stream records both, and re-raise.
 
 A process-wide lock makes each transaction atomic with respect to other transactions, as on AWS.
+
+Second, a Query on a table's key (not an index) looks only at the queried partition. Stock moto
+sorts every item of the table for each Query, so a query's cost grows with the whole table (every
+execution of every test) instead of with its partition, as on DynamoDB (measured: 150 ms per Query
+with a few thousand events stored). Results are unchanged: the same items in the same order.
+
 Everything else is moto unchanged. Used by scripts/local-stack.sh; see docs/adr/0003-moto-transactions.md.
 """
 
 import copy
+import inspect
 import sys
 import threading
 
@@ -29,6 +36,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 
 _LOCK = threading.RLock()
 _OPS = {"ConditionCheck", "Put", "Delete", "Update"}
@@ -133,6 +141,50 @@ def transact_write_items(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+_PARTITION = threading.local()
+_all_items = Table.all_items
+_query = Table.query
+_QUERY_SIGNATURE = inspect.signature(_query)
+
+
+def all_items(self):
+    """All items, or only the current Query's partition (sorted by range key, as stock does)."""
+    partition = getattr(_PARTITION, "key", None)
+    if partition is None or partition[0] is not self:
+        return _all_items(self)
+    _, hash_key, comparison, objects = partition
+    if hash_key not in self.items:  # `in`, not `get`: items is a defaultdict
+        return []
+    found = self.items[hash_key]
+    if not self.range_key_attr:
+        return [found]
+    items = found.values()
+    if comparison:
+        # Stock moto sizes every item of the partition before comparing range keys; compare
+        # first (the same condition it applies afterwards) so a tail read costs the tail.
+        items = [i for i in items if i.range_key is not None and i.range_key.compare(comparison, objects)]
+    return sorted(items, key=lambda item: item.range_key)
+
+
+def query(self, *args, **kwargs):
+    arguments = _QUERY_SIGNATURE.bind(self, *args, **kwargs).arguments
+    if arguments.get("index_name") is not None or arguments.get("hash_key") is None:
+        return _query(self, *args, **kwargs)
+    _PARTITION.key = (
+        self,
+        arguments["hash_key"],
+        arguments.get("range_comparison"),
+        arguments.get("range_objs") or [],
+    )
+    try:
+        return _query(self, *args, **kwargs)
+    finally:
+        _PARTITION.key = None
+
+
+Table.all_items = all_items
+Table.query = query
 
 if __name__ == "__main__":
     from moto.server import main

@@ -4,7 +4,9 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 use shared::domain::execution::sim::{t0, Simulation as Run};
-use shared::domain::execution::{evolve, plan, ExecutionEvent as E, ExecutionState, StepError, Summary};
+use shared::domain::execution::{
+    evolve, plan, ExecutionEvent as E, ExecutionState, StepError, Summary,
+};
 use shared::domain::{validate, Definition};
 
 fn echo(_: &str, request: &Value, _: u32) -> Result<Value, StepError> {

@@ -52,7 +52,10 @@ fn linear(done: usize) -> Simulation {
         }
         steps.insert(format!("s{i}"), s);
     }
-    let mut sim = Simulation::start(json!({"name": "linear", "start": "s0", "steps": steps}), json!({"n": 1}));
+    let mut sim = Simulation::start(
+        json!({"name": "linear", "start": "s0", "steps": steps}),
+        json!({"n": 1}),
+    );
     for _ in 0..done {
         sim.work(echo);
     }
@@ -62,7 +65,14 @@ fn linear(done: usize) -> Simulation {
 /// The state right after a task's outcome arrived, before the orchestrator's turn.
 fn awaiting_turn(mut sim: Simulation) -> ExecutionState {
     let (key, step, epoch, attempt, _) = sim.tasks().remove(0);
-    sim.apply(vec![ExecutionEvent::StepSucceeded { key, step, epoch, attempt, output: json!({"status": 200}), usage: None }]);
+    sim.apply(vec![ExecutionEvent::StepSucceeded {
+        key,
+        step,
+        epoch,
+        attempt,
+        output: json!({"status": 200}),
+        usage: None,
+    }]);
     sim.state
 }
 
@@ -72,8 +82,14 @@ fn plan(c: &mut Criterion) {
     let now = Utc::now();
     let cases = [
         ("linear_10_steps_at_step_5", awaiting_turn(linear(5))),
-        ("map_100_items_c10_first_round", awaiting_turn(map_workflow(100, 10))),
-        ("map_1000_items_c10_first_round", awaiting_turn(map_workflow(1000, 10))),
+        (
+            "map_100_items_c10_first_round",
+            awaiting_turn(map_workflow(100, 10)),
+        ),
+        (
+            "map_1000_items_c10_first_round",
+            awaiting_turn(map_workflow(1000, 10)),
+        ),
     ];
     for (name, state) in cases {
         g.bench_function(name, |b| b.iter(|| decide(&state, now)));
@@ -90,22 +106,40 @@ fn replay(c: &mut Criterion) {
         let events = sim.history.len() as u64;
         g.throughput(Throughput::Elements(events));
         let label = format!("{}k_events", (events as f64 / 1000.0).round() as u64);
-        g.bench_with_input(BenchmarkId::new("evolve_from_scratch", &label), &sim.history, |b, history| {
-            b.iter(|| {
-                let mut state = ExecutionState::default();
-                for (i, e) in history.iter().enumerate() {
-                    evolve(&mut state, i as u64 + 1, sim.now, e);
-                }
-                state
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("evolve_from_scratch", &label),
+            &sim.history,
+            |b, history| {
+                b.iter(|| {
+                    let mut state = ExecutionState::default();
+                    for (i, e) in history.iter().enumerate() {
+                        evolve(&mut state, i as u64 + 1, sim.now, e);
+                    }
+                    state
+                })
+            },
+        );
         let (repo, with_snapshot) = rt.block_on(async {
             let repo = ExecutionRepo::new(Arc::new(InMemoryEventStore::new(Default::default())));
             let plain = stream_id("bench", &format!("plain-{items}")).unwrap();
             let snap = stream_id("bench", &format!("snap-{items}")).unwrap();
-            let cause = Cause { tenant: "bench", actor: "bench", correlation_id: "bench", causation_id: None, at: Utc::now() };
+            let cause = Cause {
+                tenant: "bench",
+                actor: "bench",
+                correlation_id: "bench",
+                causation_id: None,
+                at: Utc::now(),
+            };
             for stream in [&plain, &snap] {
-                repo.append(stream, ExpectedVersion::NoStream, sim.history.clone(), &cause, None).await.unwrap();
+                repo.append(
+                    stream,
+                    ExpectedVersion::NoStream,
+                    sim.history.clone(),
+                    &cause,
+                    None,
+                )
+                .await
+                .unwrap();
             }
             // A snapshot 100 events before the end, as the orchestrator keeps them.
             let mut state = ExecutionState::default();
@@ -120,9 +154,10 @@ fn replay(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("load_without_snapshot", &label), |b| {
             b.iter(|| rt.block_on(repo.load(&plain)).unwrap())
         });
-        g.bench_function(BenchmarkId::new("load_from_snapshot_plus_100", &label), |b| {
-            b.iter(|| rt.block_on(repo.load(&snap)).unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::new("load_from_snapshot_plus_100", &label),
+            |b| b.iter(|| rt.block_on(repo.load(&snap)).unwrap()),
+        );
     }
     g.finish();
 }

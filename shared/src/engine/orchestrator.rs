@@ -181,7 +181,7 @@ impl Orchestrator {
     ) -> Result<(), TurnError> {
         let tenant = stream.tenant();
         self.projections
-            .write_summary(tenant, &Summary::of(state))
+            .write_summary(tenant, &Summary::of(state).listing())
             .await
             .map_err(|e| TurnError::Projection(e.to_string()))?;
         if !state.status.is_terminal() {

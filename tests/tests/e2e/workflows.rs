@@ -826,8 +826,16 @@ async fn a_subworkflow_runs_as_a_child_execution_and_its_failure_is_catchable() 
     let e = c.finished(&boom).await;
     assert_eq!(e["output"], "child failed with ChildBoom", "{e:#}");
     // The child is an execution of its own, listed under its workflow and linked to the parent.
-    let children: Value = c.send(reqwest::Method::GET, "/executions?workflow_id=child", None).await.json().await.unwrap();
+    let children: Value = c
+        .send(reqwest::Method::GET, "/executions?workflow_id=child", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     let items = children["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{children:#}");
-    assert!(items.iter().all(|i| i["parent_execution_id"] == ok.as_str() || i["parent_execution_id"] == boom.as_str()));
+    assert!(items
+        .iter()
+        .all(|i| i["parent_execution_id"] == ok.as_str()
+            || i["parent_execution_id"] == boom.as_str()));
 }

@@ -61,9 +61,18 @@ impl Simulation {
         self.history
             .iter()
             .filter_map(|e| match e {
-                E::StepScheduled { key, step, epoch, attempt, request, .. } => {
+                E::StepScheduled {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    request,
+                    ..
+                } => {
                     let s = &self.state.steps[key];
-                    (s.attempt == *attempt && s.epoch == *epoch && s.status == StepStatus::Scheduled)
+                    (s.attempt == *attempt
+                        && s.epoch == *epoch
+                        && s.status == StepStatus::Scheduled)
                         .then(|| (key.clone(), step.clone(), *epoch, *attempt, request.clone()))
                 }
                 _ => None,
@@ -76,10 +85,30 @@ impl Simulation {
     pub fn work(&mut self, f: impl Fn(&str, &Value, u32) -> Result<Value, StepError>) -> usize {
         let tasks = self.tasks();
         for (key, step, epoch, attempt, request) in &tasks {
-            let started = E::StepStarted { key: key.clone(), step: step.clone(), epoch: *epoch, attempt: *attempt, items: None, child_execution_id: None };
+            let started = E::StepStarted {
+                key: key.clone(),
+                step: step.clone(),
+                epoch: *epoch,
+                attempt: *attempt,
+                items: None,
+                child_execution_id: None,
+            };
             let outcome = match f(step, request, *attempt) {
-                Ok(output) => E::StepSucceeded { key: key.clone(), step: step.clone(), epoch: *epoch, attempt: *attempt, output, usage: None },
-                Err(error) => E::StepFailed { key: key.clone(), step: step.clone(), epoch: *epoch, attempt: *attempt, error },
+                Ok(output) => E::StepSucceeded {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    output,
+                    usage: None,
+                },
+                Err(error) => E::StepFailed {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    error,
+                },
             };
             self.apply(vec![started, outcome]);
         }

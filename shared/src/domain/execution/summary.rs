@@ -50,10 +50,19 @@ pub struct Summary {
     pub steps_completed: usize,
     /// The last event applied: a projection never goes backwards.
     pub version: u64,
+    /// Every step instance (the execution view); listings leave it out, see [`Summary::listing`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSummary>,
 }
 
 impl Summary {
+    /// The summary as listings keep it: without the per-step detail, which grows with every step
+    /// instance (a map of 1,000 items) while a listing needs only status, timings and totals.
+    pub fn listing(mut self) -> Self {
+        self.steps.clear();
+        self
+    }
+
     pub fn of(state: &ExecutionState) -> Self {
         let steps: Vec<StepSummary> = state
             .steps

@@ -1,0 +1,277 @@
+//! End-to-end throughput through the local runner: steps per second, and DynamoDB reads and
+//! writes per step, counted by a proxy between the functions and moto (by `X-Amz-Target`).
+//! Polling for completion goes straight to moto, so it is not counted.
+//! Run with `scripts/bench throughput` (a plain harness: one run per scenario, printed as a table).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+use wfe_local::endpoint::{endpoint_url, sdk_config, sdk_config_for};
+use wfe_local::runner;
+
+type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    counts: Counts,
+}
+
+async fn forward(
+    State(p): State<Proxy>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+        .unwrap_or_else(|| "other".into());
+    *p.counts.lock().unwrap().entry(target.clone()).or_default() += 1;
+    let started = Instant::now();
+    let mut req = p.client.request(
+        method,
+        format!(
+            "{}{}",
+            p.upstream,
+            uri.path_and_query().map(|x| x.as_str()).unwrap_or("/")
+        ),
+    );
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let r = req.body(body).send().await.unwrap();
+    let status = r.status();
+    let mut out = HeaderMap::new();
+    for (k, v) in r.headers() {
+        if k != "content-length" && k != "transfer-encoding" {
+            out.insert(k, v.clone());
+        }
+    }
+    let bytes = r.bytes().await.unwrap();
+    *p.counts
+        .lock()
+        .unwrap()
+        .entry(format!("ms:{target}"))
+        .or_default() += started.elapsed().as_millis() as u64;
+    (status, out, bytes)
+}
+
+async fn echo(body: Bytes) -> Bytes {
+    body
+}
+
+const READS: [&str; 5] = [
+    "GetItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "TransactGetItems",
+];
+const WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+struct Scenario {
+    name: &'static str,
+    definition: Value,
+    input: Value,
+    /// Side-effect steps (HTTP calls) the execution performs.
+    steps: u64,
+}
+
+fn scenarios(peer: &str) -> Vec<Scenario> {
+    let mut linear = serde_json::Map::new();
+    for i in 0..20 {
+        let mut s = json!({"type": "http", "method": "POST", "url": format!("{peer}/echo"), "body": {"i": i}});
+        if i < 19 {
+            s["next"] = json!(format!("s{}", i + 1));
+        }
+        linear.insert(format!("s{i}"), s);
+    }
+    vec![
+        Scenario {
+            name: "linear, 20 http steps",
+            definition: json!({"name": "linear", "start": "s0", "steps": linear}),
+            input: json!({}),
+            steps: 20,
+        },
+        Scenario {
+            name: "map, 200 items, concurrency 10",
+            definition: json!({"name": "map", "start": "each", "steps": {
+                "each": {"type": "map", "items": "input.items", "concurrency": 10, "iterator": {"start": "call"}},
+                "call": {"type": "http", "method": "POST", "url": format!("{peer}/echo"), "body": {"i": "{{ item }}"}}}}),
+            input: json!({"items": (0..200).collect::<Vec<_>>()}),
+            steps: 200,
+        },
+    ]
+}
+
+#[tokio::main]
+async fn main() {
+    let counts: Counts = Default::default();
+    let proxy = Proxy {
+        upstream: endpoint_url(),
+        client: reqwest::Client::new(),
+        counts: counts.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new().fallback(forward).with_state(proxy),
+        )
+        .await
+        .unwrap()
+    });
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = format!("http://{}", peer_listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            peer_listener,
+            axum::Router::new().route("/echo", axum::routing::post(echo)),
+        )
+        .await
+        .unwrap()
+    });
+
+    let sdk = sdk_config_for(&proxy_url).await;
+    let direct = sdk_config().await;
+    let stack = format!("bench-throughput-{}", std::process::id());
+    let template = runner::provision(&direct, &stack).await.unwrap();
+    runner::migrate(&direct, &template).await.unwrap();
+    let env: BTreeMap<String, String> = [
+        ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("TIMER_PERIOD_MS", "200"),
+        ("RATE_LIMIT_REQUESTS", "100000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let app = runner::http_app(&template, &sdk, &env).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(runner::serve(listener, app, std::future::pending()));
+    let _streams = runner::spawn_streams(&template, &sdk, &env).await.unwrap();
+    let _timer = runner::spawn_schedules(&template, &sdk, &env)
+        .await
+        .unwrap();
+
+    let tables = template.tables().unwrap();
+    let store =
+        shared::auth::AuthStore::new(aws_sdk_dynamodb::Client::new(&direct), tables.state.clone());
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    auth::create(&store, "bench", &password, "bench", vec![])
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "bench", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let repo = shared::engine::Services::new(
+        &runner::function_config(&template, "OrchestratorFunction", &env).unwrap(),
+        &direct,
+    )
+    .unwrap()
+    .repo;
+
+    println!("| scenario | steps | wall s | steps/s | reads/step | writes/step | stream polls | by operation |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for s in scenarios(&peer) {
+        let wf: Value = http
+            .post(format!("{base}/workflows"))
+            .bearer_auth(&token)
+            .json(&s.definition)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let wf = wf["workflow"]["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        counts.lock().unwrap().clear();
+        let started = Instant::now();
+        let r: Value = http
+            .post(format!("{base}/workflows/{wf}/executions"))
+            .bearer_auth(&token)
+            .json(&json!({"input": s.input}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["execution_id"].as_str().unwrap();
+        let stream = shared::executions::stream_id("bench", id).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let state = repo.load(&stream).await.unwrap().state;
+            if state.status.is_terminal() {
+                assert_eq!(state.status.as_str(), "succeeded", "{:?}", state.error);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} did not finish", s.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let wall = started.elapsed().as_secs_f64();
+        // Let the last turns (projections of the final events) land before reading the counts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let c = counts.lock().unwrap().clone();
+        let sum = |ops: &[&str]| {
+            ops.iter()
+                .map(|o| c.get(*o).copied().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let (reads, writes) = (sum(&READS), sum(&WRITES));
+        let polls = c.get("GetRecords").copied().unwrap_or(0);
+        let detail: Vec<String> = c
+            .iter()
+            .filter(|(k, _)| {
+                READS.contains(&k.as_str())
+                    || WRITES.contains(&k.as_str())
+                    || k.as_str() == "GetRecords"
+            })
+            .map(|(k, v)| {
+                format!(
+                    "{k} {v} ({} ms)",
+                    c.get(&format!("ms:{k}")).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            s.name,
+            s.steps,
+            wall,
+            s.steps as f64 / wall,
+            reads as f64 / s.steps as f64,
+            writes as f64 / s.steps as f64,
+            polls,
+            detail.join(", ")
+        );
+    }
+}
