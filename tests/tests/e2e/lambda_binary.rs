@@ -36,6 +36,8 @@ async fn build_artifacts() -> std::path::PathBuf {
                     "health",
                     "-p",
                     "auth",
+                    "-p",
+                    "orchestrator",
                     "--lambda-dir",
                 ])
                 .arg(&dir)
@@ -139,6 +141,26 @@ async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() 
     .unwrap();
     event["rawPath"] = json!("/health/detailed");
     event["requestContext"]["http"]["path"] = json!("/health/detailed");
+    let (what, response) = invoke(
+        &artifacts.join("health/bootstrap"),
+        app.template.function_env("HealthFunction").unwrap(),
+        event,
+    )
+    .await;
+    assert_eq!(what, "invoke-1/response", "{response}");
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["headers"]["x-request-id"], "LV7fzho-PHcEJPw=");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "pass", "{body}");
+}
+
+/// Runs a release artifact against a Runtime API that hands it `event` once; returns what it
+/// reported (`<request id>/response` or `/error`) and the payload.
+async fn invoke(
+    bootstrap: &std::path::Path,
+    env: std::collections::BTreeMap<String, String>,
+    event: Value,
+) -> (String, Value) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let runtime = Runtime {
         events: std::sync::Arc::new(Mutex::new(vec![event])),
@@ -153,9 +175,9 @@ async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() 
     let api_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, api).await });
 
-    let mut child = tokio::process::Command::new(artifacts.join("health/bootstrap"))
+    let mut child = tokio::process::Command::new(bootstrap)
         .env_clear()
-        .envs(app.template.function_env("HealthFunction").unwrap())
+        .envs(env)
         .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "health")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
@@ -175,9 +197,40 @@ async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() 
         .expect("the function answered within 60 s")
         .unwrap();
     let _ = child.kill().await;
+    (what, response)
+}
+
+#[tokio::test]
+async fn orchestrator_artifact_handles_a_stream_batch_through_the_runtime_api() {
+    let app = App::start("binary-stream", &[]).await;
+    let artifacts = build_artifacts().await;
+    let c = crate::workflows::Client::new(&app, "t-binary").await;
+    let wf = c
+        .create(json!({"name": "one", "start": "t", "steps": {"t": {"type": "template", "template": "hi {{ input.who }}"}}}))
+        .await;
+    let id = c.start(&wf, json!({"who": "lambda"})).await;
+    let tables = app.template.tables().unwrap();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&app.sdk);
+    let arn = wfe_local::streams::stream_arn(&dynamodb, &tables.events)
+        .await
+        .unwrap();
+    let mut reader = wfe_local::streams::StreamReader::from_start(
+        aws_sdk_dynamodbstreams::Client::new(&app.sdk),
+        &arn,
+    )
+    .await
+    .unwrap();
+    let records = reader.poll(100).await.unwrap();
+    assert_eq!(records.len(), 1, "ExecutionStarted");
+    let (what, response) = invoke(
+        &artifacts.join("orchestrator/bootstrap"),
+        app.template.function_env("OrchestratorFunction").unwrap(),
+        json!({"Records": records}),
+    )
+    .await;
     assert_eq!(what, "invoke-1/response", "{response}");
-    assert_eq!(response["statusCode"], 200, "{response}");
-    assert_eq!(response["headers"]["x-request-id"], "LV7fzho-PHcEJPw=");
-    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["status"], "pass", "{body}");
+    assert_eq!(response["batchItemFailures"], json!([]), "{response}");
+    let e = c.execution(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(e["output"], "hi lambda");
 }

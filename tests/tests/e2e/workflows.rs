@@ -366,7 +366,9 @@ async fn retry_with_backoff_then_success_and_exhausted_then_catch() {
         .iter()
         .filter(|e| e["type"] == "StepRetryScheduled")
         .map(|r| {
-            let due = chrono::DateTime::parse_from_rfc3339(r["payload"]["due_at"].as_str().unwrap()).unwrap();
+            let due =
+                chrono::DateTime::parse_from_rfc3339(r["payload"]["due_at"].as_str().unwrap())
+                    .unwrap();
             let at = chrono::DateTime::parse_from_rfc3339(r["at"].as_str().unwrap()).unwrap();
             (due - at).num_milliseconds()
         })
