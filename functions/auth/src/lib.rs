@@ -37,9 +37,7 @@ pub async fn app(
     let auth = config.auth().map_err(|e| e.to_string())?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let dynamodb = shared::aws::dynamodb(sdk);
-    let keys =
-        Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
-    let limiter = shared::http::RateLimiter::from_config(config, sdk, keys.clone())?;
+    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
     let state = AuthState {
         store: AuthStore::new(dynamodb, tables.state),
         keys,

@@ -45,10 +45,7 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let auth = config.auth().map_err(|e| e.to_string())?;
-    let keys =
-        Arc::new(shared::auth::keys::load(&auth.key, &shared::aws::secretsmanager(sdk)).await?);
-    let limiter = shared::http::RateLimiter::from_config(config, sdk, keys.clone())?;
+    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
     let state = ExecutionsState {
         services: Services::new(config, sdk)?,
         keys,

@@ -221,23 +221,7 @@ impl Orchestrator {
             // The key's last segment is the step name (`each[3]/call` → `call`).
             let step = parent.key.rsplit('/').next().unwrap_or_default().to_owned();
             let (key, epoch, attempt) = (parent.key.clone(), parent.epoch, parent.attempt);
-            let event = match result {
-                Ok(output) => E::StepSucceeded {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    output,
-                    usage: None,
-                },
-                Err(error) => E::StepFailed {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    error,
-                },
-            };
+            let event = E::outcome(key, step, epoch, attempt, result);
             let parent_stream = stream_id(tenant, &parent.execution_id).map_err(RepoError::from)?;
             let cause = Cause {
                 tenant,

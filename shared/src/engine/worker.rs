@@ -43,29 +43,13 @@ impl Task {
     }
 
     fn outcome(&self, result: Result<Value, StepError>) -> E {
-        let (key, step, epoch, attempt) = (
+        E::outcome(
             self.key.clone(),
             self.step.clone(),
             self.epoch,
             self.attempt,
-        );
-        match result {
-            Ok(output) => E::StepSucceeded {
-                key,
-                step,
-                epoch,
-                attempt,
-                output,
-                usage: None,
-            },
-            Err(error) => E::StepFailed {
-                key,
-                step,
-                epoch,
-                attempt,
-                error,
-            },
-        }
+            result,
+        )
     }
 }
 

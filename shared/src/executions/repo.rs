@@ -97,21 +97,10 @@ impl ExecutionRepo {
                 }
             }
         }
-        let events = self.store.read_from(stream, snapshot_version + 1).await?;
-        let replayed = events.len() as u64;
-        for envelope in &events {
-            let event = decode(envelope)?;
-            evolve(
-                &mut state,
-                envelope.version,
-                envelope.metadata.occurred_at,
-                &event,
-            );
-        }
+        let loaded = self.catch_up(stream, state).await?;
         Ok(Loaded {
-            state,
-            replayed,
             snapshot_version,
+            ..loaded
         })
     }
 

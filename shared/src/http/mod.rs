@@ -27,6 +27,20 @@ pub use rate_limit::{Principal, RateLimiter, RatePolicy};
 /// smaller, and a small cap keeps a hostile body from costing memory.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// What every authenticated function loads at cold start: the JWT keys (from Secrets Manager or
+/// the environment) and the rate limiter that identifies callers by them.
+pub async fn authenticated(
+    config: &crate::config::Config,
+    sdk: &crate::aws::SdkConfig,
+) -> Result<(std::sync::Arc<crate::auth::JwtKeys>, RateLimiter), String> {
+    let auth = config.auth().map_err(|e| e.to_string())?;
+    let keys = std::sync::Arc::new(
+        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk)).await?,
+    );
+    let limiter = RateLimiter::from_config(config, sdk, keys.clone())?;
+    Ok((keys, limiter))
+}
+
 /// Wraps one function's router in the shared layers (see [`function_layers`] and [`edge_layers`]).
 pub fn with_conventions(
     router: Router,

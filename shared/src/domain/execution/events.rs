@@ -174,6 +174,33 @@ pub struct DecodeError {
 }
 
 impl ExecutionEvent {
+    /// The end of one attempt of a step instance: succeeded with an output, or failed.
+    pub fn outcome(
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        result: Result<Value, StepError>,
+    ) -> Self {
+        match result {
+            Ok(output) => Self::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage: None,
+            },
+            Err(error) => Self::StepFailed {
+                key,
+                step,
+                epoch,
+                attempt,
+                error,
+            },
+        }
+    }
+
     /// The stored form: event type and payload map.
     pub fn into_parts(self) -> (String, Map<String, Value>) {
         let Ok(Value::Object(mut map)) = serde_json::to_value(self) else {

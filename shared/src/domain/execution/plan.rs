@@ -307,24 +307,13 @@ impl Planner<'_> {
     }
 
     fn finish(&mut self, id: &str, key: &str, inst: &StepState, result: Result<Value, StepError>) {
-        let (key, step, epoch, attempt) = (key.to_owned(), id.to_owned(), inst.epoch, inst.attempt);
-        self.out.push(match result {
-            Ok(output) => E::StepSucceeded {
-                key,
-                step,
-                epoch,
-                attempt,
-                output,
-                usage: None,
-            },
-            Err(error) => E::StepFailed {
-                key,
-                step,
-                epoch,
-                attempt,
-                error,
-            },
-        });
+        self.out.push(E::outcome(
+            key.to_owned(),
+            id.to_owned(),
+            inst.epoch,
+            inst.attempt,
+            result,
+        ));
     }
 
     /// The first events of a step instance.
@@ -332,23 +321,8 @@ impl Planner<'_> {
         let step = self.step(id).clone();
         let ctx = self.context(scope, error.as_ref());
         let epoch = self.state.epoch;
-        let done = |r: Result<Value, StepError>| match r {
-            Ok(output) => E::StepSucceeded {
-                key: key.to_owned(),
-                step: id.to_owned(),
-                epoch,
-                attempt: 1,
-                output,
-                usage: None,
-            },
-            Err(error) => E::StepFailed {
-                key: key.to_owned(),
-                step: id.to_owned(),
-                epoch,
-                attempt: 1,
-                error,
-            },
-        };
+        let done =
+            |r: Result<Value, StepError>| E::outcome(key.to_owned(), id.to_owned(), epoch, 1, r);
         let started = |items: Option<Vec<Value>>| E::StepStarted {
             key: key.to_owned(),
             step: id.to_owned(),

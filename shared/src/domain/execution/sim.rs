@@ -93,23 +93,13 @@ impl Simulation {
                 items: None,
                 child_execution_id: None,
             };
-            let outcome = match f(step, request, *attempt) {
-                Ok(output) => E::StepSucceeded {
-                    key: key.clone(),
-                    step: step.clone(),
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    output,
-                    usage: None,
-                },
-                Err(error) => E::StepFailed {
-                    key: key.clone(),
-                    step: step.clone(),
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    error,
-                },
-            };
+            let outcome = E::outcome(
+                key.clone(),
+                step.clone(),
+                *epoch,
+                *attempt,
+                f(step, request, *attempt),
+            );
             self.apply(vec![started, outcome]);
         }
         self.turn();
