@@ -7,6 +7,8 @@
 //!                      deliver the DynamoDB streams to the stream functions, until Ctrl-C
 //!   wfe-local tables   create the tables and secrets, then exit
 //!   wfe-local env      print the environment a function gets locally, as `export` lines
+//!   wfe-local rebuild [tenant]
+//!                      rebuild the execution summaries (listings, statistics) from the events
 //!
 //! The stack name (prefix of every table) is `STACK_NAME`, default `wfe-local`.
 
@@ -16,7 +18,7 @@ use shared::config::Config;
 use wfe_local::endpoint::{endpoint_url, sdk_config};
 use wfe_local::runner;
 
-const USAGE: &str = "usage: wfe-local up | tables | env";
+const USAGE: &str = "usage: wfe-local up | tables | env | rebuild [tenant]";
 
 #[tokio::main]
 async fn main() {
@@ -24,7 +26,7 @@ async fn main() {
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let stack = std::env::var("STACK_NAME").unwrap_or_else(|_| "wfe-local".into());
     let command = std::env::args().nth(1).unwrap_or_else(|| "up".into());
-    if !matches!(command.as_str(), "up" | "tables" | "env") {
+    if !matches!(command.as_str(), "up" | "tables" | "env" | "rebuild") {
         fail(USAGE);
     }
     let sdk = sdk_config().await;
@@ -40,6 +42,27 @@ async fn main() {
                 println!("export {k}={v}");
             }
             println!("export AWS_ENDPOINT_URL={}", endpoint_url());
+        }
+        "rebuild" => {
+            let tenant = std::env::args().nth(2);
+            let tables = template.tables().unwrap_or_else(|e| fail(&e.to_string()));
+            let env = template
+                .function_env("OrchestratorFunction")
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let config = Config::from_sources(env.into_iter().collect(), None)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let services =
+                shared::engine::Services::new(&config, &sdk).unwrap_or_else(|e| fail(&e));
+            let written = shared::engine::rebuild::rebuild_summaries(
+                &aws_sdk_dynamodb::Client::new(&sdk),
+                &tables.events,
+                &services.repo,
+                &services.projections,
+                tenant.as_deref(),
+            )
+            .await
+            .unwrap_or_else(|e| fail(&e));
+            println!("rebuilt {written} execution summaries");
         }
         "tables" => {
             tracing::info!(stack = %stack, endpoint = %endpoint_url(), "tables and secrets ready")

@@ -407,6 +407,12 @@ async fn cancel(
         })
     })
     .await?;
+    shared::telemetry::metrics::emit(
+        "workflow_executions_total",
+        1.0,
+        shared::telemetry::metrics::Unit::Count,
+        &[("tenant", &claims.tenant), ("event", "cancelled")],
+    );
     Ok((StatusCode::ACCEPTED, r))
 }
 

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod http;
 mod orchestrator;
+pub mod rebuild;
 pub mod timers;
 mod worker;
 

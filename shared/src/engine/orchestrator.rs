@@ -138,6 +138,15 @@ impl Orchestrator {
             {
                 Ok(r) => {
                     turn.appended += count;
+                    if next.status.is_terminal() && !state.status.is_terminal() {
+                        // Counted once: only the turn whose append ended the execution gets here.
+                        crate::telemetry::metrics::emit(
+                            "workflow_executions_total",
+                            1.0,
+                            crate::telemetry::metrics::Unit::Count,
+                            &[("tenant", stream.tenant()), ("event", next.status.as_str())],
+                        );
+                    }
                     state = next;
                     state.version = r.last_version;
                     break;
@@ -258,14 +267,26 @@ impl Orchestrator {
             causation_id: None,
             at: now,
         };
-        self.repo
+        let appended = self
+            .repo
             .append_any(
                 stream,
                 vec![E::ExecutionFailed { error, step: None }],
                 &cause,
                 Some("orchestration-failure".into()),
             )
-            .await?;
+            .await;
+        match appended {
+            Ok(r) if !r.replayed => crate::telemetry::metrics::emit(
+                "workflow_executions_total",
+                1.0,
+                crate::telemetry::metrics::Unit::Count,
+                &[("tenant", stream.tenant()), ("event", "failed")],
+            ),
+            // Already failed by an earlier delivery (with the same or another reason).
+            Ok(_) | Err(RepoError::Store(StoreError::IdempotencyConflict { .. })) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 }

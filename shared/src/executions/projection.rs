@@ -146,16 +146,13 @@ impl Projections {
         ])
     }
 
-    /// Writes the summary unless a newer one is stored. Returns whether it was written.
-    pub async fn write_summary(
-        &self,
+    fn summary_item(
         tenant: &str,
         summary: &Summary,
-    ) -> Result<bool, ProjectionError> {
-        let key = Self::summary_key(tenant, &summary.execution_id);
+    ) -> Result<HashMap<String, AttributeValue>, ProjectionError> {
         let order = order_key(summary);
         let item = SummaryItem {
-            pk: key["pk"].as_s().cloned().unwrap_or_default(),
+            pk: format!("{tenant}#EXEC#{}", summary.execution_id),
             sk: "SUMMARY".into(),
             gsi1pk: format!("{tenant}#WF#{}#EXECS", summary.workflow_id),
             gsi1sk: order.clone(),
@@ -164,13 +161,20 @@ impl Projections {
             tenant: tenant.to_owned(),
             summary: summary.clone(),
         };
-        let item =
-            serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))
+    }
+
+    /// Writes the summary unless a newer one is stored. Returns whether it was written.
+    pub async fn write_summary(
+        &self,
+        tenant: &str,
+        summary: &Summary,
+    ) -> Result<bool, ProjectionError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(Self::summary_item(tenant, summary)?))
             .condition_expression("attribute_not_exists(pk) OR version < :v")
             .expression_attribute_values(":v", AttributeValue::N(summary.version.to_string()))
             .send()
@@ -180,6 +184,38 @@ impl Projections {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    /// Writes the summary whatever is stored (a rebuild from events).
+    pub async fn replace_summary(
+        &self,
+        tenant: &str,
+        summary: &Summary,
+    ) -> Result<(), ProjectionError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::summary_item(tenant, summary)?))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Removes a summary (tests of the rebuild; an operator dropping a read model).
+    pub async fn delete_summary(
+        &self,
+        tenant: &str,
+        execution_id: &str,
+    ) -> Result<(), ProjectionError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(tenant, execution_id)))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     pub async fn summary(

@@ -196,6 +196,12 @@ impl ExecutionRepo {
             if r.replayed {
                 return Ok(r);
             }
+            crate::telemetry::metrics::emit(
+                "event_store_events_total",
+                (r.last_version + 1 - r.first_version) as f64,
+                crate::telemetry::metrics::Unit::Count,
+                &[("tenant", stream.tenant()), ("category", stream.category())],
+            );
             expected = ExpectedVersion::Exact(r.last_version);
             result = Some(match result {
                 Some(first) => AppendResult {
