@@ -298,6 +298,44 @@ impl Config {
         })
     }
 
+    /// A plain optional setting from the environment.
+    pub fn value(&self, name: &str) -> Option<String> {
+        self.env.get(name).filter(|v| !v.trim().is_empty()).cloned()
+    }
+
+    /// Seconds an LLM provider call may take (`LLM_TIMEOUT`, default 120).
+    pub fn llm_timeout_secs(&self) -> Result<u64, ConfigError> {
+        self.number("LLM_TIMEOUT", None, 120)
+    }
+
+    /// A provider's API key: `<PREFIX>_API_KEY_ARN` (Secrets Manager) or `<PREFIX>_API_KEY`;
+    /// `None` when neither is set (the provider is then not configured).
+    pub async fn provider_key(
+        &self,
+        prefix: &str,
+        secrets: &aws_sdk_secretsmanager::Client,
+    ) -> Result<Option<crate::engine::llm::ApiKey>, String> {
+        if let Some(arn) = self.value(&format!("{prefix}_API_KEY_ARN")) {
+            let value = secrets
+                .get_secret_value()
+                .secret_id(&arn)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "reading {prefix}_API_KEY_ARN: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?
+                .secret_string
+                .ok_or_else(|| format!("{prefix}_API_KEY_ARN has no string value"))?;
+            return Ok(Some(crate::engine::llm::ApiKey::new(value)));
+        }
+        Ok(self
+            .value(&format!("{prefix}_API_KEY"))
+            .map(crate::engine::llm::ApiKey::new))
+    }
+
     pub fn gateway_url(&self) -> Option<String> {
         self.pick(
             "GRAPHQL_GATEWAY_URL",

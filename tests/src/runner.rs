@@ -270,7 +270,7 @@ pub async fn spawn_schedules(
 }
 
 /// The handler of a stream function, by logical id, configured from its template environment.
-fn stream_handler(
+async fn stream_handler(
     function: &str,
     template: &Template,
     sdk: &SdkConfig,
@@ -286,7 +286,7 @@ fn stream_handler(
             }))
         }
         "WorkerFunction" => {
-            let h = std::sync::Arc::new(worker::Handler::new(&config, sdk)?);
+            let h = std::sync::Arc::new(worker::Handler::new(&config, sdk).await?);
             Ok(std::sync::Arc::new(move |event| {
                 let h = h.clone();
                 Box::pin(async move { Ok(h.handle(event).await) })
@@ -307,7 +307,7 @@ pub async fn spawn_streams(
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let mut tasks = Vec::new();
     for mapping in crate::esm::mappings(template) {
-        let handler = stream_handler(&mapping.function, template, sdk, overrides)?;
+        let handler = stream_handler(&mapping.function, template, sdk, overrides).await?;
         let table = template
             .table_name(&mapping.table)
             .map_err(|e| e.to_string())?;

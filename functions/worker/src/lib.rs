@@ -13,13 +13,13 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(
+    pub async fn new(
         config: &shared::config::Config,
         sdk: &shared::aws::SdkConfig,
     ) -> Result<Self, String> {
         let services = Services::new(config, sdk)?;
         Ok(Self {
-            worker: services.worker(config)?,
+            worker: services.worker(config, sdk).await?,
             services,
         })
     }

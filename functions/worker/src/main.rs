@@ -9,10 +9,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let sdk = shared::aws::load_sdk_config().await;
-    let handler = worker::Handler::new(&config, &sdk).unwrap_or_else(|e| {
-        eprintln!("Error: {e}");
-        std::process::exit(1)
-    });
+    let handler = worker::Handler::new(&config, &sdk)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("Error: {e}");
+            std::process::exit(1)
+        });
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         Ok::<_, lambda_runtime::Error>(handler.handle(event.payload).await)

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod http;
+pub mod llm;
 mod orchestrator;
 pub mod rebuild;
 pub mod timers;
@@ -89,8 +90,16 @@ impl Services {
         Orchestrator::new(self.repo.clone(), self.projections.clone())
     }
 
-    pub fn worker(&self, config: &crate::config::Config) -> Result<std::sync::Arc<Worker>, String> {
+    /// The worker with its executors; AI providers are those configured (keys may come from
+    /// Secrets Manager, hence async).
+    pub async fn worker(
+        &self,
+        config: &crate::config::Config,
+        sdk: &crate::aws::SdkConfig,
+    ) -> Result<std::sync::Arc<Worker>, String> {
         let engine = config.engine().map_err(|e| e.to_string())?;
+        let tables = config.tables().map_err(|e| e.to_string())?;
+        let prices = llm::Prices::new(crate::aws::dynamodb(sdk), tables.state);
         Ok(Worker::new(
             self.repo.clone(),
             self.workflows.clone(),
@@ -98,6 +107,7 @@ impl Services {
                 engine.allow_private_networks,
                 std::time::Duration::from_secs(engine.http_timeout_secs),
             ),
+            llm::Llm::from_config(config, sdk, Some(prices)).await?,
         ))
     }
 }

@@ -23,6 +23,7 @@ pub struct Worker {
     pub repo: ExecutionRepo,
     pub workflows: WorkflowStore,
     pub http: HttpExecutor,
+    pub llm: super::llm::Llm,
     /// One writer per stream within this process: a map's tasks finishing together would
     /// otherwise race each other for the stream's next version.
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -64,11 +65,17 @@ pub enum Done {
 }
 
 impl Worker {
-    pub fn new(repo: ExecutionRepo, workflows: WorkflowStore, http: HttpExecutor) -> Arc<Self> {
+    pub fn new(
+        repo: ExecutionRepo,
+        workflows: WorkflowStore,
+        http: HttpExecutor,
+        llm: super::llm::Llm,
+    ) -> Arc<Self> {
         Arc::new(Self {
             repo,
             workflows,
             http,
+            llm,
             writers: Default::default(),
         })
     }
@@ -162,20 +169,26 @@ impl Worker {
             self.record(stream, &task, Err(error), &cause).await?;
             return Ok(Done::Interrupted);
         }
-        let result = match task.kind.as_str() {
-            "http" => self.http.call(&task.request).await,
-            "llm" => Err(StepError::new(
-                "ProviderNotConfigured",
-                "llm steps need an AI provider, and none is configured in this deployment",
-                false,
-            )),
-            other => Err(StepError::new(
+        let outcome = match task.kind.as_str() {
+            "http" => task.outcome(self.http.call(&task.request).await),
+            "llm" => match self.llm.call(&task.request).await {
+                (result, Some(spent)) => E::outcome_with_usage(
+                    task.key.clone(),
+                    task.step.clone(),
+                    task.epoch,
+                    task.attempt,
+                    result,
+                    spent,
+                ),
+                (result, None) => task.outcome(result),
+            },
+            other => task.outcome(Err(StepError::new(
                 "UnsupportedStep",
                 format!("the worker cannot perform {other} steps"),
                 false,
-            )),
+            ))),
         };
-        self.record(stream, &task, result, &cause).await?;
+        self.record_event(stream, &task, outcome, &cause).await?;
         Ok(Done::Performed)
     }
 
@@ -208,8 +221,6 @@ impl Worker {
         Ok(false)
     }
 
-    /// Appends the outcome once per attempt; an output too large for the event store fails the
-    /// step clearly instead.
     async fn record(
         &self,
         stream: &StreamId,
@@ -217,11 +228,21 @@ impl Worker {
         result: Result<Value, StepError>,
         cause: &Cause<'_>,
     ) -> Result<(), RepoError> {
-        let key = format!("outcome:{}", task.attempt_id());
-        match self
-            .append_one(stream, task.outcome(result), cause, key.clone())
+        self.record_event(stream, task, task.outcome(result), cause)
             .await
-        {
+    }
+
+    /// Appends the outcome once per attempt; an output too large for the event store fails the
+    /// step clearly instead.
+    async fn record_event(
+        &self,
+        stream: &StreamId,
+        task: &Task,
+        outcome: E,
+        cause: &Cause<'_>,
+    ) -> Result<(), RepoError> {
+        let key = format!("outcome:{}", task.attempt_id());
+        match self.append_one(stream, outcome, cause, key.clone()).await {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                 let error = StepError::new(
                     "OutputTooLarge",

@@ -48,7 +48,9 @@ impl Functions {
         Self {
             orchestrator: orchestrator::Handler::new(&config("OrchestratorFunction"), &app.sdk)
                 .unwrap(),
-            worker: worker::Handler::new(&config("WorkerFunction"), &app.sdk).unwrap(),
+            worker: worker::Handler::new(&config("WorkerFunction"), &app.sdk)
+                .await
+                .unwrap(),
             timer: timer::Handler::new(&config("TimerFunction"), &app.sdk).unwrap(),
             worker_filters: mapping.filters,
             reader,
@@ -166,6 +168,7 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
             .unwrap(),
             &app.sdk,
         )
+        .await
         .unwrap(),
     );
     let running = {

@@ -8,6 +8,7 @@ mod delivery;
 mod edge;
 mod event_store;
 mod lambda_binary;
+mod llm;
 mod migrations;
 mod outage;
 mod stream_delivery;

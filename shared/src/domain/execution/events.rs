@@ -101,6 +101,9 @@ pub enum ExecutionEvent {
         epoch: u32,
         attempt: u32,
         error: StepError,
+        /// What a failed attempt still spent (an LLM answer that broke its schema).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     StepRetryScheduled {
         key: String,
@@ -197,7 +200,52 @@ impl ExecutionEvent {
                 epoch,
                 attempt,
                 error,
+                usage: None,
             },
+        }
+    }
+
+    /// The outcome of an attempt that spent money (`usage`), whether it succeeded or not.
+    pub fn outcome_with_usage(
+        key: String,
+        step: String,
+        epoch: u32,
+        attempt: u32,
+        result: Result<Value, StepError>,
+        spent: Usage,
+    ) -> Self {
+        match Self::outcome(key, step, epoch, attempt, result) {
+            Self::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                ..
+            } => Self::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage: Some(spent),
+            },
+            Self::StepFailed {
+                key,
+                step,
+                epoch,
+                attempt,
+                error,
+                ..
+            } => Self::StepFailed {
+                key,
+                step,
+                epoch,
+                attempt,
+                error,
+                usage: Some(spent),
+            },
+            other => other,
         }
     }
 

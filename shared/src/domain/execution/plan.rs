@@ -489,13 +489,13 @@ impl Planner<'_> {
                     );
                 }
             }
-            Err(error) => self.out.push(E::StepFailed {
-                key: key.to_owned(),
-                step: id.to_owned(),
+            Err(error) => self.out.push(E::outcome(
+                key.to_owned(),
+                id.to_owned(),
                 epoch,
                 attempt,
-                error,
-            }),
+                Err(error),
+            )),
         }
     }
 

@@ -183,7 +183,7 @@ fn instance(
 pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event: &ExecutionEvent) {
     state.version = version;
     use ExecutionEvent as E;
-    if let E::StepSucceeded { usage: Some(u), .. } = event {
+    if let E::StepSucceeded { usage: Some(u), .. } | E::StepFailed { usage: Some(u), .. } = event {
         // Money spent is counted even when the result arrives too late to be used.
         state.usage.input_tokens += u.input_tokens;
         state.usage.output_tokens += u.output_tokens;
@@ -281,6 +281,7 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             epoch,
             attempt,
             error,
+            ..
         } => {
             let s = state
                 .steps

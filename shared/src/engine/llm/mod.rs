@@ -1,0 +1,327 @@
+//! The `llm` step: providers behind one trait, chosen by the step's `provider`, with usage read
+//! from each provider's answer and cost from the price table (state table, `PRICE` items seeded
+//! by migration 0003), never from code.
+
+mod anthropic;
+mod openai;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::domain::execution::{StepError, Usage};
+
+/// What a step asks of a model (rendered by the orchestrator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub model: String,
+    pub system: Option<String>,
+    pub prompt: String,
+    pub temperature: Option<f64>,
+    pub max_tokens: u32,
+    /// Ask for a JSON answer (the step validates it against its schema afterwards).
+    pub json: bool,
+}
+
+/// Default `max_tokens` when a step gives none (Anthropic requires one).
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// How a provider call failed, so the step's retry policy can decide.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderError {
+    /// 429: retryable, after `retry_after` when the provider says.
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// 5xx, timeouts, connection failures: retryable.
+    Unavailable(String),
+    /// 4xx other than 429 (bad request, auth): not retryable.
+    Rejected(String),
+    /// The answer could not be read.
+    Malformed(String),
+}
+
+impl ProviderError {
+    pub fn into_step_error(self, provider: &str) -> StepError {
+        match self {
+            Self::RateLimited { message, .. } => {
+                StepError::new("RateLimited", format!("{provider}: {message}"), true)
+            }
+            Self::Unavailable(m) => {
+                StepError::new("ProviderUnavailable", format!("{provider}: {m}"), true)
+            }
+            Self::Rejected(m) => {
+                StepError::new("ProviderRejected", format!("{provider}: {m}"), false)
+            }
+            Self::Malformed(m) => {
+                StepError::new("ProviderMalformed", format!("{provider}: {m}"), false)
+            }
+        }
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, ProviderError>;
+}
+
+/// An API key: never printed.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Classifies an HTTP answer of a provider.
+pub(crate) fn status_error(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &str,
+) -> ProviderError {
+    let excerpt: String = body.chars().take(300).collect();
+    let message = format!("HTTP {status}: {excerpt}");
+    if status.as_u16() == 429 {
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        ProviderError::RateLimited {
+            retry_after,
+            message,
+        }
+    } else if status.is_server_error() {
+        ProviderError::Unavailable(message)
+    } else {
+        ProviderError::Rejected(message)
+    }
+}
+
+pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderError {
+    ProviderError::Unavailable(if e.is_timeout() {
+        "timed out".into()
+    } else {
+        format!("request failed: {e}")
+    })
+}
+
+/// The configured providers and the price table.
+#[derive(Clone, Default)]
+pub struct Llm {
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+    prices: Option<Prices>,
+}
+
+#[derive(Clone)]
+pub struct Prices {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+#[derive(serde::Deserialize)]
+struct PriceItem {
+    input_usd_per_mtok: f64,
+    output_usd_per_mtok: f64,
+}
+
+impl Prices {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    /// USD for the tokens, or `None` when the model has no price.
+    pub async fn cost(
+        &self,
+        provider: &str,
+        model: &str,
+        input: u64,
+        output: u64,
+    ) -> Result<Option<f64>, String> {
+        let key = std::collections::HashMap::from([
+            (
+                "pk".to_owned(),
+                aws_sdk_dynamodb::types::AttributeValue::S("PRICE".into()),
+            ),
+            (
+                "sk".to_owned(),
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{provider}#{model}")),
+            ),
+        ]);
+        let price: Option<PriceItem> = crate::aws::get_item(&self.client, &self.table, key).await?;
+        Ok(price.map(|p| {
+            (input as f64 * p.input_usd_per_mtok + output as f64 * p.output_usd_per_mtok)
+                / 1_000_000.0
+        }))
+    }
+}
+
+impl Llm {
+    /// Providers from the configuration: `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` (or the same with
+    /// `_ARN`, read from Secrets Manager), `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` for
+    /// compatible endpoints. A provider without a key is not configured.
+    pub async fn from_config(
+        config: &crate::config::Config,
+        sdk: &crate::aws::SdkConfig,
+        prices: Option<Prices>,
+    ) -> Result<Self, String> {
+        let secrets = crate::aws::secretsmanager(sdk);
+        let timeout = Duration::from_secs(config.llm_timeout_secs().map_err(|e| e.to_string())?);
+        let mut llm = Llm {
+            providers: BTreeMap::new(),
+            prices,
+        };
+        if let Some(key) = config.provider_key("OPENAI", &secrets).await? {
+            let base = config
+                .value("OPENAI_BASE_URL")
+                .unwrap_or_else(|| "https://api.openai.com".into());
+            llm.providers.insert(
+                "openai".into(),
+                Arc::new(openai::OpenAi::new(base, key, timeout)),
+            );
+        }
+        if let Some(key) = config.provider_key("ANTHROPIC", &secrets).await? {
+            let base = config
+                .value("ANTHROPIC_BASE_URL")
+                .unwrap_or_else(|| "https://api.anthropic.com".into());
+            llm.providers.insert(
+                "anthropic".into(),
+                Arc::new(anthropic::Anthropic::new(base, key, timeout)),
+            );
+        }
+        Ok(llm)
+    }
+
+    pub fn with_provider(mut self, name: &str, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(name.to_owned(), provider);
+        self
+    }
+
+    /// Runs a rendered `llm` request; the output is `{text, model, usage}` (and `json` in JSON
+    /// mode). The usage comes back whenever the provider answered, even if the answer is refused.
+    pub async fn call(&self, request: &Value) -> (Result<Value, StepError>, Option<Usage>) {
+        match self.complete(request).await {
+            Ok((completion, usage, schema)) => {
+                (Self::shape(completion, usage, schema), Some(usage))
+            }
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    async fn complete<'a>(
+        &self,
+        request: &'a Value,
+    ) -> Result<(Completion, Usage, Option<&'a Value>), StepError> {
+        let provider_name = request["provider"].as_str().unwrap_or_default();
+        let Some(provider) = self.providers.get(provider_name) else {
+            return Err(StepError::new(
+                "ProviderNotConfigured",
+                format!("no {provider_name} provider is configured in this deployment"),
+                false,
+            ));
+        };
+        let schema = request.get("output_schema").filter(|s| !s.is_null());
+        let prompt = Prompt {
+            model: request["model"].as_str().unwrap_or_default().to_owned(),
+            system: request["system"].as_str().map(str::to_owned),
+            prompt: request["prompt"].as_str().unwrap_or_default().to_owned(),
+            temperature: request["temperature"].as_f64(),
+            max_tokens: request["max_tokens"]
+                .as_u64()
+                .map_or(DEFAULT_MAX_TOKENS, |n| n as u32),
+            json: schema.is_some(),
+        };
+        let completion = provider
+            .complete(&prompt)
+            .await
+            .map_err(|e| e.into_step_error(provider_name))?;
+        let cost = match &self.prices {
+            Some(p) => match p
+                .cost(
+                    provider_name,
+                    &prompt.model,
+                    completion.input_tokens,
+                    completion.output_tokens,
+                )
+                .await
+            {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    tracing::warn!(provider = provider_name, model = %prompt.model, "no price for this model; cost recorded as 0");
+                    0.0
+                }
+                Err(e) => return Err(StepError::new("PriceUnavailable", e, true)),
+            },
+            None => 0.0,
+        };
+        let usage = Usage {
+            input_tokens: completion.input_tokens,
+            output_tokens: completion.output_tokens,
+            cost_usd: cost,
+        };
+        Ok((completion, usage, schema))
+    }
+
+    fn shape(
+        completion: Completion,
+        usage: Usage,
+        schema: Option<&Value>,
+    ) -> Result<Value, StepError> {
+        let mut output = json!({"text": completion.text, "usage": usage});
+        if let Some(schema) = schema {
+            let parsed: Value = serde_json::from_str(completion.text.trim()).map_err(|e| {
+                StepError::new(
+                    "OutputSchemaMismatch",
+                    format!("the answer is not JSON: {e}"),
+                    false,
+                )
+            })?;
+            let validator = jsonschema::validator_for(schema).map_err(|e| {
+                StepError::new(
+                    "OutputSchemaMismatch",
+                    format!("the step's output_schema is not valid: {e}"),
+                    false,
+                )
+            })?;
+            let problems: Vec<String> = validator
+                .iter_errors(&parsed)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            if !problems.is_empty() {
+                return Err(StepError::new(
+                    "OutputSchemaMismatch",
+                    format!(
+                        "the answer does not match output_schema: {}",
+                        problems.join("; ")
+                    ),
+                    false,
+                ));
+            }
+            output["json"] = parsed;
+        }
+        Ok(output)
+    }
+}

@@ -1,0 +1,170 @@
+//! `llm` steps against local servers that speak OpenAI chat completions and Anthropic messages
+//! (wire-compatible doubles: no provider is reachable here). They record what they receive, so
+//! the tests assert model, messages, max tokens and auth headers; usage and cost must reach the
+//! execution summary, priced from the price table (migration 0003).
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::{json, Value};
+
+use crate::support::App;
+use crate::workflows::Client;
+
+const OPENAI_KEY: &str = "sk-test-openai-0123456789";
+const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
+
+#[derive(Clone, Default)]
+struct Providers {
+    seen: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
+    base: String,
+}
+
+async fn openai(
+    State(p): State<Providers>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> axum::Json<Value> {
+    let body = body.0;
+    p.seen
+        .lock()
+        .unwrap()
+        .push(("openai".into(), headers, body.clone()));
+    let user = body["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let content = if body.get("response_format").is_some() {
+        // Breaks a schema that wants a string `answer`.
+        json!({"answer": 42}).to_string()
+    } else {
+        format!("echo: {user}")
+    };
+    axum::Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+    }))
+}
+
+async fn anthropic(
+    State(p): State<Providers>,
+    headers: HeaderMap,
+    body: axum::Json<Value>,
+) -> axum::Json<Value> {
+    let body = body.0;
+    p.seen
+        .lock()
+        .unwrap()
+        .push(("anthropic".into(), headers, body.clone()));
+    let user = body["messages"][0]["content"].as_str().unwrap().to_owned();
+    axum::Json(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": format!("claude: {user}")}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1000, "output_tokens": 2000}
+    }))
+}
+
+impl Providers {
+    async fn start() -> Self {
+        let mut p = Providers::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        p.base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1/messages", post(anthropic))
+            .with_state(p.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        p
+    }
+}
+
+#[tokio::test]
+async fn llm_steps_record_text_usage_and_cost_and_json_mode_checks_the_schema() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+            ("ANTHROPIC_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-llm").await;
+    let wf = c
+        .create(json!({"name": "ask", "start": "draft", "steps": {
+            "draft": {"type": "llm", "provider": "openai", "model": "gpt-4o-mini", "system": "You are terse.",
+                      "prompt": "Summarise {{ input.topic }}", "max_tokens": 64, "temperature": 0.2, "next": "review"},
+            "review": {"type": "llm", "provider": "anthropic", "model": "claude-3-5-haiku-20241022",
+                       "prompt": "Review: {{ steps.draft.output.text }}", "max_tokens": 128}},
+            "outputs": {"draft": "{{ steps.draft.output.text }}", "review": "{{ steps.review.output.text }}"}}))
+        .await;
+    let id = c.start(&wf, json!({"topic": "event sourcing"})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(e["output"]["draft"], "echo: Summarise event sourcing");
+    assert_eq!(
+        e["output"]["review"],
+        "claude: Review: echo: Summarise event sourcing"
+    );
+    assert_eq!(
+        (e["input_tokens"].as_u64(), e["output_tokens"].as_u64()),
+        (Some(1012), Some(2005))
+    );
+    // gpt-4o-mini 12 in / 5 out at 0.15 / 0.6 USD per Mtok; claude-3-5-haiku 1000 / 2000 at 0.8 / 4.0.
+    let expected = (12.0 * 0.15 + 5.0 * 0.6 + 1000.0 * 0.8 + 2000.0 * 4.0) / 1e6;
+    assert!(
+        (e["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{e:#}"
+    );
+
+    let seen = providers.seen.lock().unwrap().clone();
+    let (_, h, body) = seen.iter().find(|(p, ..)| p == "openai").unwrap();
+    assert_eq!(h["authorization"], format!("Bearer {OPENAI_KEY}").as_str());
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["max_tokens"], 64);
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Summarise event sourcing"}])
+    );
+    let (_, h, body) = seen.iter().find(|(p, ..)| p == "anthropic").unwrap();
+    assert_eq!(h["x-api-key"], ANTHROPIC_KEY);
+    assert_eq!(h["anthropic-version"], "2023-06-01");
+    assert_eq!(body["model"], "claude-3-5-haiku-20241022");
+    assert_eq!(body["max_tokens"], 128);
+
+    // JSON mode: an answer that breaks the step's schema fails the step clearly.
+    let json_wf = c
+        .create(json!({"name": "json", "start": "extract", "steps": {
+            "extract": {"type": "llm", "provider": "openai", "model": "gpt-4o-mini", "prompt": "Give me the answer",
+                        "output_schema": {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}}}}))
+        .await;
+    let id = c.start(&json_wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert_eq!(e["error"]["kind"], "OutputSchemaMismatch");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("/answer"),
+        "{e:#}"
+    );
+    // Tokens spent on the refused answer still count.
+    assert_eq!(
+        (e["input_tokens"].as_u64(), e["output_tokens"].as_u64()),
+        (Some(12), Some(5))
+    );
+    assert!(e["cost_usd"].as_f64().unwrap() > 0.0);
+
+    // A provider that is not configured fails the step without calling anything.
+    let bedrock = c
+        .create(json!({"name": "bedrock", "start": "x", "steps": {
+            "x": {"type": "llm", "provider": "bedrock", "model": "amazon.nova-micro-v1:0", "prompt": "hi"}}}))
+        .await;
+    let id = c.start(&bedrock, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "ProviderNotConfigured", "{e:#}");
+}
