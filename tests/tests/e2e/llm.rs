@@ -26,12 +26,33 @@ async fn openai(
     State(p): State<Providers>,
     headers: HeaderMap,
     body: axum::Json<Value>,
-) -> axum::Json<Value> {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let body = body.0;
-    p.seen
-        .lock()
-        .unwrap()
-        .push(("openai".into(), headers, body.clone()));
+    let calls = {
+        let mut seen = p.seen.lock().unwrap();
+        seen.push(("openai".into(), headers, body.clone()));
+        seen.iter().filter(|(_, _, b)| b["model"] == body["model"]).count()
+    };
+    // Models that script failures: one 429 with Retry-After, or a provider that is down.
+    match body["model"].as_str() {
+        Some("limited-once") if calls == 1 => {
+            return (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#,
+            )
+                .into_response();
+        }
+        Some("down") => {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error": {"message": "The server had an error"}}"#,
+            )
+                .into_response();
+        }
+        _ => {}
+    }
     let user = body["messages"].as_array().unwrap().last().unwrap()["content"]
         .as_str()
         .unwrap()
@@ -47,6 +68,7 @@ async fn openai(
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
     }))
+    .into_response()
 }
 
 async fn anthropic(
@@ -167,4 +189,44 @@ async fn llm_steps_record_text_usage_and_cost_and_json_mode_checks_the_schema() 
     let id = c.start(&bedrock, json!({})).await;
     let e = c.finished(&id).await;
     assert_eq!(e["error"]["kind"], "ProviderNotConfigured", "{e:#}");
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_after_retry_after_and_the_circuit_opens_on_an_outage() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-circuit",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+            ("LLM_RETRY_ATTEMPTS", "2"),
+            ("LLM_CIRCUIT_THRESHOLD", "2"),
+            ("LLM_CIRCUIT_COOLDOWN_SECS", "600"),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-circuit").await;
+    let one = |model: &str| json!({"name": model, "start": "ask", "steps": {
+        "ask": {"type": "llm", "provider": "openai", "model": model, "prompt": "hello"}}});
+    let calls = |model: &str| providers.seen.lock().unwrap().iter().filter(|(_, _, b)| b["model"] == model).count();
+
+    // A 429 with Retry-After: 1 is waited out and retried within the attempt.
+    let limited = c.create(one("limited-once")).await;
+    let id = c.start(&limited, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(e["output"]["text"], "echo: hello", "{e:#}");
+    assert_eq!(e["output"]["usage"]["output_tokens"], 5);
+    assert_eq!(calls("limited-once"), 2);
+
+    // An outage: two failures open the circuit; the next execution fails fast without a call.
+    let down = c.create(one("down")).await;
+    let first = c.start(&down, json!({})).await;
+    let e = c.finished(&first).await;
+    assert_eq!(e["error"]["kind"], "ProviderUnavailable", "{e:#}");
+    assert_eq!(calls("down"), 2);
+    let second = c.start(&down, json!({})).await;
+    let e = c.finished(&second).await;
+    assert_eq!(e["error"]["kind"], "CircuitOpen", "{e:#}");
+    assert_eq!(calls("down"), 2, "no call while the circuit is open");
 }

@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod openai;
+pub mod resilience;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub enum ProviderError {
     Rejected(String),
     /// The answer could not be read.
     Malformed(String),
+    /// The provider kept failing; calls are refused until a probe succeeds.
+    CircuitOpen,
 }
 
 impl ProviderError {
@@ -67,6 +70,11 @@ impl ProviderError {
             Self::Malformed(m) => {
                 StepError::new("ProviderMalformed", format!("{provider}: {m}"), false)
             }
+            Self::CircuitOpen => StepError::new(
+                "CircuitOpen",
+                format!("{provider} failed repeatedly; calls are paused until it recovers"),
+                true,
+            ),
         }
     }
 }
@@ -126,6 +134,27 @@ pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderError {
         "timed out".into()
     } else {
         format!("request failed: {e}")
+    })
+}
+
+/// Retry and circuit settings: `LLM_RETRY_ATTEMPTS` (3), `LLM_CIRCUIT_THRESHOLD` (5 failures in a
+/// row), `LLM_CIRCUIT_COOLDOWN_SECS` (30).
+fn resilience_policy(config: &crate::config::Config) -> Result<resilience::Policy, String> {
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        match config.value(name) {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}: {v:?} is not a number")),
+            None => Ok(default),
+        }
+    };
+    let defaults = resilience::Policy::default();
+    Ok(resilience::Policy {
+        attempts: number("LLM_RETRY_ATTEMPTS", defaults.attempts as u64)?.max(1) as u32,
+        threshold: number("LLM_CIRCUIT_THRESHOLD", defaults.threshold as u64)?.max(1) as u32,
+        cooldown: Duration::from_secs(number("LLM_CIRCUIT_COOLDOWN_SECS", defaults.cooldown.as_secs())?),
+        ..defaults
     })
 }
 
@@ -190,6 +219,7 @@ impl Llm {
     ) -> Result<Self, String> {
         let secrets = crate::aws::secretsmanager(sdk);
         let timeout = Duration::from_secs(config.llm_timeout_secs().map_err(|e| e.to_string())?);
+        let policy = resilience_policy(config)?;
         let mut llm = Llm {
             providers: BTreeMap::new(),
             prices,
@@ -200,7 +230,10 @@ impl Llm {
                 .unwrap_or_else(|| "https://api.openai.com".into());
             llm.providers.insert(
                 "openai".into(),
-                Arc::new(openai::OpenAi::new(base, key, timeout)),
+                Arc::new(resilience::Resilient::new(
+                    openai::OpenAi::new(base, key, timeout),
+                    policy,
+                )),
             );
         }
         if let Some(key) = config.provider_key("ANTHROPIC", &secrets).await? {
@@ -209,7 +242,10 @@ impl Llm {
                 .unwrap_or_else(|| "https://api.anthropic.com".into());
             llm.providers.insert(
                 "anthropic".into(),
-                Arc::new(anthropic::Anthropic::new(base, key, timeout)),
+                Arc::new(resilience::Resilient::new(
+                    anthropic::Anthropic::new(base, key, timeout),
+                    policy,
+                )),
             );
         }
         Ok(llm)
