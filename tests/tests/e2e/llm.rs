@@ -32,7 +32,9 @@ async fn openai(
     let calls = {
         let mut seen = p.seen.lock().unwrap();
         seen.push(("openai".into(), headers, body.clone()));
-        seen.iter().filter(|(_, _, b)| b["model"] == body["model"]).count()
+        seen.iter()
+            .filter(|(_, _, b)| b["model"] == body["model"])
+            .count()
     };
     // Models that script failures: one 429 with Retry-After, or a provider that is down.
     match body["model"].as_str() {
@@ -41,6 +43,15 @@ async fn openai(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", "1")],
                 r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#,
+            )
+                .into_response();
+        }
+        Some("bad-key") => {
+            // As providers do: the auth error names the key it got.
+            let got = body_key(&p, &body);
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                format!(r#"{{"error": {{"message": "Incorrect API key provided: {got}", "code": "invalid_api_key"}}}}"#),
             )
                 .into_response();
         }
@@ -69,6 +80,21 @@ async fn openai(
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
     }))
     .into_response()
+}
+
+/// The bearer key of the newest request for this body's model.
+fn body_key(p: &Providers, body: &Value) -> String {
+    let seen = p.seen.lock().unwrap();
+    let (_, headers, _) = seen
+        .iter()
+        .rev()
+        .find(|(_, _, b)| b["model"] == body["model"])
+        .unwrap();
+    headers["authorization"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("Bearer ")
+        .to_owned()
 }
 
 async fn anthropic(
@@ -206,9 +232,19 @@ async fn rate_limits_are_retried_after_retry_after_and_the_circuit_opens_on_an_o
     )
     .await;
     let c = Client::new(&app, "t-circuit").await;
-    let one = |model: &str| json!({"name": model, "start": "ask", "steps": {
-        "ask": {"type": "llm", "provider": "openai", "model": model, "prompt": "hello"}}});
-    let calls = |model: &str| providers.seen.lock().unwrap().iter().filter(|(_, _, b)| b["model"] == model).count();
+    let one = |model: &str| {
+        json!({"name": model, "start": "ask", "steps": {
+        "ask": {"type": "llm", "provider": "openai", "model": model, "prompt": "hello"}}})
+    };
+    let calls = |model: &str| {
+        providers
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, b)| b["model"] == model)
+            .count()
+    };
 
     // A 429 with Retry-After: 1 is waited out and retried within the attempt.
     let limited = c.create(one("limited-once")).await;
@@ -229,4 +265,47 @@ async fn rate_limits_are_retried_after_retry_after_and_the_circuit_opens_on_an_o
     let e = c.finished(&second).await;
     assert_eq!(e["error"]["kind"], "CircuitOpen", "{e:#}");
     assert_eq!(calls("down"), 2, "no call while the circuit is open");
+}
+
+#[tokio::test]
+async fn a_provider_key_never_reaches_logs_events_or_the_api() {
+    let logs = crate::support::captured_logs();
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-secret",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-secret").await;
+    let wf = c
+        .create(json!({"name": "leak", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "openai", "model": "bad-key", "prompt": "hello"}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "ProviderRejected", "{e:#}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Incorrect API key provided: [redacted]"),
+        "{e:#}"
+    );
+    let history = serde_json::to_string(&c.history(&id).await).unwrap();
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    // The capture works: this execution's turns are in it.
+    assert!(
+        logs.contains(&id),
+        "the captured logs hold this execution's lines"
+    );
+    for (what, text) in [
+        ("logs", &logs),
+        ("history", &history),
+        ("summary", &e.to_string()),
+    ] {
+        assert!(!text.contains(OPENAI_KEY), "the key is in the {what}");
+    }
 }

@@ -220,3 +220,38 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
     assert!(body["request_id"].is_string(), "{body}");
     body
 }
+
+/// Log lines written by everything in this test process, as JSON the way the functions log in
+/// production (for tests that scan logs for secrets). Installed once, as the process's subscriber.
+pub fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,shared=debug,worker=debug,orchestrator=debug",
+            ))
+            .with_writer(move || Sink(sink.clone()))
+            .try_init()
+            .expect("no other subscriber in the test process");
+        buffer
+    })
+    .clone()
+}
+
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

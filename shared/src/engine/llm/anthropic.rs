@@ -64,7 +64,7 @@ impl Provider for Anthropic {
         let headers = response.headers().clone();
         let text = response.text().await.map_err(|e| transport_error(&e))?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &text));
+            return Err(status_error(status, &headers, &text, &self.key));
         }
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;

@@ -96,6 +96,14 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every occurrence of the key replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_owned();
+        }
+        text.replace(&self.0, "[redacted]")
+    }
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -109,7 +117,10 @@ pub(crate) fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
     body: &str,
+    key: &ApiKey,
 ) -> ProviderError {
+    // Providers echo keys in auth errors; what we keep (events, logs) must never hold one.
+    let body = key.scrub(body);
     let excerpt: String = body.chars().take(300).collect();
     let message = format!("HTTP {status}: {excerpt}");
     if status.as_u16() == 429 {
@@ -153,7 +164,10 @@ fn resilience_policy(config: &crate::config::Config) -> Result<resilience::Polic
     Ok(resilience::Policy {
         attempts: number("LLM_RETRY_ATTEMPTS", defaults.attempts as u64)?.max(1) as u32,
         threshold: number("LLM_CIRCUIT_THRESHOLD", defaults.threshold as u64)?.max(1) as u32,
-        cooldown: Duration::from_secs(number("LLM_CIRCUIT_COOLDOWN_SECS", defaults.cooldown.as_secs())?),
+        cooldown: Duration::from_secs(number(
+            "LLM_CIRCUIT_COOLDOWN_SECS",
+            defaults.cooldown.as_secs(),
+        )?),
         ..defaults
     })
 }

@@ -49,7 +49,11 @@ pub struct Resilient<P> {
 
 impl<P: Provider> Resilient<P> {
     pub fn new(inner: P, policy: Policy) -> Self {
-        Self { inner, policy, circuit: Mutex::new(Circuit::default()) }
+        Self {
+            inner,
+            policy,
+            circuit: Mutex::new(Circuit::default()),
+        }
     }
 
     /// May a call go out now? Open circuits refuse, except one probe after the cool-down.
@@ -137,34 +141,75 @@ mod tests {
     }
 
     fn prompt() -> Prompt {
-        Prompt { model: "m".into(), system: None, prompt: "p".into(), temperature: None, max_tokens: 5, json: false }
+        Prompt {
+            model: "m".into(),
+            system: None,
+            prompt: "p".into(),
+            temperature: None,
+            max_tokens: 5,
+            json: false,
+        }
     }
 
     fn ok() -> Result<Completion, ProviderError> {
-        Ok(Completion { text: "t".into(), input_tokens: 1, output_tokens: 1 })
+        Ok(Completion {
+            text: "t".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+        })
     }
 
     fn quick() -> Policy {
-        Policy { attempts: 3, initial_backoff: Duration::from_millis(1), max_wait: Duration::from_secs(2), threshold: 3, cooldown: Duration::from_millis(200) }
+        Policy {
+            attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_wait: Duration::from_secs(2),
+            threshold: 3,
+            cooldown: Duration::from_millis(200),
+        }
     }
 
     #[tokio::test]
     async fn retries_a_rate_limit_after_retry_after_then_succeeds() {
         let calls = Arc::new(AtomicU32::new(0));
-        let limited = Err(ProviderError::RateLimited { retry_after: Some(Duration::from_millis(300)), message: "slow down".into() });
-        let p = Resilient::new(Scripted { calls: calls.clone(), answers: vec![limited, ok()] }, quick());
+        let limited = Err(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_millis(300)),
+            message: "slow down".into(),
+        });
+        let p = Resilient::new(
+            Scripted {
+                calls: calls.clone(),
+                answers: vec![limited, ok()],
+            },
+            quick(),
+        );
         let started = Instant::now();
         assert!(p.complete(&prompt()).await.is_ok());
-        assert!(started.elapsed() >= Duration::from_millis(300), "waited for Retry-After");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "waited for Retry-After"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_long_retry_after_is_left_to_the_step_retry_policy() {
         let calls = Arc::new(AtomicU32::new(0));
-        let limited = Err(ProviderError::RateLimited { retry_after: Some(Duration::from_secs(60)), message: "later".into() });
-        let p = Resilient::new(Scripted { calls: calls.clone(), answers: vec![limited, ok()] }, quick());
-        assert!(matches!(p.complete(&prompt()).await, Err(ProviderError::RateLimited { .. })));
+        let limited = Err(ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+            message: "later".into(),
+        });
+        let p = Resilient::new(
+            Scripted {
+                calls: calls.clone(),
+                answers: vec![limited, ok()],
+            },
+            quick(),
+        );
+        assert!(matches!(
+            p.complete(&prompt()).await,
+            Err(ProviderError::RateLimited { .. })
+        ));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -174,18 +219,30 @@ mod tests {
         let down = Err(ProviderError::Unavailable("503".into()));
         let mut answers = vec![down.clone(); 4];
         answers.push(ok());
-        let p = Resilient::new(Scripted { calls: calls.clone(), answers }, quick());
+        let p = Resilient::new(
+            Scripted {
+                calls: calls.clone(),
+                answers,
+            },
+            quick(),
+        );
         // Three failures in a row (one step attempt's three calls) open it.
         assert!(p.complete(&prompt()).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // Open: no call goes out.
-        assert_eq!(p.complete(&prompt()).await.unwrap_err(), ProviderError::CircuitOpen);
+        assert_eq!(
+            p.complete(&prompt()).await.unwrap_err(),
+            ProviderError::CircuitOpen
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // After the cool-down one probe goes out; it fails, so the circuit opens again at once.
         tokio::time::sleep(Duration::from_millis(220)).await;
         assert!(p.complete(&prompt()).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4, "exactly one probe");
-        assert_eq!(p.complete(&prompt()).await.unwrap_err(), ProviderError::CircuitOpen);
+        assert_eq!(
+            p.complete(&prompt()).await.unwrap_err(),
+            ProviderError::CircuitOpen
+        );
         // The next probe succeeds and closes it.
         tokio::time::sleep(Duration::from_millis(220)).await;
         assert!(p.complete(&prompt()).await.is_ok());
