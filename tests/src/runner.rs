@@ -96,6 +96,7 @@ async fn function_app(
         "HealthFunction" => health::app(config, sdk, started),
         "WorkflowsFunction" => workflows::app(config, sdk).await,
         "ExecutionsFunction" => executions::app(config, sdk).await,
+        "UsageFunction" => usage::app(config, sdk).await,
         other => Err(format!("the local runner does not know how to run {other}")),
     }
 }

@@ -3,6 +3,7 @@
 //! Both are idempotent under at-least-once delivery.
 
 pub mod batch;
+pub mod budget;
 pub mod http;
 pub mod llm;
 mod orchestrator;
@@ -99,7 +100,8 @@ impl Services {
     ) -> Result<std::sync::Arc<Worker>, String> {
         let engine = config.engine().map_err(|e| e.to_string())?;
         let tables = config.tables().map_err(|e| e.to_string())?;
-        let prices = llm::Prices::new(crate::aws::dynamodb(sdk), tables.state);
+        let prices = llm::Prices::new(crate::aws::dynamodb(sdk), tables.state.clone());
+        let budgets = budget::Budgets::new(crate::aws::dynamodb(sdk), tables.state);
         Ok(Worker::new(
             self.repo.clone(),
             self.workflows.clone(),
@@ -107,7 +109,7 @@ impl Services {
                 engine.allow_private_networks,
                 std::time::Duration::from_secs(engine.http_timeout_secs),
             ),
-            llm::Llm::from_config(config, sdk, Some(prices)).await?,
+            llm::Llm::from_config(config, sdk, Some(prices), Some(budgets)).await?,
         ))
     }
 }

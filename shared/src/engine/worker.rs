@@ -171,7 +171,7 @@ impl Worker {
         }
         let outcome = match task.kind.as_str() {
             "http" => task.outcome(self.http.call(&task.request).await),
-            "llm" => match self.llm.call(&task.request).await {
+            "llm" => match self.llm.call(&task.request, &tenant).await {
                 (result, Some(spent)) => E::outcome_with_usage(
                     task.key.clone(),
                     task.step.clone(),

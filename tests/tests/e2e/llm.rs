@@ -74,10 +74,16 @@ async fn openai(
     } else {
         format!("echo: {user}")
     };
+    // gpt-4.1-mini here always talks until its max_tokens (the budget test's worst case).
+    let completion_tokens = if body["model"] == "gpt-4.1-mini" {
+        body["max_tokens"].as_u64().unwrap()
+    } else {
+        5
+    };
     axum::Json(json!({
         "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+        "usage": {"prompt_tokens": 12, "completion_tokens": completion_tokens, "total_tokens": 12 + completion_tokens}
     }))
     .into_response()
 }
@@ -308,4 +314,95 @@ async fn a_provider_key_never_reaches_logs_events_or_the_api() {
     ] {
         assert!(!text.contains(OPENAI_KEY), "the key is in the {what}");
     }
+}
+
+#[tokio::test]
+async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-budget",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-budget").await;
+    let (admin, password) = app.user("t-budget", &["admin"]).await;
+    let (admin_token, _) = app.tokens(&admin, &password).await;
+    // gpt-4.1-mini: 0.4 / 1.6 USD per Mtok. Estimate: "hello" is ceil(5/3) + 16 = 18 input tokens,
+    // plus max_tokens 1000 of output; the double answers 12 in and 1000 out.
+    let estimate = (18.0 * 0.4 + 1000.0 * 1.6) / 1e6;
+    let actual = (12.0 * 0.4 + 1000.0 * 1.6) / 1e6;
+    let budget = 5.5 * estimate;
+    let r = app
+        .http
+        .put(app.url("/budgets"))
+        .bearer_auth(&admin_token)
+        .json(&json!({"monthly_usd": budget}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Not an admin: no budget changes.
+    let r = c
+        .send(
+            reqwest::Method::PUT,
+            "/budgets",
+            Some(json!({"monthly_usd": 1e9})),
+        )
+        .await;
+    crate::support::problem(r, 403).await;
+
+    let wf = c
+        .create(json!({"name": "spend", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "openai", "model": "gpt-4.1-mini", "prompt": "hello", "max_tokens": 1000}}}))
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(c.start(&wf, json!({})).await);
+    }
+    let mut kinds = Vec::new();
+    for id in &ids {
+        let e = c.finished(id).await;
+        kinds.push(e["error"]["kind"].as_str().unwrap_or("none").to_owned());
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "none").count(),
+        5,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "BudgetExceeded").count(),
+        5,
+        "{kinds:?}"
+    );
+    let calls = providers
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, b)| b["model"] == "gpt-4.1-mini")
+        .count();
+    assert_eq!(calls, 5, "refused steps never reached the provider");
+    let b: Value = app
+        .http
+        .get(app.url("/budgets"))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spent = b["spent_usd"].as_f64().unwrap();
+    assert!((spent - 5.0 * actual).abs() < 1e-9, "{b:#}");
+    assert!(
+        spent <= budget,
+        "spend {spent} never exceeds the budget {budget}"
+    );
+    assert!(
+        b["reserved_usd"].as_f64().unwrap().abs() < 1e-9,
+        "nothing left reserved: {b:#}"
+    );
 }

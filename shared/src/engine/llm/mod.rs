@@ -177,6 +177,7 @@ fn resilience_policy(config: &crate::config::Config) -> Result<resilience::Polic
 pub struct Llm {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     prices: Option<Prices>,
+    budgets: Option<super::budget::Budgets>,
 }
 
 #[derive(Clone)]
@@ -196,14 +197,8 @@ impl Prices {
         Self { client, table }
     }
 
-    /// USD for the tokens, or `None` when the model has no price.
-    pub async fn cost(
-        &self,
-        provider: &str,
-        model: &str,
-        input: u64,
-        output: u64,
-    ) -> Result<Option<f64>, String> {
+    /// The model's (input, output) USD per million tokens, or `None` when it has no price.
+    pub async fn price(&self, provider: &str, model: &str) -> Result<Option<(f64, f64)>, String> {
         let key = std::collections::HashMap::from([
             (
                 "pk".to_owned(),
@@ -215,11 +210,21 @@ impl Prices {
             ),
         ]);
         let price: Option<PriceItem> = crate::aws::get_item(&self.client, &self.table, key).await?;
-        Ok(price.map(|p| {
-            (input as f64 * p.input_usd_per_mtok + output as f64 * p.output_usd_per_mtok)
-                / 1_000_000.0
-        }))
+        Ok(price.map(|p| (p.input_usd_per_mtok, p.output_usd_per_mtok)))
     }
+}
+
+fn cost((input_price, output_price): (f64, f64), input: u64, output: u64) -> f64 {
+    (input as f64 * input_price + output as f64 * output_price) / 1_000_000.0
+}
+
+/// Input tokens a prompt may take, before the call (for the budget reservation). No tokenizer
+/// for these models ships as a Rust crate here, so this is a stated upper-bound heuristic: one
+/// token per 3 bytes of text (real tokenizers average about 4 for English), plus 16 tokens of
+/// per-message framing. The reservation also holds the full `max_tokens` of output.
+pub fn estimate_input_tokens(prompt: &Prompt) -> u64 {
+    let bytes = prompt.prompt.len() + prompt.system.as_deref().map_or(0, str::len);
+    (bytes as u64).div_ceil(3) + 16
 }
 
 impl Llm {
@@ -230,6 +235,7 @@ impl Llm {
         config: &crate::config::Config,
         sdk: &crate::aws::SdkConfig,
         prices: Option<Prices>,
+        budgets: Option<super::budget::Budgets>,
     ) -> Result<Self, String> {
         let secrets = crate::aws::secretsmanager(sdk);
         let timeout = Duration::from_secs(config.llm_timeout_secs().map_err(|e| e.to_string())?);
@@ -237,6 +243,7 @@ impl Llm {
         let mut llm = Llm {
             providers: BTreeMap::new(),
             prices,
+            budgets,
         };
         if let Some(key) = config.provider_key("OPENAI", &secrets).await? {
             let base = config
@@ -272,8 +279,12 @@ impl Llm {
 
     /// Runs a rendered `llm` request; the output is `{text, model, usage}` (and `json` in JSON
     /// mode). The usage comes back whenever the provider answered, even if the answer is refused.
-    pub async fn call(&self, request: &Value) -> (Result<Value, StepError>, Option<Usage>) {
-        match self.complete(request).await {
+    pub async fn call(
+        &self,
+        request: &Value,
+        tenant: &str,
+    ) -> (Result<Value, StepError>, Option<Usage>) {
+        match self.complete(request, tenant).await {
             Ok((completion, usage, schema)) => {
                 (Self::shape(completion, usage, schema), Some(usage))
             }
@@ -284,6 +295,7 @@ impl Llm {
     async fn complete<'a>(
         &self,
         request: &'a Value,
+        tenant: &str,
     ) -> Result<(Completion, Usage, Option<&'a Value>), StepError> {
         let provider_name = request["provider"].as_str().unwrap_or_default();
         let Some(provider) = self.providers.get(provider_name) else {
@@ -304,29 +316,48 @@ impl Llm {
                 .map_or(DEFAULT_MAX_TOKENS, |n| n as u32),
             json: schema.is_some(),
         };
-        let completion = provider
-            .complete(&prompt)
-            .await
-            .map_err(|e| e.into_step_error(provider_name))?;
-        let cost = match &self.prices {
-            Some(p) => match p
-                .cost(
-                    provider_name,
-                    &prompt.model,
-                    completion.input_tokens,
-                    completion.output_tokens,
-                )
+        let price = match &self.prices {
+            Some(p) => p
+                .price(provider_name, &prompt.model)
                 .await
-            {
-                Ok(Some(c)) => c,
-                Ok(None) => {
-                    tracing::warn!(provider = provider_name, model = %prompt.model, "no price for this model; cost recorded as 0");
-                    0.0
-                }
-                Err(e) => return Err(StepError::new("PriceUnavailable", e, true)),
-            },
-            None => 0.0,
+                .map_err(|e| StepError::new("PriceUnavailable", e, true))?,
+            None => None,
         };
+        if price.is_none() {
+            tracing::warn!(provider = provider_name, model = %prompt.model, "no price for this model; its cost counts as 0");
+        }
+        // Reserve the most this call can cost before calling: over budget, nothing is spent.
+        let estimate_tokens = estimate_input_tokens(&prompt) + prompt.max_tokens as u64;
+        let estimate_usd = price.map_or(0.0, |p| {
+            cost(p, estimate_input_tokens(&prompt), prompt.max_tokens as u64)
+        });
+        let reservation = match &self.budgets {
+            Some(b) => b
+                .reserve(tenant, chrono::Utc::now(), estimate_usd, estimate_tokens)
+                .await
+                .map_err(|e| match e {
+                    super::budget::BudgetError::Exceeded { .. } => {
+                        StepError::new("BudgetExceeded", e.to_string(), false)
+                    }
+                    other => StepError::new("BudgetUnavailable", other.to_string(), true),
+                })?,
+            None => None,
+        };
+        let result = provider.complete(&prompt).await;
+        let spent = result.as_ref().map_or((0.0, 0), |c| {
+            (
+                price.map_or(0.0, |p| cost(p, c.input_tokens, c.output_tokens)),
+                c.input_tokens + c.output_tokens,
+            )
+        });
+        if let (Some(b), Some(r)) = (&self.budgets, &reservation) {
+            if let Err(e) = b.settle(r, spent.0, spent.1).await {
+                // The call happened: its result stands; the period's books are off by this call.
+                tracing::error!(tenant, error = %e, "could not settle a budget reservation");
+            }
+        }
+        let completion = result.map_err(|e| e.into_step_error(provider_name))?;
+        let cost = spent.0;
         let usage = Usage {
             input_tokens: completion.input_tokens,
             output_tokens: completion.output_tokens,
