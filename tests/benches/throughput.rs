@@ -72,6 +72,15 @@ async fn echo(body: Bytes) -> Bytes {
     body
 }
 
+/// An OpenAI-compatible answer, at once: what remains of an `llm` step's time is the engine's.
+async fn chat(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "id": "c", "object": "chat.completion", "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    }))
+}
+
 const READS: [&str; 5] = [
     "GetItem",
     "Query",
@@ -104,7 +113,21 @@ fn scenarios(peer: &str) -> Vec<Scenario> {
         }
         linear.insert(format!("s{i}"), s);
     }
+    let mut llm = serde_json::Map::new();
+    for i in 0..20 {
+        let mut s = json!({"type": "llm", "provider": "openai", "model": "gpt-4o-mini", "prompt": "step {{ execution.id }}", "max_tokens": 16});
+        if i < 19 {
+            s["next"] = json!(format!("s{}", i + 1));
+        }
+        llm.insert(format!("s{i}"), s);
+    }
     vec![
+        Scenario {
+            name: "linear, 20 llm steps (priced, tenant budget set)",
+            definition: json!({"name": "llm", "start": "s0", "steps": llm}),
+            input: json!({}),
+            steps: 20,
+        },
         Scenario {
             name: "linear, 20 http steps",
             definition: json!({"name": "linear", "start": "s0", "steps": linear}),
@@ -145,7 +168,9 @@ async fn main() {
     tokio::spawn(async move {
         axum::serve(
             peer_listener,
-            axum::Router::new().route("/echo", axum::routing::post(echo)),
+            axum::Router::new()
+                .route("/echo", axum::routing::post(echo))
+                .route("/v1/chat/completions", axum::routing::post(chat)),
         )
         .await
         .unwrap()
@@ -160,6 +185,8 @@ async fn main() {
         ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
         ("TIMER_PERIOD_MS", "200"),
         ("RATE_LIMIT_REQUESTS", "100000"),
+        ("OPENAI_API_KEY", "sk-bench"),
+        ("OPENAI_BASE_URL", peer.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -191,6 +218,20 @@ async fn main() {
         .await
         .unwrap();
     let token = login["access_token"].as_str().unwrap().to_owned();
+    shared::engine::budget::Budgets::new(
+        aws_sdk_dynamodb::Client::new(&direct),
+        tables.state.clone(),
+    )
+    .set(
+        "bench",
+        &shared::engine::budget::BudgetConfig {
+            monthly_usd: Some(1000.0),
+            monthly_tokens: None,
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let repo = shared::engine::Services::new(
         &runner::function_config(&template, "OrchestratorFunction", &env).unwrap(),
         &direct,
