@@ -1,4 +1,5 @@
-//! The usage function: `GET /budgets` (the tenant's limits and this month's spend, reserved and
+//! The usage function: `GET /usage` (tokens and cost over a range of days, grouped by day, month,
+//! workflow or model), `GET /budgets` (the tenant's limits and this month's spend, reserved and
 //! available amounts) and `PUT /budgets` (set the monthly limits; admin only). Budgets are
 //! enforced by the worker before each `llm` call (shared::engine::budget).
 
@@ -7,15 +8,18 @@ use std::sync::Arc;
 use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::Router;
+use chrono::Datelike;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
 use shared::engine::budget::{period, BudgetConfig, Budgets};
-use shared::http::{Admin, ApiError, ApiResult, Json};
+use shared::executions::usage::{totals, GroupBy, UsageLedger, MAX_DAYS};
+use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
 
 #[derive(Clone)]
 pub struct UsageState {
     pub budgets: Budgets,
+    pub ledger: UsageLedger,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -32,7 +36,8 @@ pub async fn app(
     let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let state = UsageState {
-        budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state),
+        budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state.clone()),
+        ledger: UsageLedger::new(shared::aws::dynamodb(sdk), tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))
@@ -41,6 +46,7 @@ pub async fn app(
 pub fn router(state: UsageState) -> Router {
     Router::new()
         .route("/budgets", get(read).put(set))
+        .route("/usage", get(report))
         .with_state(state)
 }
 
@@ -100,4 +106,79 @@ async fn set(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(budget_view(&s, &claims.tenant).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+}
+
+fn day(name: &str, value: &str) -> ApiResult<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+        ApiError::bad_request(
+            "invalid-query",
+            format!("`{name}` is a date like 2026-11-25"),
+        )
+    })
+}
+
+/// The tenant's usage: totals per group over `from`..=`to` (default: this month so far).
+async fn report(
+    State(s): State<UsageState>,
+    Authenticated(claims): Authenticated,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))?;
+    let today = chrono::Utc::now().date_naive();
+    let from = match &q.from {
+        Some(v) => day("from", v)?,
+        None => today.with_day0(0).unwrap_or(today),
+    };
+    let to = match &q.to {
+        Some(v) => day("to", v)?,
+        None => today,
+    };
+    if to < from || (to - from).num_days() >= MAX_DAYS {
+        return Err(ApiError::bad_request(
+            "invalid-query",
+            format!("`from` must not be after `to`, and a report covers at most {MAX_DAYS} days"),
+        ));
+    }
+    let by = match q.group_by.as_deref() {
+        None => GroupBy::Day,
+        Some(g) => GroupBy::parse(g).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid-query",
+                "`group_by` is day, month, workflow or model",
+            )
+        })?,
+    };
+    let records = s
+        .ledger
+        .between(&claims.tenant, from, to)
+        .await
+        .map_err(ApiError::internal)?;
+    let groups = totals(&records, by);
+    let total =
+        totals(&records, GroupBy::Month)
+            .into_iter()
+            .fold((0u64, 0u64, 0u64, 0.0f64), |a, t| {
+                (
+                    a.0 + t.steps,
+                    a.1 + t.input_tokens,
+                    a.2 + t.output_tokens,
+                    a.3 + t.cost_usd,
+                )
+            });
+    Ok(Json(json!({
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "group_by": q.group_by.unwrap_or_else(|| "day".into()),
+        "groups": groups,
+        "total": {"steps": total.0, "input_tokens": total.1, "output_tokens": total.2, "cost_usd": total.3},
+    })))
 }

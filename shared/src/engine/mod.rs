@@ -57,6 +57,7 @@ pub struct Services {
     pub repo: crate::executions::ExecutionRepo,
     pub projections: crate::executions::Projections,
     pub workflows: crate::workflows::WorkflowStore,
+    pub usage: crate::executions::usage::UsageLedger,
     pub upcasters: std::sync::Arc<crate::events::Upcasters>,
 }
 
@@ -82,13 +83,17 @@ impl Services {
                 dynamodb.clone(),
                 tables.state.clone(),
             ),
-            workflows: crate::workflows::WorkflowStore::new(dynamodb, tables.state),
+            workflows: crate::workflows::WorkflowStore::new(dynamodb.clone(), tables.state.clone()),
+            usage: crate::executions::usage::UsageLedger::new(dynamodb, tables.state),
             upcasters,
         })
     }
 
     pub fn orchestrator(&self) -> Orchestrator {
-        Orchestrator::new(self.repo.clone(), self.projections.clone())
+        Orchestrator {
+            usage: Some(self.usage.clone()),
+            ..Orchestrator::new(self.repo.clone(), self.projections.clone())
+        }
     }
 
     /// The worker with its executors; AI providers are those configured (keys may come from

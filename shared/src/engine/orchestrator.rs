@@ -19,6 +19,7 @@ const CONFLICT_ATTEMPTS: usize = 8;
 pub struct Orchestrator {
     pub repo: ExecutionRepo,
     pub projections: Projections,
+    pub usage: Option<crate::executions::usage::UsageLedger>,
     /// States of recently seen executions, kept between warm invocations: a turn then reads only
     /// the events after the cached version (the store stays the authority; the cache is a start).
     pub cache: std::sync::Mutex<std::collections::HashMap<String, ExecutionState>>,
@@ -32,6 +33,7 @@ impl Orchestrator {
         Self {
             repo,
             projections,
+            usage: None,
             cache: Default::default(),
         }
     }
@@ -189,6 +191,39 @@ impl Orchestrator {
         now: DateTime<Utc>,
     ) -> Result<(), TurnError> {
         let tenant = stream.tenant();
+        if let Some(ledger) = &self.usage {
+            for envelope in batch {
+                let (step, usage) = match decode(envelope) {
+                    Ok(
+                        E::StepSucceeded {
+                            step,
+                            usage: Some(u),
+                            ..
+                        }
+                        | E::StepFailed {
+                            step,
+                            usage: Some(u),
+                            ..
+                        },
+                    ) => (step, u),
+                    _ => continue,
+                };
+                let record = crate::executions::usage::UsageRecord {
+                    execution_id: state.id.clone(),
+                    workflow_id: state.workflow_id.clone(),
+                    step,
+                    model: usage.model.clone().unwrap_or_else(|| "unknown".into()),
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cost_usd: usage.cost_usd,
+                    at: envelope.metadata.occurred_at,
+                };
+                ledger
+                    .record(tenant, envelope.version, &record)
+                    .await
+                    .map_err(TurnError::Projection)?;
+            }
+        }
         self.projections
             .write_summary(tenant, &Summary::of(state).listing())
             .await

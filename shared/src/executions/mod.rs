@@ -2,6 +2,7 @@
 
 pub mod projection;
 pub mod repo;
+pub mod usage;
 
 pub use projection::{Listing, Projections, TimerRow, WorkflowStats};
 pub use repo::{stream_id, Cause, ExecutionRepo, Loaded, RepoError};

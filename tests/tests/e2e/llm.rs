@@ -405,4 +405,46 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
         b["reserved_usd"].as_f64().unwrap().abs() < 1e-9,
         "nothing left reserved: {b:#}"
     );
+
+    // The usage report: the five spends, by model and by workflow; bad queries are refused.
+    // The ledger is a read model: poll until the orchestrator has recorded all five.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let model: Value = loop {
+        let r: Value = c
+            .send(reqwest::Method::GET, "/usage?group_by=model", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if r["total"]["steps"] == 5 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage never showed five steps: {r:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(model["groups"].as_array().unwrap().len(), 1, "{model:#}");
+    assert_eq!(model["groups"][0]["key"], "openai/gpt-4.1-mini");
+    assert_eq!(model["groups"][0]["steps"], 5);
+    assert_eq!(model["groups"][0]["output_tokens"], 5000);
+    assert!(
+        (model["total"]["cost_usd"].as_f64().unwrap() - spent).abs() < 1e-9,
+        "{model:#}"
+    );
+    let by_wf: Value = c
+        .send(reqwest::Method::GET, "/usage?group_by=workflow", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_wf["groups"][0]["key"], wf.as_str());
+    for bad in [
+        "/usage?group_by=colour",
+        "/usage?from=yesterday",
+        "/usage?from=2026-01-01&to=2025-01-01",
+    ] {
+        crate::support::problem(c.send(reqwest::Method::GET, bad, None).await, 400).await;
+    }
 }

@@ -286,7 +286,7 @@ impl Llm {
     ) -> (Result<Value, StepError>, Option<Usage>) {
         match self.complete(request, tenant).await {
             Ok((completion, usage, schema)) => {
-                (Self::shape(completion, usage, schema), Some(usage))
+                (Self::shape(completion, usage.clone(), schema), Some(usage))
             }
             Err(e) => (Err(e), None),
         }
@@ -362,6 +362,7 @@ impl Llm {
             input_tokens: completion.input_tokens,
             output_tokens: completion.output_tokens,
             cost_usd: cost,
+            model: Some(format!("{provider_name}/{}", prompt.model)),
         };
         Ok((completion, usage, schema))
     }
