@@ -33,6 +33,9 @@ fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<(Option<Strea
     for record in &event.records {
         let sequence = record.change.sequence_number.clone().unwrap_or_default();
         match decode_stream_record(record, upcasters) {
+            // Other streams (budget alerts) share the table; they are not executions.
+            Ok(Some(envelope))
+                if envelope.stream_id.category() != crate::executions::repo::CATEGORY => {}
             Ok(Some(envelope)) => {
                 let key = envelope.stream_id.to_string();
                 if !groups.contains_key(&key) {

@@ -49,7 +49,15 @@ pub struct Reservation {
     period: String,
     usd: Option<f64>,
     tokens: Option<u64>,
+    limits: BudgetConfig,
 }
+
+/// Shares of a monthly limit whose crossing is announced (once per period each).
+pub const THRESHOLDS: [u32; 3] = [50, 80, 95];
+
+/// The category of a tenant's budget streams (`<tenant>#budget#<yyyy-mm>`), where crossed
+/// thresholds are recorded as `BudgetThresholdCrossed` events.
+pub const ALERT_CATEGORY: &str = "budget";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -63,6 +71,7 @@ pub enum BudgetError {
 pub struct Budgets {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    alerts: Option<std::sync::Arc<dyn crate::events::EventStore>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -90,7 +99,17 @@ fn backend<E: std::error::Error + 'static>(e: E) -> BudgetError {
 
 impl Budgets {
     pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        Self { client, table }
+        Self {
+            client,
+            table,
+            alerts: None,
+        }
+    }
+
+    /// Records crossed thresholds as events in this store (and as metrics).
+    pub fn with_alerts(mut self, store: std::sync::Arc<dyn crate::events::EventStore>) -> Self {
+        self.alerts = Some(store);
+        self
     }
 
     pub async fn config(&self, tenant: &str) -> Result<BudgetConfig, BudgetError> {
@@ -217,6 +236,7 @@ impl Budgets {
                 period,
                 usd: config.monthly_usd.map(|_| usd),
                 tokens: config.monthly_tokens.map(|_| tokens),
+                limits: config,
             })),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
                 let left = self.usage(tenant, at).await?;
@@ -257,15 +277,91 @@ impl Budgets {
             values.insert(":tokens".into(), n(tokens));
             values.insert(":spent_tokens".into(), n(spent_tokens));
         }
-        self.client
+        let updated = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&r.tenant, &format!("PERIOD#{}", r.period))))
             .update_expression(format!("SET {}", sets.join(", ")))
             .set_expression_attribute_values(Some(values))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
             .map_err(backend)?;
+        let usage: PeriodUsage = serde_dynamo::from_item(updated.attributes.unwrap_or_default())
+            .map_err(|e| BudgetError::Backend(e.to_string()))?;
+        self.announce(r, &usage).await
+    }
+
+    /// Each threshold the period's spend has reached becomes one event (idempotent per period
+    /// and threshold, so it is announced once however often it is re-checked) and one metric.
+    async fn announce(&self, r: &Reservation, usage: &PeriodUsage) -> Result<(), BudgetError> {
+        let Some(store) = &self.alerts else {
+            return Ok(());
+        };
+        let shares = [
+            (
+                "usd",
+                r.limits
+                    .monthly_usd
+                    .filter(|l| *l > 0.0)
+                    .map(|l| usage.spent_usd / l),
+            ),
+            (
+                "tokens",
+                r.limits
+                    .monthly_tokens
+                    .filter(|l| *l > 0)
+                    .map(|l| usage.spent_tokens as f64 / l as f64),
+            ),
+        ];
+        for (unit, share) in shares {
+            let Some(share) = share else { continue };
+            for threshold in THRESHOLDS
+                .into_iter()
+                .filter(|t| share * 100.0 >= *t as f64)
+            {
+                let stream = crate::events::StreamId::new(&r.tenant, ALERT_CATEGORY, &r.period)
+                    .map_err(|e| BudgetError::Backend(e.to_string()))?;
+                let payload = serde_json::json!({
+                    "period": r.period, "unit": unit, "threshold_percent": threshold,
+                    "spent_usd": usage.spent_usd, "spent_tokens": usage.spent_tokens,
+                    "monthly_usd": r.limits.monthly_usd, "monthly_tokens": r.limits.monthly_tokens,
+                });
+                let event = crate::events::NewEvent {
+                    event_id: uuid::Uuid::new_v4().to_string(),
+                    event_type: "BudgetThresholdCrossed".into(),
+                    schema_version: 1,
+                    payload: payload.as_object().cloned().unwrap_or_default(),
+                    metadata: crate::events::Metadata {
+                        tenant: r.tenant.clone(),
+                        actor: Some("budget".into()),
+                        correlation_id: format!("budget-{}", r.period),
+                        causation_id: None,
+                        occurred_at: chrono::Utc::now(),
+                    },
+                };
+                let appended = store
+                    .append(crate::events::AppendRequest {
+                        stream_id: stream,
+                        expected: crate::events::ExpectedVersion::Any,
+                        events: vec![event],
+                        idempotency_key: Some(format!("threshold-{unit}-{threshold}")),
+                    })
+                    .await;
+                match appended {
+                    Ok(a) if !a.replayed => crate::telemetry::metrics::emit(
+                        "budget_threshold_crossed",
+                        threshold as f64,
+                        crate::telemetry::metrics::Unit::Count,
+                        &[("tenant", &r.tenant), ("unit", unit)],
+                    ),
+                    // Announced before (same key; the amounts differ, hence a conflict).
+                    Ok(_) | Err(crate::events::StoreError::IdempotencyConflict { .. }) => {}
+                    Err(e) => return Err(BudgetError::Backend(e.to_string())),
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -106,7 +106,8 @@ impl Services {
         let engine = config.engine().map_err(|e| e.to_string())?;
         let tables = config.tables().map_err(|e| e.to_string())?;
         let prices = llm::Prices::new(crate::aws::dynamodb(sdk), tables.state.clone());
-        let budgets = budget::Budgets::new(crate::aws::dynamodb(sdk), tables.state);
+        let budgets = budget::Budgets::new(crate::aws::dynamodb(sdk), tables.state)
+            .with_alerts(self.repo.store().clone());
         Ok(Worker::new(
             self.repo.clone(),
             self.workflows.clone(),

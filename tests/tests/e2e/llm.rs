@@ -406,6 +406,30 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
         "nothing left reserved: {b:#}"
     );
 
+    // 5 spends of 1,604.8 µUSD against 8,839.6: 91 %, so the 50 % and 80 % alerts, once each.
+    let tables = app.template.tables().unwrap();
+    let store = shared::events::DynamoEventStore::new(
+        aws_sdk_dynamodb::Client::new(&app.sdk),
+        shared::events::EventTables {
+            events: tables.events.clone(),
+            state: tables.state.clone(),
+        },
+        Default::default(),
+    );
+    let period = shared::engine::budget::period(chrono::Utc::now());
+    let stream = shared::events::StreamId::new("t-budget", "budget", &period).unwrap();
+    let alerts = shared::events::EventStore::read_from(&store, &stream, 1)
+        .await
+        .unwrap();
+    let crossed: Vec<u64> = alerts
+        .iter()
+        .map(|e| e.payload["threshold_percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(crossed, [50, 80], "{alerts:#?}");
+    assert!(alerts
+        .iter()
+        .all(|e| e.event_type == "BudgetThresholdCrossed"));
+
     // The usage report: the five spends, by model and by workflow; bad queries are refused.
     // The ledger is a read model: poll until the orchestrator has recorded all five.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

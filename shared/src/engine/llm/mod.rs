@@ -364,6 +364,26 @@ impl Llm {
             cost_usd: cost,
             model: Some(format!("{provider_name}/{}", prompt.model)),
         };
+        let model = usage.model.clone().unwrap_or_default();
+        for (name, value, unit) in [
+            (
+                "llm_tokens_total",
+                (usage.input_tokens + usage.output_tokens) as f64,
+                crate::telemetry::metrics::Unit::Count,
+            ),
+            (
+                "llm_cost_usd_total",
+                usage.cost_usd,
+                crate::telemetry::metrics::Unit::None,
+            ),
+        ] {
+            crate::telemetry::metrics::emit(
+                name,
+                value,
+                unit,
+                &[("tenant", tenant), ("model", &model)],
+            );
+        }
         Ok((completion, usage, schema))
     }
 
