@@ -1,25 +1,11 @@
 //! Wiring only: config, clients, then the HTTP server.
 
-use std::time::Instant;
-
-use shared::config::Config;
-use shared::http::{edge_layers, serve};
-
 #[tokio::main]
 async fn main() -> Result<(), shared::http::ServeError> {
-    let started = Instant::now();
-    shared::telemetry::init();
-    let config = Config::load().unwrap_or_else(|e| e.exit());
-    let server = config.server().unwrap_or_else(|e| e.exit());
-    let sdk = shared::aws::load_sdk_config().await;
-    let app = health::app(&config, &sdk, started).unwrap_or_else(|e| {
-        eprintln!("Error: {e}");
-        std::process::exit(1)
-    });
-    serve(
-        edge_layers(app, &server.cors_origins),
-        &server.host,
-        server.port,
+    // Measured from the process start, for the cold-start time /health/detailed reports.
+    let started = std::time::Instant::now();
+    shared::http::run_function(
+        move |config, sdk| async move { health::app(&config, &sdk, started) },
     )
     .await
 }

@@ -131,6 +131,29 @@ pub async fn serve(router: Router, host: &str, port: u16) -> Result<(), lambda_h
     Ok(())
 }
 
+/// The whole `main` of an HTTP function: logs, config, SDK, the function's router from `build`,
+/// the edge layers, then [`serve`]. A function that cannot start prints `Error: ...` and exits 1.
+pub async fn run_function<F, Fut>(build: F) -> Result<(), ServeError>
+where
+    F: FnOnce(crate::config::Config, crate::aws::SdkConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<Router, String>>,
+{
+    crate::telemetry::init();
+    let config = crate::config::Config::load().unwrap_or_else(|e| e.exit());
+    let server = config.server().unwrap_or_else(|e| e.exit());
+    let sdk = crate::aws::load_sdk_config().await;
+    let app = build(config, sdk).await.unwrap_or_else(|e| {
+        eprintln!("Error: {e}");
+        std::process::exit(1)
+    });
+    serve(
+        edge_layers(app, &server.cors_origins),
+        &server.host,
+        server.port,
+    )
+    .await
+}
+
 /// What `serve` fails with (the Lambda runtime's error type).
 pub type ServeError = lambda_http::Error;
 

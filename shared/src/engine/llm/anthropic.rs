@@ -3,30 +3,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{status_error, transport_error, ApiKey, Completion, Prompt, Provider, ProviderError};
+use super::{ApiKey, Completion, Endpoint, Prompt, Provider, ProviderError};
 
 /// The API version this client speaks.
 pub const API_VERSION: &str = "2023-06-01";
 
-pub struct Anthropic {
-    base: String,
-    key: ApiKey,
-    client: reqwest::Client,
-}
+pub struct Anthropic(Endpoint);
 
 impl Anthropic {
     pub fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .expect("a TLS backend is compiled in");
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            client,
-        }
+        Self(Endpoint::new(base, key, timeout))
     }
 }
 
@@ -51,23 +39,11 @@ impl Provider for Anthropic {
         if let Some(t) = p.temperature {
             body["temperature"] = json!(t);
         }
-        let response = self
-            .client
-            .post(format!("{}/v1/messages", self.base))
-            .header("x-api-key", self.key.expose())
-            .header("anthropic-version", API_VERSION)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.map_err(|e| transport_error(&e))?;
-        if !status.is_success() {
-            return Err(status_error(status, &headers, &text, &self.key));
-        }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
+        let headers = [
+            ("x-api-key", self.0.key.expose().to_owned()),
+            ("anthropic-version", API_VERSION.to_owned()),
+        ];
+        let v = self.0.post("/v1/messages", &headers, &body).await?;
         let content: String = v["content"]
             .as_array()
             .ok_or_else(|| ProviderError::Malformed("no content".into()))?

@@ -140,6 +140,48 @@ pub(crate) fn status_error(
     }
 }
 
+/// A provider's HTTPS endpoint: base URL, key and a client built once per cold start.
+pub(crate) struct Endpoint {
+    base: String,
+    pub(crate) key: ApiKey,
+    client: reqwest::Client,
+}
+
+impl Endpoint {
+    pub(crate) fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .expect("a TLS backend is compiled in");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            client,
+        }
+    }
+
+    /// POSTs `body` to `path` with `headers`; the answer's JSON, or the classified failure.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &Value,
+    ) -> Result<Value, ProviderError> {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.map_err(|e| transport_error(&e))?;
+        if !status.is_success() {
+            return Err(status_error(status, &headers, &text, &self.key));
+        }
+        serde_json::from_str(&text).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))
+    }
+}
+
 pub(crate) fn transport_error(e: &reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(if e.is_timeout() {
         "timed out".into()

@@ -3,27 +3,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{status_error, transport_error, ApiKey, Completion, Prompt, Provider, ProviderError};
+use super::{ApiKey, Completion, Endpoint, Prompt, Provider, ProviderError};
 
-pub struct OpenAi {
-    base: String,
-    key: ApiKey,
-    client: reqwest::Client,
-}
+pub struct OpenAi(Endpoint);
 
 impl OpenAi {
     pub fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .expect("a TLS backend is compiled in");
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-            client,
-        }
+        Self(Endpoint::new(base, key, timeout))
     }
 }
 
@@ -42,22 +30,11 @@ impl Provider for OpenAi {
         if p.json {
             body["response_format"] = json!({"type": "json_object"});
         }
-        let response = self
-            .client
-            .post(format!("{}/v1/chat/completions", self.base))
-            .bearer_auth(self.key.expose())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.map_err(|e| transport_error(&e))?;
-        if !status.is_success() {
-            return Err(status_error(status, &headers, &text, &self.key));
-        }
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))?;
+        let auth = format!("Bearer {}", self.0.key.expose());
+        let v = self
+            .0
+            .post("/v1/chat/completions", &[("authorization", auth)], &body)
+            .await?;
         let content = v["choices"][0]["message"]["content"]
             .as_str()
             .ok_or_else(|| ProviderError::Malformed("no choices[0].message.content".into()))?;
