@@ -22,7 +22,9 @@ pub struct Orchestrator {
     pub usage: Option<crate::executions::usage::UsageLedger>,
     /// States of recently seen executions, kept between warm invocations: a turn then reads only
     /// the events after the cached version (the store stays the authority; the cache is a start).
-    pub cache: std::sync::Mutex<std::collections::HashMap<String, ExecutionState>>,
+    /// Each entry keeps the version of the stream's newest snapshot, so a warm orchestrator still
+    /// snapshots every `SNAPSHOT_EVERY` events.
+    pub cache: std::sync::Mutex<std::collections::HashMap<String, (ExecutionState, u64)>>,
 }
 
 /// Executions kept in the cache; past this it starts over (a warm Lambda's memory is bounded).
@@ -38,11 +40,11 @@ impl Orchestrator {
         }
     }
 
-    fn cached(&self, stream: &StreamId) -> Option<ExecutionState> {
+    fn cached(&self, stream: &StreamId) -> Option<(ExecutionState, u64)> {
         self.cache.lock().ok()?.get(stream.as_str()).cloned()
     }
 
-    fn remember(&self, stream: &StreamId, state: &ExecutionState) {
+    fn remember(&self, stream: &StreamId, state: &ExecutionState, snapshot_version: u64) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
@@ -50,14 +52,20 @@ impl Orchestrator {
             if state.status.is_terminal() {
                 cache.remove(stream.as_str());
             } else {
-                cache.insert(stream.to_string(), state.clone());
+                cache.insert(stream.to_string(), (state.clone(), snapshot_version));
             }
         }
     }
 
     async fn load(&self, stream: &StreamId) -> Result<crate::executions::Loaded, RepoError> {
         match self.cached(stream) {
-            Some(state) => self.repo.catch_up(stream, state).await,
+            Some((state, snapshot_version)) => {
+                let loaded = self.repo.catch_up(stream, state).await?;
+                Ok(crate::executions::Loaded {
+                    snapshot_version,
+                    ..loaded
+                })
+            }
             None => self.repo.load(stream).await,
         }
     }
@@ -176,9 +184,9 @@ impl Orchestrator {
             return Ok(turn);
         }
         self.project(stream, &state, batch, now).await?;
-        self.remember(stream, &state);
         loaded.state = state;
-        self.repo.maybe_snapshot(stream, &loaded).await?;
+        let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
+        self.remember(stream, &loaded.state, snapshot_version);
         Ok(turn)
     }
 

@@ -122,8 +122,8 @@ impl ExecutionRepo {
                 &event,
             );
         }
-        // The snapshot position is unknown here; treat the cached start as one, so snapshots are
-        // still taken every SNAPSHOT_EVERY events of progress.
+        // Where the last snapshot is, the caller knows (a cache keeps it beside the state); a
+        // plain catch-up counts from where it started.
         Ok(Loaded {
             state,
             replayed,
@@ -132,15 +132,18 @@ impl ExecutionRepo {
     }
 
     /// Saves a snapshot when enough events were replayed since the last one.
+    /// Saves a snapshot when `SNAPSHOT_EVERY` events came after the last one; returns the
+    /// version of the newest snapshot now stored.
     pub async fn maybe_snapshot(
         &self,
         stream: &StreamId,
         loaded: &Loaded,
-    ) -> Result<(), RepoError> {
+    ) -> Result<u64, RepoError> {
         if loaded.state.version < loaded.snapshot_version + SNAPSHOT_EVERY {
-            return Ok(());
+            return Ok(loaded.snapshot_version);
         }
-        self.snapshot(stream, &loaded.state).await
+        self.snapshot(stream, &loaded.state).await?;
+        Ok(loaded.state.version)
     }
 
     pub async fn snapshot(

@@ -320,6 +320,29 @@ async fn map_over_100_items_with_concurrency_10_keeps_order() {
         .collect();
     assert_eq!(got, (0..100).map(|i| i * 2).collect::<Vec<i64>>());
     assert_eq!(peer.calls("item"), 100);
+    // A long history is snapshotted as it grows, so a cold replay starts near its end.
+    let services = shared::engine::Services::new(
+        &wfe_local::runner::function_config(
+            &app.template,
+            "OrchestratorFunction",
+            &Default::default(),
+        )
+        .unwrap(),
+        &app.sdk,
+    )
+    .unwrap();
+    let stream = shared::executions::stream_id("t-map", &id).unwrap();
+    let snapshot =
+        shared::events::EventStore::load_snapshot(services.repo.store().as_ref(), &stream)
+            .await
+            .unwrap()
+            .expect("a snapshot of the long history");
+    let history_len = c.history(&id).await.len() as u64;
+    assert!(
+        snapshot.version >= history_len - 2 * shared::executions::repo::SNAPSHOT_EVERY,
+        "snapshot at {} of {history_len}",
+        snapshot.version
+    );
     assert!(
         peer.max_in_flight() <= 10,
         "{} calls at once",
