@@ -168,6 +168,26 @@ impl<'a> Client<'a> {
         body["execution_id"].as_str().unwrap().to_owned()
     }
 
+    /// GET `path` as JSON (status not checked: the caller asserts on the body).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.send(reqwest::Method::GET, path, None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends and expects a problem+json answer with `status`.
+    pub async fn refused(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        problem(self.send(method, path, body).await, status).await
+    }
+
     pub async fn execution(&self, id: &str) -> Value {
         let r = self
             .send(reqwest::Method::GET, &format!("/executions/{id}"), None)
@@ -264,12 +284,7 @@ async fn linear_workflow_completes_with_its_outputs() {
         .await;
     let page: Value = r.json().await.unwrap();
     assert_eq!(page["items"][0]["execution_id"], id.as_str(), "{page:#}");
-    let w: Value = c
-        .send(reqwest::Method::GET, &format!("/workflows/{wf}"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let w: Value = c.get_json(&format!("/workflows/{wf}")).await;
     assert_eq!(w["stats"]["runs"], 1, "{w:#}");
     assert_eq!(w["stats"]["success_rate"], 1.0);
 }
@@ -594,7 +609,9 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         "a": {"type": "template", "template": "{{ steps.ghost.output }}", "next": "b"},
         "b": {"type": "http", "url": "{{ input.x", "next": "a"},
         "lost": {"type": "succeed"}}});
-    let body = problem(c.send(M::POST, "/workflows", Some(bad.clone())).await, 422).await;
+    let body = c
+        .refused(M::POST, "/workflows", Some(bad.clone()), 422)
+        .await;
     let pointers: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -609,13 +626,9 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         .unwrap()
         .iter()
         .any(|e| e["message"].as_str().unwrap().starts_with("cycle")));
-    problem(c.send(M::POST, "/workflows/validate", Some(bad)).await, 422).await;
-    let listed: Value = c
-        .send(M::GET, "/workflows", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    c.refused(M::POST, "/workflows/validate", Some(bad), 422)
+        .await;
+    let listed: Value = c.get_json("/workflows").await;
     assert_eq!(listed["items"], json!([]), "nothing was created");
     let body = problem(
         c.send(
@@ -662,21 +675,13 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         .await
         .unwrap();
     problem(r, 409).await;
-    let v1: Value = c
-        .send(M::GET, "/workflows/greet/versions/1", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v1: Value = c.get_json("/workflows/greet/versions/1").await;
     assert_eq!(
         v1["definition"]["steps"]["hi"]["output"],
         "hi {{ input.who }}"
     );
-    problem(
-        c.send(M::GET, "/workflows/greet/versions/9", None).await,
-        404,
-    )
-    .await;
+    c.refused(M::GET, "/workflows/greet/versions/9", None, 404)
+        .await;
 
     // Input is checked against the pinned version's schema.
     let r = c
@@ -711,12 +716,7 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
     let e = c.execution(id).await;
     assert_eq!(e["workflow_version"], 1);
     assert_eq!(e["input"], json!({"who": "ann"}));
-    let history: Value = c
-        .send(M::GET, &format!("/executions/{id}/events"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let history: Value = c.get_json(&format!("/executions/{id}/events")).await;
     assert_eq!(
         history["events"].as_array().unwrap().len(),
         1,
@@ -730,32 +730,20 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         format!("/executions/{id}"),
         format!("/executions/{id}/events"),
     ] {
-        problem(other.send(M::GET, &path, None).await, 404).await;
+        other.refused(M::GET, &path, None, 404).await;
     }
-    problem(
-        other
-            .send(M::POST, &format!("/executions/{id}/cancel"), None)
-            .await,
-        404,
-    )
-    .await;
-    problem(
-        other
-            .send(
-                M::POST,
-                "/workflows/greet/executions",
-                Some(json!({"input": {"who": "x"}})),
-            )
-            .await,
-        404,
-    )
-    .await;
-    let theirs: Value = other
-        .send(M::GET, "/workflows", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    other
+        .refused(M::POST, &format!("/executions/{id}/cancel"), None, 404)
+        .await;
+    other
+        .refused(
+            M::POST,
+            "/workflows/greet/executions",
+            Some(json!({"input": {"who": "x"}})),
+            404,
+        )
+        .await;
+    let theirs: Value = other.get_json("/workflows").await;
     assert_eq!(theirs["items"], json!([]));
     // A cursor from one tenant's listing is refused in another's.
     for i in 0..3 {
@@ -764,30 +752,18 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         )
         .await;
     }
-    let page: Value = c
-        .send(M::GET, "/workflows?limit=2", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = c.get_json("/workflows?limit=2").await;
     let cursor = page["next_cursor"].as_str().expect("a second page");
     let next: Value = c
-        .send(M::GET, &format!("/workflows?limit=2&cursor={cursor}"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/workflows?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(
         page["items"].as_array().unwrap().len() + next["items"].as_array().unwrap().len(),
         4
     );
-    problem(
-        other
-            .send(M::GET, &format!("/workflows?cursor={cursor}"), None)
-            .await,
-        400,
-    )
-    .await;
+    other
+        .refused(M::GET, &format!("/workflows?cursor={cursor}"), None, 400)
+        .await;
 
     // Archived: readable, but starts nothing.
     assert_eq!(
@@ -804,12 +780,7 @@ async fn the_workflow_and_execution_apis_validate_version_and_isolate_tenants() 
         409,
     )
     .await;
-    let archived: Value = c
-        .send(M::GET, "/workflows?status=archived", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let archived: Value = c.get_json("/workflows?status=archived").await;
     assert_eq!(archived["items"][0]["id"], "greet");
     // Without a token, nothing.
     let r = app.http.get(app.url("/workflows")).send().await.unwrap();
@@ -841,12 +812,7 @@ async fn a_subworkflow_runs_as_a_child_execution_and_its_failure_is_catchable() 
     let e = c.finished(&boom).await;
     assert_eq!(e["output"], "child failed with ChildBoom", "{e:#}");
     // The child is an execution of its own, listed under its workflow and linked to the parent.
-    let children: Value = c
-        .send(reqwest::Method::GET, "/executions?workflow_id=child", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let children: Value = c.get_json("/executions?workflow_id=child").await;
     let items = children["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{children:#}");
     assert!(items

@@ -264,17 +264,10 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             attempt,
             output,
             ..
-        } => {
-            let s = state
-                .steps
-                .entry(key.clone())
-                .or_insert_with(|| instance(step, *epoch, *attempt, StepStatus::Running, at));
-            if s.epoch == *epoch && s.attempt == *attempt && s.status.is_pending() {
-                s.status = StepStatus::Succeeded;
-                s.output = Some(output.clone());
-                s.ended_at = Some(at);
-            }
-        }
+        } => end_attempt(state, key, step, *epoch, *attempt, at, |s| {
+            s.status = StepStatus::Succeeded;
+            s.output = Some(output.clone());
+        }),
         E::StepFailed {
             key,
             step,
@@ -282,17 +275,10 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             attempt,
             error,
             ..
-        } => {
-            let s = state
-                .steps
-                .entry(key.clone())
-                .or_insert_with(|| instance(step, *epoch, *attempt, StepStatus::Running, at));
-            if s.epoch == *epoch && s.attempt == *attempt && s.status.is_pending() {
-                s.status = StepStatus::Failed;
-                s.error = Some(error.clone());
-                s.ended_at = Some(at);
-            }
-        }
+        } => end_attempt(state, key, step, *epoch, *attempt, at, |s| {
+            s.status = StepStatus::Failed;
+            s.error = Some(error.clone());
+        }),
         E::StepRetryScheduled {
             key,
             epoch,
@@ -405,6 +391,27 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             state.failed_step = None;
             state.ended_at = None;
         }
+    }
+}
+
+/// The outcome of one attempt: applied only while that attempt is current and still pending
+/// (inline steps have no instance yet and get one here).
+fn end_attempt(
+    state: &mut ExecutionState,
+    key: &str,
+    step: &str,
+    epoch: u32,
+    attempt: u32,
+    at: DateTime<Utc>,
+    apply: impl FnOnce(&mut StepState),
+) {
+    let s = state
+        .steps
+        .entry(key.to_owned())
+        .or_insert_with(|| instance(step, epoch, attempt, StepStatus::Running, at));
+    if s.epoch == epoch && s.attempt == attempt && s.status.is_pending() {
+        apply(s);
+        s.ended_at = Some(at);
     }
 }
 
