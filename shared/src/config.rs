@@ -308,6 +308,31 @@ impl Config {
         self.number("LLM_TIMEOUT", None, 120)
     }
 
+    /// Seconds an MCP handshake or tool call may take (`MCP_TIMEOUT`, default 60).
+    pub fn mcp_timeout_secs(&self) -> Result<u64, ConfigError> {
+        self.number("MCP_TIMEOUT", None, crate::mcp::DEFAULT_TIMEOUT_SECS)
+    }
+
+    /// Where MCP server tokens are kept in Secrets Manager (`MCP_SECRET_PREFIX`, default
+    /// `workflow-engine/mcp`; the template sets `<stack>/mcp`, which its policies cover).
+    pub fn mcp_secret_prefix(&self) -> String {
+        self.value("MCP_SECRET_PREFIX")
+            .unwrap_or_else(|| "workflow-engine/mcp".to_owned())
+    }
+
+    /// The MCP server registry on this deployment's state table.
+    pub fn mcp_registry(
+        &self,
+        sdk: &crate::aws::SdkConfig,
+    ) -> Result<crate::mcp::McpRegistry, ConfigError> {
+        Ok(crate::mcp::McpRegistry::new(
+            crate::aws::dynamodb(sdk),
+            crate::aws::secretsmanager(sdk),
+            self.tables()?.state,
+            self.mcp_secret_prefix(),
+        ))
+    }
+
     /// A provider's API key: `<PREFIX>_API_KEY_ARN` (Secrets Manager) or `<PREFIX>_API_KEY`;
     /// `None` when neither is set (the provider is then not configured).
     pub async fn provider_key(

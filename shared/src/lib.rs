@@ -8,6 +8,7 @@ pub mod engine;
 pub mod events;
 pub mod executions;
 pub mod http;
+pub mod mcp;
 pub mod migrate;
 pub mod telemetry;
 pub mod workflows;

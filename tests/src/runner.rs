@@ -97,6 +97,7 @@ async fn function_app(
         "WorkflowsFunction" => workflows::app(config, sdk).await,
         "ExecutionsFunction" => executions::app(config, sdk).await,
         "UsageFunction" => usage::app(config, sdk).await,
+        "McpFunction" => mcp::app(config, sdk).await,
         other => Err(format!("the local runner does not know how to run {other}")),
     }
 }

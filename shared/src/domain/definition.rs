@@ -117,6 +117,14 @@ pub enum StepKind {
         cause: Option<String>,
     },
     Llm(LlmStep),
+    /// Calls `tool` on an MCP server the tenant registered under `server`.
+    Mcp {
+        server: String,
+        tool: String,
+        /// The tool's arguments: an object whose strings are templates.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<Value>,
+    },
 }
 
 /// An LLM call. Validated now; its executor arrives with the AI providers.
@@ -220,6 +228,7 @@ impl StepKind {
             Self::Succeed { .. } => "succeed",
             Self::Fail { .. } => "fail",
             Self::Llm(_) => "llm",
+            Self::Mcp { .. } => "mcp",
         }
     }
 
@@ -227,7 +236,7 @@ impl StepKind {
     pub fn is_task(&self) -> bool {
         matches!(
             self,
-            Self::Http { .. } | Self::Subworkflow { .. } | Self::Llm(_)
+            Self::Http { .. } | Self::Subworkflow { .. } | Self::Llm(_) | Self::Mcp { .. }
         )
     }
 

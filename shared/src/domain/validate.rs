@@ -398,6 +398,29 @@ fn check_step(
                 c.add(format!("{base}/error"), "a fail step names its error kind");
             }
         }
+        StepKind::Mcp {
+            server,
+            tool,
+            arguments,
+        } => {
+            if !valid_id(server) {
+                c.add(
+                    format!("{base}/server"),
+                    "not a registered server name (letters, digits, `-` and `_`)",
+                );
+            }
+            if tool.trim().is_empty() {
+                c.add(format!("{base}/tool"), "a tool name is required");
+            }
+            match arguments {
+                None => {}
+                Some(v @ Value::Object(_)) => tv(c, "arguments", v, false),
+                Some(_) => c.add(
+                    format!("{base}/arguments"),
+                    "arguments must be an object (the tool's named parameters)",
+                ),
+            }
+        }
         StepKind::Llm(llm) => {
             if !LLM_PROVIDERS.contains(&llm.provider.as_str()) {
                 c.add(

@@ -71,18 +71,58 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// A client whose connections can only reach the addresses steps may call.
+pub fn guarded_client(allow_private: bool) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("wfe-step/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Parses a step's target URL: http(s) only, and a literal address (which skips DNS, so the
+/// resolver never sees it) must be one steps may call.
+pub fn checked_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, StepError> {
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        error(
+            "InvalidRequest",
+            format!("{raw:?} is not a URL: {e}"),
+            false,
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(error(
+            "InvalidRequest",
+            format!("scheme {} is not allowed; use http or https", url.scheme()),
+            false,
+        ));
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if literal.is_some_and(|ip| !allow_private && is_private(ip)) {
+        return Err(error(
+            "AddressNotAllowed",
+            format!(
+                "{} is a private or link-local address, which steps may not call",
+                url.host_str().unwrap_or_default()
+            ),
+            false,
+        ));
+    }
+    Ok(url)
+}
+
 fn error(kind: &str, message: impl Into<String>, retryable: bool) -> StepError {
     StepError::new(kind, message, retryable)
 }
 
 impl HttpExecutor {
     pub fn new(allow_private: bool, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-            .redirect(reqwest::redirect::Policy::none())
+        let client = guarded_client(allow_private)
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("wfe-step/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a TLS backend is compiled in");
         Self {
@@ -97,35 +137,7 @@ impl HttpExecutor {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| error("InvalidRequest", format!("unknown method {method}"), false))?;
         let raw_url = request["url"].as_str().unwrap_or_default();
-        let url = reqwest::Url::parse(raw_url).map_err(|e| {
-            error(
-                "InvalidRequest",
-                format!("{raw_url:?} is not a URL: {e}"),
-                false,
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(error(
-                "InvalidRequest",
-                format!("scheme {} is not allowed; use http or https", url.scheme()),
-                false,
-            ));
-        }
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if literal.is_some_and(|ip| !self.allow_private && is_private(ip)) {
-            return Err(error(
-                "AddressNotAllowed",
-                format!(
-                    "{} is a private or link-local address, which steps may not call",
-                    url.host_str().unwrap_or_default()
-                ),
-                false,
-            ));
-        }
+        let url = checked_url(raw_url, self.allow_private)?;
         let mut builder = self.client.request(method, url.clone());
         if let Some(headers) = request["headers"].as_object() {
             for (k, v) in headers {

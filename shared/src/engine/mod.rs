@@ -116,6 +116,13 @@ impl Services {
                 std::time::Duration::from_secs(engine.http_timeout_secs),
             ),
             llm::Llm::from_config(config, sdk, Some(prices), Some(budgets)).await?,
+            crate::mcp::McpClients::new(
+                config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+                engine.allow_private_networks,
+                std::time::Duration::from_secs(
+                    config.mcp_timeout_secs().map_err(|e| e.to_string())?,
+                ),
+            ),
         ))
     }
 }

@@ -1,5 +1,5 @@
-//! The step worker: performs `StepScheduled` tasks (http, subworkflow; llm with the AI providers)
-//! and appends the outcome.
+//! The step worker: performs `StepScheduled` tasks (http, subworkflow, llm, mcp) and appends the
+//! outcome.
 //!
 //! Exactly-once effect per attempt under redelivery: the worker first appends `StepStarted` under
 //! the idempotency key of the attempt. A replayed append means this attempt was already taken: if
@@ -24,6 +24,7 @@ pub struct Worker {
     pub workflows: WorkflowStore,
     pub http: HttpExecutor,
     pub llm: super::llm::Llm,
+    pub mcp: crate::mcp::McpClients,
     /// One writer per stream within this process: a map's tasks finishing together would
     /// otherwise race each other for the stream's next version.
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -70,12 +71,14 @@ impl Worker {
         workflows: WorkflowStore,
         http: HttpExecutor,
         llm: super::llm::Llm,
+        mcp: crate::mcp::McpClients,
     ) -> Arc<Self> {
         Arc::new(Self {
             repo,
             workflows,
             http,
             llm,
+            mcp,
             writers: Default::default(),
         })
     }
@@ -182,6 +185,7 @@ impl Worker {
                 ),
                 (result, None) => task.outcome(result),
             },
+            "mcp" => task.outcome(self.mcp.call(&tenant, &task.request).await),
             other => task.outcome(Err(StepError::new(
                 "UnsupportedStep",
                 format!("the worker cannot perform {other} steps"),

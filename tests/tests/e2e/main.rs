@@ -9,6 +9,7 @@ mod edge;
 mod event_store;
 mod lambda_binary;
 mod llm;
+mod mcp;
 mod migrations;
 mod outage;
 mod stream_delivery;

@@ -440,9 +440,10 @@ impl Planner<'_> {
                     .unwrap_or_else(|| format!("step {id} failed the execution")),
                 false,
             )))),
-            StepKind::Http { .. } | StepKind::Subworkflow { .. } | StepKind::Llm(_) => {
-                self.schedule(id, key, scope, 1, Some(ctx))
-            }
+            StepKind::Http { .. }
+            | StepKind::Subworkflow { .. }
+            | StepKind::Llm(_)
+            | StepKind::Mcp { .. } => self.schedule(id, key, scope, 1, Some(ctx)),
         }
     }
 
@@ -573,6 +574,15 @@ fn render_request(kind: &StepKind, ctx: &Value) -> Result<Value, StepError> {
             "temperature": llm.temperature,
             "max_tokens": llm.max_tokens,
             "output_schema": llm.output_schema,
+        }),
+        StepKind::Mcp {
+            server,
+            tool,
+            arguments,
+        } => json!({
+            "server": server,
+            "tool": tool,
+            "arguments": arguments.as_ref().map(r).transpose()?.unwrap_or(Value::Object(Map::new())),
         }),
         other => json!({"type": other.name()}),
     })
