@@ -122,6 +122,65 @@ async fn anthropic(
     }))
 }
 
+/// Bedrock Converse (`POST /model/{modelId}/converse`), refusing any request whose SigV4
+/// signature does not verify with the test credentials' secret.
+async fn bedrock(
+    State(p): State<Providers>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let signed = match crate::sigv4::verify(
+        method.as_str(),
+        uri.path(),
+        uri.query().unwrap_or_default(),
+        &headers,
+        &body,
+        "local",
+    ) {
+        Ok(signed) => signed,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                [("x-amzn-errortype", "InvalidSignatureException")],
+                axum::Json(json!({"message": e})),
+            )
+                .into_response()
+        }
+    };
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let calls = {
+        let mut seen = p.seen.lock().unwrap();
+        seen.push((
+            "bedrock".into(),
+            headers,
+            json!({"model": model, "body": body, "service": signed.service, "region": signed.region}),
+        ));
+        seen.iter().filter(|(_, _, b)| b["model"] == model).count()
+    };
+    if model == "throttled-once" && calls == 1 {
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [("x-amzn-errortype", "ThrottlingException")],
+            axum::Json(json!({"message": "Too many requests, please wait before trying again."})),
+        )
+            .into_response();
+    }
+    let user = body["messages"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    axum::Json(json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": format!("nova: {user}")}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 100, "outputTokens": 40, "totalTokens": 140},
+        "metrics": {"latencyMs": 7}
+    }))
+    .into_response()
+}
+
 impl Providers {
     async fn start() -> Self {
         let mut p = Providers::default();
@@ -130,6 +189,7 @@ impl Providers {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/model/{model}/converse", post(bedrock))
             .with_state(p.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         p
@@ -221,6 +281,90 @@ async fn llm_steps_record_text_usage_and_cost_and_json_mode_checks_the_schema() 
     let id = c.start(&bedrock, json!({})).await;
     let e = c.finished(&id).await;
     assert_eq!(e["error"]["kind"], "ProviderNotConfigured", "{e:#}");
+}
+
+#[tokio::test]
+async fn bedrock_converse_calls_are_sigv4_signed_priced_and_retried_when_throttled() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-bedrock",
+        &[
+            ("BEDROCK_ENABLED", "true"),
+            ("BEDROCK_ENDPOINT_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-bedrock").await;
+    let wf = c
+        .create(json!({"name": "nova", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "bedrock", "model": "amazon.nova-micro-v1:0", "system": "Be brief.",
+                    "prompt": "Name {{ input.n }} colours", "max_tokens": 50, "temperature": 0.5}}}))
+        .await;
+    let id = c.start(&wf, json!({"n": 3})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(e["output"]["text"], "nova: Name 3 colours", "{e:#}");
+    assert_eq!(
+        (e["input_tokens"].as_u64(), e["output_tokens"].as_u64()),
+        (Some(100), Some(40))
+    );
+    // amazon.nova-micro-v1:0 at 0.035 / 0.14 USD per Mtok (migration 0003).
+    let expected = (100.0 * 0.035 + 40.0 * 0.14) / 1e6;
+    assert!(
+        (e["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{e:#}"
+    );
+    let seen = providers.seen.lock().unwrap().clone();
+    let (_, headers, got) = seen.iter().find(|(p, ..)| p == "bedrock").unwrap();
+    assert_eq!(got["model"], "amazon.nova-micro-v1:0");
+    assert_eq!(
+        (got["service"].as_str(), got["region"].as_str()),
+        (Some("bedrock"), Some("us-east-1"))
+    );
+    assert!(headers["authorization"]
+        .to_str()
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=local/"));
+    let body = &got["body"];
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": [{"text": "Name 3 colours"}]}])
+    );
+    assert_eq!(body["system"], json!([{"text": "Be brief."}]));
+    assert_eq!(body["inferenceConfig"]["maxTokens"], 50);
+    assert_eq!(body["inferenceConfig"]["temperature"], 0.5);
+
+    // The double checks signatures for real: a forged one is refused.
+    let forged = app
+        .http
+        .post(format!("{}/model/amazon.nova-micro-v1%3A0/converse", providers.base))
+        .header("x-amz-date", "20261125T120000Z")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=local/20261125/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // ThrottlingException is retried within the attempt, then succeeds.
+    let throttled = c
+        .create(json!({"name": "throttled", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "bedrock", "model": "throttled-once", "prompt": "hi"}}}))
+        .await;
+    let id = c.start(&throttled, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let calls = providers
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, b)| b["model"] == "throttled-once")
+        .count();
+    assert_eq!(calls, 2);
 }
 
 #[tokio::test]

@@ -12,5 +12,6 @@ mod llm;
 mod mcp;
 mod migrations;
 mod outage;
+mod sigv4;
 mod stream_delivery;
 mod workflows;

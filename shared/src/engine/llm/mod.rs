@@ -3,6 +3,7 @@
 //! by migration 0003), never from code.
 
 mod anthropic;
+mod bedrock;
 mod openai;
 pub mod resilience;
 
@@ -272,7 +273,9 @@ pub fn estimate_input_tokens(prompt: &Prompt) -> u64 {
 impl Llm {
     /// Providers from the configuration: `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` (or the same with
     /// `_ARN`, read from Secrets Manager), `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` for
-    /// compatible endpoints. A provider without a key is not configured.
+    /// compatible endpoints. A provider without a key is not configured. Bedrock needs no key
+    /// (the function's role signs its calls): `BEDROCK_ENABLED=true`, with `BEDROCK_REGION` and
+    /// `BEDROCK_ENDPOINT_URL` to override where it is called.
     pub async fn from_config(
         config: &crate::config::Config,
         sdk: &crate::aws::SdkConfig,
@@ -307,6 +310,20 @@ impl Llm {
                 "anthropic".into(),
                 Arc::new(resilience::Resilient::new(
                     anthropic::Anthropic::new(base, key, timeout),
+                    policy,
+                )),
+            );
+        }
+        if config.flag("BEDROCK_ENABLED") {
+            llm.providers.insert(
+                "bedrock".into(),
+                Arc::new(resilience::Resilient::new(
+                    bedrock::Bedrock::new(
+                        sdk,
+                        config.value("BEDROCK_ENDPOINT_URL"),
+                        config.value("BEDROCK_REGION"),
+                        timeout,
+                    ),
                     policy,
                 )),
             );
