@@ -224,6 +224,7 @@ async fn main() {
     )
     .set(
         "bench",
+        &shared::engine::budget::Scope::Tenant,
         &shared::engine::budget::BudgetConfig {
             monthly_usd: Some(1000.0),
             monthly_tokens: None,

@@ -1,18 +1,20 @@
 //! The usage function: `GET /usage` (tokens and cost over a range of days, grouped by day, month,
 //! workflow or model), `GET /budgets` (the tenant's limits and this month's spend, reserved and
-//! available amounts) and `PUT /budgets` (set the monthly limits; admin only). Budgets are
-//! enforced by the worker before each `llm` call (shared::engine::budget).
+//! available amounts) and `PUT /budgets` (set the monthly limits; admin only); the same for one
+//! workflow under `/budgets/workflows/{id}`. Budgets are enforced by the worker before each `llm`
+//! call (shared::engine::budget), together with each execution's own maximum (its definition's
+//! `budget`).
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, State};
+use axum::extract::{FromRef, Path, State};
 use axum::routing::get;
 use axum::Router;
 use chrono::Datelike;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
-use shared::engine::budget::{period, BudgetConfig, Budgets};
+use shared::engine::budget::{period, BudgetConfig, Budgets, Scope};
 use shared::executions::usage::{totals, GroupBy, UsageLedger, MAX_DAYS};
 use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
 
@@ -20,6 +22,7 @@ use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
 pub struct UsageState {
     pub budgets: Budgets,
     pub ledger: UsageLedger,
+    pub workflows: shared::workflows::WorkflowStore,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -37,7 +40,8 @@ pub async fn app(
     let tables = config.tables().map_err(|e| e.to_string())?;
     let state = UsageState {
         budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state.clone()),
-        ledger: UsageLedger::new(shared::aws::dynamodb(sdk), tables.state),
+        ledger: UsageLedger::new(shared::aws::dynamodb(sdk), tables.state.clone()),
+        workflows: shared::workflows::WorkflowStore::new(shared::aws::dynamodb(sdk), tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))
@@ -46,19 +50,27 @@ pub async fn app(
 pub fn router(state: UsageState) -> Router {
     Router::new()
         .route("/budgets", get(read).put(set))
+        .route(
+            "/budgets/workflows/{id}",
+            get(read_workflow).put(set_workflow),
+        )
         .route("/usage", get(report))
         .with_state(state)
 }
 
-async fn budget_view(s: &UsageState, tenant: &str) -> ApiResult<Value> {
+async fn budget_view(s: &UsageState, tenant: &str, scope: &Scope) -> ApiResult<Value> {
     let now = chrono::Utc::now();
-    let config = s.budgets.config(tenant).await.map_err(ApiError::internal)?;
-    let usage = s
+    let config = s
         .budgets
-        .usage(tenant, now)
+        .config(tenant, scope)
         .await
         .map_err(ApiError::internal)?;
-    Ok(json!({
+    let usage = s
+        .budgets
+        .usage(tenant, scope, now)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut view = json!({
         "tenant": tenant,
         "period": period(now),
         "monthly_usd": config.monthly_usd,
@@ -69,11 +81,24 @@ async fn budget_view(s: &UsageState, tenant: &str) -> ApiResult<Value> {
         "reserved_tokens": usage.reserved_tokens,
         "available_usd": usage.available_usd.or(config.monthly_usd),
         "available_tokens": usage.available_tokens.or(config.monthly_tokens),
-    }))
+    });
+    if let Scope::Workflow(id) = scope {
+        view["workflow_id"] = json!(id);
+    }
+    Ok(view)
 }
 
 async fn read(State(s): State<UsageState>, Admin(claims): Admin) -> ApiResult<Json<Value>> {
-    Ok(Json(budget_view(&s, &claims.tenant).await?))
+    Ok(Json(budget_view(&s, &claims.tenant, &Scope::Tenant).await?))
+}
+
+async fn read_workflow(
+    State(s): State<UsageState>,
+    Admin(claims): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let scope = workflow_scope(&s, &claims.tenant, id).await?;
+    Ok(Json(budget_view(&s, &claims.tenant, &scope).await?))
 }
 
 #[derive(Deserialize)]
@@ -87,6 +112,34 @@ async fn set(
     State(s): State<UsageState>,
     Admin(claims): Admin,
     Json(req): Json<SetBudget>,
+) -> ApiResult<Json<Value>> {
+    store(&s, &claims.tenant, &Scope::Tenant, req).await
+}
+
+async fn set_workflow(
+    State(s): State<UsageState>,
+    Admin(claims): Admin,
+    Path(id): Path<String>,
+    Json(req): Json<SetBudget>,
+) -> ApiResult<Json<Value>> {
+    let scope = workflow_scope(&s, &claims.tenant, id).await?;
+    store(&s, &claims.tenant, &scope, req).await
+}
+
+/// A workflow of this tenant (another tenant's is not found, like everywhere else).
+async fn workflow_scope(s: &UsageState, tenant: &str, id: String) -> ApiResult<Scope> {
+    match s.workflows.get(tenant, &id).await {
+        Ok(_) => Ok(Scope::Workflow(id)),
+        Err(shared::workflows::WorkflowError::Backend(e)) => Err(ApiError::internal(e)),
+        Err(_) => Err(ApiError::not_found(format!("no workflow {id}"))),
+    }
+}
+
+async fn store(
+    s: &UsageState,
+    tenant: &str,
+    scope: &Scope,
+    req: SetBudget,
 ) -> ApiResult<Json<Value>> {
     if req
         .monthly_usd
@@ -102,10 +155,10 @@ async fn set(
         monthly_tokens: req.monthly_tokens,
     };
     s.budgets
-        .set(&claims.tenant, &config, chrono::Utc::now())
+        .set(tenant, scope, &config, chrono::Utc::now())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(budget_view(&s, &claims.tenant).await?))
+    Ok(Json(budget_view(s, tenant, scope).await?))
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,19 @@ pub struct Definition {
     /// The execution's output: a JSON value whose strings are templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Value>,
+    /// The most one execution may spend on `llm` steps; a call that might pass it fails with
+    /// `BudgetExceeded` before the provider is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<ExecutionBudget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
 }
 
 /// A step: what it does, where it goes next, and how it fails. (Unknown fields are refused by the

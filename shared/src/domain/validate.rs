@@ -102,6 +102,14 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
             );
         }
     }
+    if let Some(budget) = &def.budget {
+        if budget.max_usd.is_none() && budget.max_tokens.is_none() {
+            c.add("/budget", "a budget sets `max_usd`, `max_tokens` or both");
+        }
+        if budget.max_usd.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            c.add("/budget/max_usd", "`max_usd` is a non-negative number");
+        }
+    }
     let input_props = input_properties(&mut c);
     let scopes = check_graphs(&mut c);
     for (id, step) in &def.steps {

@@ -1,11 +1,15 @@
 //! Token and cost budgets, enforced before money is spent: a step reserves its estimated cost
-//! with one conditional update (it fits, or nothing changes), then settles with the actual usage
-//! (refunding the difference) or releases the reservation when the provider call failed.
+//! against every budget that applies to it (the tenant's month, the workflow's month, the
+//! execution's maximum) in one atomic write (all fit, or nothing changes), then settles with the
+//! actual usage (refunding the difference) or releases the reservation when the call failed.
 //!
-//! Items (state table):
-//! - `<tenant>#BUDGET` / `CONFIG`: monthly limits (`monthly_usd`, `monthly_tokens`), set by an admin.
-//! - `<tenant>#BUDGET` / `PERIOD#<yyyy-mm>`: what is `available_*` this month (created from the
-//!   limits by the first reservation), what was `spent_*` and is `reserved_*` now.
+//! Items (state table, partition `<tenant>#BUDGET`):
+//! - `CONFIG` / `WORKFLOW#<id>#CONFIG`: monthly limits (`monthly_usd`, `monthly_tokens`), set by
+//!   an admin.
+//! - `PERIOD#<yyyy-mm>` / `WORKFLOW#<id>#PERIOD#<yyyy-mm>`: what is `available_*` this month
+//!   (created from the limits by the first reservation), what was `spent_*` and is `reserved_*`.
+//! - `EXECUTION#<id>`: the same for one execution, limited by its definition's `budget`
+//!   (expires 90 days after its last reservation).
 //!
 //! DynamoDB conditions cannot add, so the remaining amount is kept as its own attribute and the
 //! check is `available >= estimate`: concurrent reservations serialise on the item, and the sum
@@ -26,6 +30,12 @@ pub struct BudgetConfig {
     pub monthly_tokens: Option<u64>,
 }
 
+impl BudgetConfig {
+    fn is_set(&self) -> bool {
+        self.monthly_usd.is_some() || self.monthly_tokens.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeriodUsage {
     #[serde(default)]
@@ -42,14 +52,67 @@ pub struct PeriodUsage {
     pub available_tokens: Option<u64>,
 }
 
+/// Whose budget: the tenant's or one workflow's (monthly, set by an admin), or one execution's
+/// (its definition's maximum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant,
+    Workflow(String),
+    Execution(String),
+}
+
+impl Scope {
+    fn config_sk(&self) -> Option<String> {
+        match self {
+            Self::Tenant => Some("CONFIG".into()),
+            Self::Workflow(w) => Some(format!("WORKFLOW#{w}#CONFIG")),
+            Self::Execution(_) => None,
+        }
+    }
+
+    fn account_sk(&self, period: &str) -> String {
+        match self {
+            Self::Tenant => format!("PERIOD#{period}"),
+            Self::Workflow(w) => format!("WORKFLOW#{w}#PERIOD#{period}"),
+            Self::Execution(e) => format!("EXECUTION#{e}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Tenant => "the tenant's monthly budget".into(),
+            Self::Workflow(w) => format!("workflow {w}'s monthly budget"),
+            Self::Execution(_) => "this execution's budget".into(),
+        }
+    }
+}
+
+/// Who is about to spend: the budgets a call is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct Spender<'a> {
+    pub tenant: &'a str,
+    pub workflow_id: Option<&'a str>,
+    pub execution_id: Option<&'a str>,
+    /// The execution's maximum (its definition's `budget`), in the same shape as a month's.
+    pub execution_max: BudgetConfig,
+}
+
+/// Money and tokens held on one budget.
+#[derive(Debug, Clone, PartialEq)]
+struct Hold {
+    scope: Scope,
+    sk: String,
+    usd: Option<f64>,
+    tokens: Option<u64>,
+    limits: BudgetConfig,
+}
+
 /// Money and tokens held for one call until it settles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     tenant: String,
     period: String,
-    usd: Option<f64>,
-    tokens: Option<u64>,
-    limits: BudgetConfig,
+    holds: Vec<Hold>,
 }
 
 /// Shares of a monthly limit whose crossing is announced (once per period each).
@@ -59,10 +122,17 @@ pub const THRESHOLDS: [u32; 3] = [50, 80, 95];
 /// thresholds are recorded as `BudgetThresholdCrossed` events.
 pub const ALERT_CATEGORY: &str = "budget";
 
+/// How long an execution's account is kept after its last reservation.
+const EXECUTION_ACCOUNT_TTL_SECS: i64 = 90 * 24 * 3600;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
-    #[error("the tenant's monthly budget has {available} left and this call may need {needed}")]
-    Exceeded { available: String, needed: String },
+    #[error("{scope} has {available} left and this call may need {needed}")]
+    Exceeded {
+        scope: String,
+        available: String,
+        needed: String,
+    },
     #[error("budget store: {0}")]
     Backend(String),
 }
@@ -97,6 +167,47 @@ fn backend<E: std::error::Error + 'static>(e: E) -> BudgetError {
     BudgetError::Backend(DisplayErrorContext(e).to_string())
 }
 
+/// One conditional reservation on an account: update expression, condition and values.
+fn reservation_update(
+    hold: &Hold,
+    now: DateTime<Utc>,
+) -> (String, String, HashMap<String, AttributeValue>) {
+    let mut sets = Vec::new();
+    let mut conditions = Vec::new();
+    let mut values = HashMap::from([
+        (":yes".to_owned(), AttributeValue::Bool(true)),
+        (":zero".to_owned(), n(0)),
+    ]);
+    if let (Some(limit), Some(usd)) = (hold.limits.monthly_usd, hold.usd) {
+        sets.push("available_usd = if_not_exists(available_usd, :limit_usd) - :usd, reserved_usd = if_not_exists(reserved_usd, :zero) + :usd");
+        conditions.push(
+            "((attribute_not_exists(available_usd) AND :fits_usd = :yes) OR available_usd >= :usd)",
+        );
+        values.insert(":limit_usd".into(), n(limit));
+        values.insert(":usd".into(), n(usd));
+        values.insert(":fits_usd".into(), AttributeValue::Bool(limit >= usd));
+    }
+    if let (Some(limit), Some(tokens)) = (hold.limits.monthly_tokens, hold.tokens) {
+        sets.push("available_tokens = if_not_exists(available_tokens, :limit_tokens) - :tokens, reserved_tokens = if_not_exists(reserved_tokens, :zero) + :tokens");
+        conditions.push("((attribute_not_exists(available_tokens) AND :fits_tokens = :yes) OR available_tokens >= :tokens)");
+        values.insert(":limit_tokens".into(), n(limit));
+        values.insert(":tokens".into(), n(tokens));
+        values.insert(":fits_tokens".into(), AttributeValue::Bool(limit >= tokens));
+    }
+    if matches!(hold.scope, Scope::Execution(_)) {
+        sets.push("expires_at = :expires");
+        values.insert(
+            ":expires".into(),
+            n(now.timestamp() + EXECUTION_ACCOUNT_TTL_SECS),
+        );
+    }
+    (
+        format!("SET {}", sets.join(", ")),
+        conditions.join(" AND "),
+        values,
+    )
+}
+
 impl Budgets {
     pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
         Self {
@@ -112,37 +223,53 @@ impl Budgets {
         self
     }
 
-    pub async fn config(&self, tenant: &str) -> Result<BudgetConfig, BudgetError> {
+    /// The monthly limits of the tenant or of one workflow (an execution's are in its definition).
+    pub async fn config(&self, tenant: &str, scope: &Scope) -> Result<BudgetConfig, BudgetError> {
+        let Some(sk) = scope.config_sk() else {
+            return Ok(BudgetConfig::default());
+        };
         Ok(
-            crate::aws::get_item(&self.client, &self.table, key(tenant, "CONFIG"))
+            crate::aws::get_item(&self.client, &self.table, key(tenant, &sk))
                 .await
                 .map_err(BudgetError::Backend)?
                 .unwrap_or_default(),
         )
     }
 
-    pub async fn usage(&self, tenant: &str, at: DateTime<Utc>) -> Result<PeriodUsage, BudgetError> {
+    /// What the scope has spent, holds and has left: this month, or for an execution, in all.
+    pub async fn usage(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        at: DateTime<Utc>,
+    ) -> Result<PeriodUsage, BudgetError> {
         Ok(crate::aws::get_item(
             &self.client,
             &self.table,
-            key(tenant, &format!("PERIOD#{}", period(at))),
+            key(tenant, &scope.account_sk(&period(at))),
         )
         .await
         .map_err(BudgetError::Backend)?
         .unwrap_or_default())
     }
 
-    /// Sets the limits; this month's remaining amounts move by the change of each limit.
+    /// Sets monthly limits; this month's remaining amounts move by the change of each limit.
     pub async fn set(
         &self,
         tenant: &str,
+        scope: &Scope,
         config: &BudgetConfig,
         at: DateTime<Utc>,
     ) -> Result<(), BudgetError> {
-        let old = self.config(tenant).await?;
+        let Some(sk) = scope.config_sk() else {
+            return Err(BudgetError::Backend(
+                "an execution's budget is set by its workflow definition".into(),
+            ));
+        };
+        let old = self.config(tenant, scope).await?;
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(config).map_err(|e| BudgetError::Backend(e.to_string()))?;
-        item.extend(key(tenant, "CONFIG"));
+        item.extend(key(tenant, &sk));
         self.client
             .put_item()
             .table_name(&self.table)
@@ -150,7 +277,7 @@ impl Budgets {
             .send()
             .await
             .map_err(backend)?;
-        let period_key = key(tenant, &format!("PERIOD#{}", period(at)));
+        let period_key = key(tenant, &scope.account_sk(&period(at)));
         for (attr, delta) in [
             (
                 "available_usd",
@@ -187,69 +314,135 @@ impl Budgets {
         Ok(())
     }
 
-    /// Holds `usd` and `tokens` against the tenant's monthly limits; `None` when no limit is set.
+    /// Holds `usd` and `tokens` on every budget that applies to the spender, atomically; `None`
+    /// when no budget applies.
     pub async fn reserve(
         &self,
-        tenant: &str,
+        who: &Spender<'_>,
         at: DateTime<Utc>,
         usd: f64,
         tokens: u64,
     ) -> Result<Option<Reservation>, BudgetError> {
-        let config = self.config(tenant).await?;
-        if config.monthly_usd.is_none() && config.monthly_tokens.is_none() {
+        let period = period(at);
+        let mut scopes = vec![(
+            Scope::Tenant,
+            self.config(who.tenant, &Scope::Tenant).await?,
+        )];
+        if let Some(w) = who.workflow_id {
+            let scope = Scope::Workflow(w.to_owned());
+            let config = self.config(who.tenant, &scope).await?;
+            scopes.push((scope, config));
+        }
+        if let Some(e) = who.execution_id {
+            scopes.push((Scope::Execution(e.to_owned()), who.execution_max.clone()));
+        }
+        let holds: Vec<Hold> = scopes
+            .into_iter()
+            .filter(|(_, limits)| limits.is_set())
+            .map(|(scope, limits)| Hold {
+                sk: scope.account_sk(&period),
+                usd: limits.monthly_usd.map(|_| usd),
+                tokens: limits.monthly_tokens.map(|_| tokens),
+                scope,
+                limits,
+            })
+            .collect();
+        if holds.is_empty() {
             return Ok(None);
         }
-        let period = period(at);
-        let mut sets = Vec::new();
-        let mut conditions = Vec::new();
-        let mut values = HashMap::from([
-            (":yes".to_owned(), AttributeValue::Bool(true)),
-            (":zero".to_owned(), n(0)),
-        ]);
-        if let Some(limit) = config.monthly_usd {
-            sets.push("available_usd = if_not_exists(available_usd, :limit_usd) - :usd, reserved_usd = if_not_exists(reserved_usd, :zero) + :usd");
-            conditions.push("((attribute_not_exists(available_usd) AND :fits_usd = :yes) OR available_usd >= :usd)");
-            values.insert(":limit_usd".into(), n(limit));
-            values.insert(":usd".into(), n(usd));
-            values.insert(":fits_usd".into(), AttributeValue::Bool(limit >= usd));
-        }
-        if let Some(limit) = config.monthly_tokens {
-            sets.push("available_tokens = if_not_exists(available_tokens, :limit_tokens) - :tokens, reserved_tokens = if_not_exists(reserved_tokens, :zero) + :tokens");
-            conditions.push("((attribute_not_exists(available_tokens) AND :fits_tokens = :yes) OR available_tokens >= :tokens)");
-            values.insert(":limit_tokens".into(), n(limit));
-            values.insert(":tokens".into(), n(tokens));
-            values.insert(":fits_tokens".into(), AttributeValue::Bool(limit >= tokens));
-        }
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(tenant, &format!("PERIOD#{period}"))))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(conditions.join(" AND "))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(Some(Reservation {
-                tenant: tenant.to_owned(),
-                period,
-                usd: config.monthly_usd.map(|_| usd),
-                tokens: config.monthly_tokens.map(|_| tokens),
-                limits: config,
-            })),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                let left = self.usage(tenant, at).await?;
-                Err(BudgetError::Exceeded {
-                    available: match (left.available_usd, left.available_tokens) {
-                        (Some(u), _) if config.monthly_usd.is_some() => format!("{u:.6} USD"),
-                        (_, Some(t)) => format!("{t} tokens"),
-                        _ => "less".into(),
-                    },
-                    needed: format!("{usd:.6} USD / {tokens} tokens"),
-                })
+        let refused = if let [hold] = &holds[..] {
+            let (update, condition, values) = reservation_update(hold, at);
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(who.tenant, &hold.sk)))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            match r {
+                Ok(_) => false,
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => true,
+                Err(e) => return Err(backend(e)),
             }
-            Err(e) => Err(backend(e)),
+        } else {
+            let mut items = Vec::new();
+            for hold in &holds {
+                let (update, condition, values) = reservation_update(hold, at);
+                let update = aws_sdk_dynamodb::types::Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(who.tenant, &hold.sk)))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .build()
+                    .map_err(|e| BudgetError::Backend(e.to_string()))?;
+                items.push(
+                    aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                        .update(update)
+                        .build(),
+                );
+            }
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            match r {
+                Ok(_) => false,
+                Err(e) if e.code() == Some("TransactionCanceledException") => true,
+                Err(e) => return Err(backend(e)),
+            }
+        };
+        if refused {
+            return Err(self.exceeded(who.tenant, &holds, at, usd, tokens).await);
+        }
+        Ok(Some(Reservation {
+            tenant: who.tenant.to_owned(),
+            period,
+            holds,
+        }))
+    }
+
+    /// Names the first budget without room for the call (read after the refusal).
+    async fn exceeded(
+        &self,
+        tenant: &str,
+        holds: &[Hold],
+        at: DateTime<Utc>,
+        usd: f64,
+        tokens: u64,
+    ) -> BudgetError {
+        let needed = format!("{usd:.6} USD / {tokens} tokens");
+        for hold in holds {
+            let left = match self.usage(tenant, &hold.scope, at).await {
+                Ok(u) => u,
+                Err(e) => return e,
+            };
+            let usd_left = left.available_usd.or(hold.limits.monthly_usd);
+            let tokens_left = left.available_tokens.or(hold.limits.monthly_tokens);
+            let short_usd = hold.usd.is_some() && usd_left.is_some_and(|a| a < usd);
+            let short_tokens = hold.tokens.is_some() && tokens_left.is_some_and(|a| a < tokens);
+            if short_usd || short_tokens {
+                return BudgetError::Exceeded {
+                    scope: hold.scope.describe(),
+                    available: if short_usd {
+                        format!("{:.6} USD", usd_left.unwrap_or_default())
+                    } else {
+                        format!("{} tokens", tokens_left.unwrap_or_default())
+                    },
+                    needed,
+                };
+            }
+        }
+        // Another call settled in between: the budget was short when it was checked.
+        BudgetError::Exceeded {
+            scope: "a budget".into(),
+            available: "less".into(),
+            needed,
         }
     }
 
@@ -260,56 +453,73 @@ impl Budgets {
         spent_usd: f64,
         spent_tokens: u64,
     ) -> Result<(), BudgetError> {
-        let mut sets = Vec::new();
-        let mut values = HashMap::from([(":zero".to_owned(), n(0))]);
-        if let Some(usd) = r.usd {
-            sets.push("available_usd = available_usd + :refund_usd, reserved_usd = reserved_usd - :usd, spent_usd = if_not_exists(spent_usd, :zero) + :spent_usd");
-            values.insert(":refund_usd".into(), n(usd - spent_usd));
-            values.insert(":usd".into(), n(usd));
-            values.insert(":spent_usd".into(), n(spent_usd));
+        for hold in &r.holds {
+            let mut sets = Vec::new();
+            let mut values = HashMap::from([(":zero".to_owned(), n(0))]);
+            if let Some(usd) = hold.usd {
+                sets.push("available_usd = available_usd + :refund_usd, reserved_usd = reserved_usd - :usd, spent_usd = if_not_exists(spent_usd, :zero) + :spent_usd");
+                values.insert(":refund_usd".into(), n(usd - spent_usd));
+                values.insert(":usd".into(), n(usd));
+                values.insert(":spent_usd".into(), n(spent_usd));
+            }
+            if let Some(tokens) = hold.tokens {
+                sets.push("available_tokens = available_tokens + :refund_tokens, reserved_tokens = reserved_tokens - :tokens, spent_tokens = if_not_exists(spent_tokens, :zero) + :spent_tokens");
+                values.insert(
+                    ":refund_tokens".into(),
+                    n(tokens as i128 - spent_tokens as i128),
+                );
+                values.insert(":tokens".into(), n(tokens));
+                values.insert(":spent_tokens".into(), n(spent_tokens));
+            }
+            let updated = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&r.tenant, &hold.sk)))
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .set_expression_attribute_values(Some(values))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .send()
+                .await
+                .map_err(backend)?;
+            if matches!(hold.scope, Scope::Execution(_)) {
+                continue;
+            }
+            let usage: PeriodUsage =
+                serde_dynamo::from_item(updated.attributes.unwrap_or_default())
+                    .map_err(|e| BudgetError::Backend(e.to_string()))?;
+            self.announce(r, hold, &usage).await?;
         }
-        if let Some(tokens) = r.tokens {
-            sets.push("available_tokens = available_tokens + :refund_tokens, reserved_tokens = reserved_tokens - :tokens, spent_tokens = if_not_exists(spent_tokens, :zero) + :spent_tokens");
-            values.insert(
-                ":refund_tokens".into(),
-                n(tokens as i128 - spent_tokens as i128),
-            );
-            values.insert(":tokens".into(), n(tokens));
-            values.insert(":spent_tokens".into(), n(spent_tokens));
-        }
-        let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&r.tenant, &format!("PERIOD#{}", r.period))))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .set_expression_attribute_values(Some(values))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(backend)?;
-        let usage: PeriodUsage = serde_dynamo::from_item(updated.attributes.unwrap_or_default())
-            .map_err(|e| BudgetError::Backend(e.to_string()))?;
-        self.announce(r, &usage).await
+        Ok(())
     }
 
-    /// Each threshold the period's spend has reached becomes one event (idempotent per period
-    /// and threshold, so it is announced once however often it is re-checked) and one metric.
-    async fn announce(&self, r: &Reservation, usage: &PeriodUsage) -> Result<(), BudgetError> {
+    /// Each threshold a month's spend has reached becomes one event (idempotent per period,
+    /// budget and threshold, so it is announced once however often it is re-checked) and one
+    /// metric.
+    async fn announce(
+        &self,
+        r: &Reservation,
+        hold: &Hold,
+        usage: &PeriodUsage,
+    ) -> Result<(), BudgetError> {
         let Some(store) = &self.alerts else {
             return Ok(());
+        };
+        let (scope, workflow_id, key_prefix) = match &hold.scope {
+            Scope::Workflow(w) => ("workflow", Some(w.as_str()), format!("workflow-{w}-")),
+            _ => ("tenant", None, String::new()),
         };
         let shares = [
             (
                 "usd",
-                r.limits
+                hold.limits
                     .monthly_usd
                     .filter(|l| *l > 0.0)
                     .map(|l| usage.spent_usd / l),
             ),
             (
                 "tokens",
-                r.limits
+                hold.limits
                     .monthly_tokens
                     .filter(|l| *l > 0)
                     .map(|l| usage.spent_tokens as f64 / l as f64),
@@ -324,9 +534,10 @@ impl Budgets {
                 let stream = crate::events::StreamId::new(&r.tenant, ALERT_CATEGORY, &r.period)
                     .map_err(|e| BudgetError::Backend(e.to_string()))?;
                 let payload = serde_json::json!({
-                    "period": r.period, "unit": unit, "threshold_percent": threshold,
+                    "period": r.period, "scope": scope, "workflow_id": workflow_id,
+                    "unit": unit, "threshold_percent": threshold,
                     "spent_usd": usage.spent_usd, "spent_tokens": usage.spent_tokens,
-                    "monthly_usd": r.limits.monthly_usd, "monthly_tokens": r.limits.monthly_tokens,
+                    "monthly_usd": hold.limits.monthly_usd, "monthly_tokens": hold.limits.monthly_tokens,
                 });
                 let event = crate::events::NewEvent {
                     event_id: uuid::Uuid::new_v4().to_string(),
@@ -346,7 +557,7 @@ impl Budgets {
                         stream_id: stream,
                         expected: crate::events::ExpectedVersion::Any,
                         events: vec![event],
-                        idempotency_key: Some(format!("threshold-{unit}-{threshold}")),
+                        idempotency_key: Some(format!("threshold-{key_prefix}{unit}-{threshold}")),
                     })
                     .await;
                 match appended {
@@ -354,7 +565,7 @@ impl Budgets {
                         "budget_threshold_crossed",
                         threshold as f64,
                         crate::telemetry::metrics::Unit::Count,
-                        &[("tenant", &r.tenant), ("unit", unit)],
+                        &[("tenant", &r.tenant), ("scope", scope), ("unit", unit)],
                     ),
                     // Announced before (same key; the amounts differ, hence a conflict).
                     Ok(_) | Err(crate::events::StoreError::IdempotencyConflict { .. }) => {}

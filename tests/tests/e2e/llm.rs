@@ -616,3 +616,141 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
         crate::support::problem(c.send(reqwest::Method::GET, bad, None).await, 400).await;
     }
 }
+
+#[tokio::test]
+async fn workflow_budgets_and_execution_maximums_are_enforced_before_the_call() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-scoped-budgets",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-scoped").await;
+    let (admin, password) = app.user("t-scoped", &["admin"]).await;
+    let (admin_token, _) = app.tokens(&admin, &password).await;
+    let admin = Client {
+        app: &app,
+        token: admin_token,
+    };
+    let calls = || {
+        providers
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, b)| b["model"] == "gpt-4.1-mini")
+            .count()
+    };
+    // gpt-4.1-mini here answers 12 input tokens and all of max_tokens (1000): 1,012 per call.
+    // A reservation holds ceil(5/3) + 16 = 18 input tokens plus the 1,000 of output.
+    let ask = |next: Option<&str>| {
+        let mut step = json!({"type": "llm", "provider": "openai", "model": "gpt-4.1-mini",
+                              "prompt": "hello", "max_tokens": 1000});
+        if let Some(n) = next {
+            step["next"] = json!(n);
+        }
+        step
+    };
+
+    // A definition's budget must make sense.
+    let p = crate::support::problem(
+        c.send(
+            reqwest::Method::POST,
+            "/workflows",
+            Some(json!({"name": "bad", "start": "a", "budget": {"max_usd": -1}, "steps": {"a": ask(None)}})),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["pointer"], "/budget/max_usd", "{p}");
+
+    // Per execution: 1,500 tokens fit the first call (1,012 spent) but not a second (488 left);
+    // the catch path follows and the provider is not asked.
+    let capped = c
+        .create(json!({"name": "capped", "start": "first", "budget": {"max_tokens": 1500}, "steps": {
+            "first": ask(Some("second")),
+            "second": {"type": "llm", "provider": "openai", "model": "gpt-4.1-mini", "prompt": "hello",
+                       "max_tokens": 1000, "catch": [{"errors": ["BudgetExceeded"], "next": "fallback"}]},
+            "fallback": {"type": "template", "template": "{{ error.message }}"}},
+            "outputs": {"why": "{{ steps.fallback.output }}"}}))
+        .await;
+    let id = c.start(&capped, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let why = e["output"]["why"].as_str().unwrap();
+    assert!(
+        why.contains("this execution's budget has 488 tokens left"),
+        "{why}"
+    );
+    assert_eq!(calls(), 1);
+    // Each execution has its own maximum.
+    let id = c.start(&capped, json!({})).await;
+    c.finished(&id).await;
+    assert_eq!(calls(), 2);
+
+    // Per workflow: a monthly limit on one workflow stops it, not the others.
+    let limited = c
+        .create(json!({"name": "limited", "start": "a", "steps": {"a": ask(None)}}))
+        .await;
+    let other = c
+        .create(json!({"name": "other", "start": "a", "steps": {"a": ask(None)}}))
+        .await;
+    let path = format!("/budgets/workflows/{limited}");
+    crate::support::problem(
+        c.send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"monthly_tokens": 1500})),
+        )
+        .await,
+        403,
+    )
+    .await;
+    let r = admin
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"monthly_tokens": 1500})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let id = c.start(&limited, json!({})).await;
+    assert_eq!(c.finished(&id).await["status"], "succeeded");
+    let id = c.start(&limited, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "BudgetExceeded", "{e:#}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains(&format!(
+            "workflow {limited}'s monthly budget has 488 tokens left"
+        )),
+        "{e:#}"
+    );
+    assert_eq!(calls(), 3);
+    let id = c.start(&other, json!({})).await;
+    assert_eq!(c.finished(&id).await["status"], "succeeded");
+    assert_eq!(calls(), 4);
+    let view = admin.get_json(&path).await;
+    assert_eq!(view["spent_tokens"], 1012, "{view}");
+    assert_eq!(view["available_tokens"], 488, "{view}");
+    assert_eq!(view["reserved_tokens"], 0, "{view}");
+
+    // Another tenant's workflow is not found, and unknown ones neither.
+    let (stranger, password) = app.user("t-scoped-other", &["admin"]).await;
+    let (stranger_token, _) = app.tokens(&stranger, &password).await;
+    let stranger = Client {
+        app: &app,
+        token: stranger_token,
+    };
+    crate::support::problem(stranger.send(reqwest::Method::GET, &path, None).await, 404).await;
+    crate::support::problem(
+        admin
+            .send(reqwest::Method::GET, "/budgets/workflows/nope", None)
+            .await,
+        404,
+    )
+    .await;
+}

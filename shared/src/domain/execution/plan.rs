@@ -471,7 +471,17 @@ impl Planner<'_> {
         let ctx = ctx.unwrap_or_else(|| self.context(scope, None));
         let epoch = self.state.epoch;
         match render_request(&step.kind, &ctx) {
-            Ok(request) => {
+            Ok(mut request) => {
+                if matches!(step.kind, StepKind::Llm(_)) {
+                    // The budgets this call is checked against, besides the tenant's.
+                    let max = self.def.budget.as_ref();
+                    request["budget"] = json!({
+                        "workflow_id": self.state.workflow_id,
+                        "execution_id": self.state.id,
+                        "max_usd": max.and_then(|b| b.max_usd),
+                        "max_tokens": max.and_then(|b| b.max_tokens),
+                    });
+                }
                 self.out.push(E::StepScheduled {
                     key: key.to_owned(),
                     step: id.to_owned(),

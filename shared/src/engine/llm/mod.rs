@@ -390,9 +390,20 @@ impl Llm {
         let estimate_usd = price.map_or(0.0, |p| {
             cost(p, estimate_input_tokens(&prompt), prompt.max_tokens as u64)
         });
+        // The orchestrator names the execution, its workflow and its maximum in `budget`.
+        let scope = &request["budget"];
+        let who = super::budget::Spender {
+            tenant,
+            workflow_id: scope["workflow_id"].as_str(),
+            execution_id: scope["execution_id"].as_str(),
+            execution_max: super::budget::BudgetConfig {
+                monthly_usd: scope["max_usd"].as_f64(),
+                monthly_tokens: scope["max_tokens"].as_u64(),
+            },
+        };
         let reservation = match &self.budgets {
             Some(b) => b
-                .reserve(tenant, chrono::Utc::now(), estimate_usd, estimate_tokens)
+                .reserve(&who, chrono::Utc::now(), estimate_usd, estimate_tokens)
                 .await
                 .map_err(|e| match e {
                     super::budget::BudgetError::Exceeded { .. } => {
