@@ -3,7 +3,9 @@
 //! available amounts) and `PUT /budgets` (set the monthly limits; admin only); the same for one
 //! workflow under `/budgets/workflows/{id}`. Budgets are enforced by the worker before each `llm`
 //! call (shared::engine::budget), together with each execution's own maximum (its definition's
-//! `budget`).
+//! `budget`). `GET /prices` lists what the tenant pays per model (list prices from the price
+//! table, or its own); admins set or remove the tenant's own price per model with
+//! `PUT`/`DELETE /prices/{provider}/{model}`.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
 use shared::engine::budget::{period, BudgetConfig, Budgets, Scope};
+use shared::engine::prices::{Price, Prices};
 use shared::executions::usage::{totals, GroupBy, UsageLedger, MAX_DAYS};
 use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
 
@@ -23,6 +26,7 @@ pub struct UsageState {
     pub budgets: Budgets,
     pub ledger: UsageLedger,
     pub workflows: shared::workflows::WorkflowStore,
+    pub prices: Prices,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -41,7 +45,11 @@ pub async fn app(
     let state = UsageState {
         budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state.clone()),
         ledger: UsageLedger::new(shared::aws::dynamodb(sdk), tables.state.clone()),
-        workflows: shared::workflows::WorkflowStore::new(shared::aws::dynamodb(sdk), tables.state),
+        workflows: shared::workflows::WorkflowStore::new(
+            shared::aws::dynamodb(sdk),
+            tables.state.clone(),
+        ),
+        prices: Prices::new(shared::aws::dynamodb(sdk), tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))
@@ -55,6 +63,11 @@ pub fn router(state: UsageState) -> Router {
             get(read_workflow).put(set_workflow),
         )
         .route("/usage", get(report))
+        .route("/prices", get(prices))
+        .route(
+            "/prices/{provider}/{model}",
+            axum::routing::put(set_price).delete(remove_price),
+        )
         .with_state(state)
 }
 
@@ -234,4 +247,96 @@ async fn report(
         "groups": groups,
         "total": {"steps": total.0, "input_tokens": total.1, "output_tokens": total.2, "cost_usd": total.3},
     })))
+}
+
+async fn prices(
+    State(s): State<UsageState>,
+    Authenticated(claims): Authenticated,
+) -> ApiResult<Json<Value>> {
+    let prices = s
+        .prices
+        .list(&claims.tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({"prices": prices})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPrice {
+    input_usd_per_mtok: f64,
+    output_usd_per_mtok: f64,
+}
+
+fn checked_model(provider: &str, model: &str) -> ApiResult<()> {
+    if !shared::domain::definition::LLM_PROVIDERS.contains(&provider) {
+        return Err(ApiError::unprocessable(
+            "invalid-price",
+            format!(
+                "unknown provider `{provider}`; use one of {}",
+                shared::domain::definition::LLM_PROVIDERS.join(", ")
+            ),
+        ));
+    }
+    if model.trim().is_empty() || model.len() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid-price",
+            "a model name is 1-200 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Sets what this tenant pays for a model (per million tokens); other tenants keep theirs.
+async fn set_price(
+    State(s): State<UsageState>,
+    Admin(claims): Admin,
+    Path((provider, model)): Path<(String, String)>,
+    Json(req): Json<SetPrice>,
+) -> ApiResult<Json<Value>> {
+    checked_model(&provider, &model)?;
+    for (name, v) in [
+        ("input_usd_per_mtok", req.input_usd_per_mtok),
+        ("output_usd_per_mtok", req.output_usd_per_mtok),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ApiError::unprocessable(
+                "invalid-price",
+                format!("`{name}` is a non-negative number"),
+            ));
+        }
+    }
+    let price = Price {
+        provider,
+        model,
+        input_usd_per_mtok: req.input_usd_per_mtok,
+        output_usd_per_mtok: req.output_usd_per_mtok,
+        source: "tenant".into(),
+        updated_at: None,
+    };
+    let stored = s
+        .prices
+        .set_override(&claims.tenant, &price, chrono::Utc::now())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!(stored)))
+}
+
+/// Back to the list price for this tenant.
+async fn remove_price(
+    State(s): State<UsageState>,
+    Admin(claims): Admin,
+    Path((provider, model)): Path<(String, String)>,
+) -> ApiResult<axum::http::StatusCode> {
+    if s.prices
+        .remove_override(&claims.tenant, &provider, &model)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "this tenant has no price of its own for {provider}/{model}"
+        )))
+    }
 }

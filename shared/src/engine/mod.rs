@@ -7,6 +7,7 @@ pub mod budget;
 pub mod http;
 pub mod llm;
 mod orchestrator;
+pub mod prices;
 pub mod rebuild;
 pub mod timers;
 mod worker;

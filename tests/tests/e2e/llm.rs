@@ -754,3 +754,115 @@ async fn workflow_budgets_and_execution_maximums_are_enforced_before_the_call() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_tenants_own_model_price_prices_its_calls_and_no_one_elses() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-prices",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let (admin, password) = app.user("t-price", &["admin"]).await;
+    let (token, _) = app.tokens(&admin, &password).await;
+    let admin = Client { app: &app, token };
+    let member = Client::new(&app, "t-price").await;
+    let neighbour = Client::new(&app, "t-price-neighbour").await;
+    let def = json!({"name": "ask", "start": "ask", "steps": {
+        "ask": {"type": "llm", "provider": "openai", "model": "gpt-4o-mini", "prompt": "hello", "max_tokens": 8}}});
+    // The double answers 12 input and 5 output tokens.
+    let list_price = (12.0 * 0.15 + 5.0 * 0.6) / 1e6;
+    let path = "/prices/openai/gpt-4o-mini";
+
+    // Admins only; bad prices and unknown providers are refused.
+    crate::support::problem(
+        member
+            .send(
+                reqwest::Method::PUT,
+                path,
+                Some(json!({"input_usd_per_mtok": 1, "output_usd_per_mtok": 1})),
+            )
+            .await,
+        403,
+    )
+    .await;
+    let p = crate::support::problem(
+        admin
+            .send(
+                reqwest::Method::PUT,
+                path,
+                Some(json!({"input_usd_per_mtok": -1, "output_usd_per_mtok": 1})),
+            )
+            .await,
+        422,
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("input_usd_per_mtok"),
+        "{p}"
+    );
+    crate::support::problem(
+        admin
+            .send(
+                reqwest::Method::PUT,
+                "/prices/acme/gpt-4o-mini",
+                Some(json!({"input_usd_per_mtok": 1, "output_usd_per_mtok": 1})),
+            )
+            .await,
+        422,
+    )
+    .await;
+
+    let r = admin
+        .send(
+            reqwest::Method::PUT,
+            path,
+            Some(json!({"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let listed = member.get_json("/prices").await;
+    let find = |listed: &Value, provider: &str, model: &str| {
+        listed["prices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == provider && p["model"] == model)
+            .cloned()
+            .unwrap()
+    };
+    let own = find(&listed, "openai", "gpt-4o-mini");
+    assert_eq!(
+        (own["source"].as_str(), own["input_usd_per_mtok"].as_f64()),
+        (Some("tenant"), Some(10.0))
+    );
+    assert_eq!(find(&listed, "openai", "gpt-4o")["source"], "global");
+    let theirs = find(
+        &neighbour.get_json("/prices").await,
+        "openai",
+        "gpt-4o-mini",
+    );
+    assert_eq!(theirs["source"], "global");
+
+    let own_price = (12.0 * 10.0 + 5.0 * 20.0) / 1e6;
+    assert!((cost_of_a_run(&member, &def).await - own_price).abs() < 1e-12);
+    assert!((cost_of_a_run(&neighbour, &def).await - list_price).abs() < 1e-12);
+
+    // Removing it restores the list price.
+    let r = admin.send(reqwest::Method::DELETE, path, None).await;
+    assert_eq!(r.status(), 204);
+    crate::support::problem(admin.send(reqwest::Method::DELETE, path, None).await, 404).await;
+    assert!((cost_of_a_run(&member, &def).await - list_price).abs() < 1e-12);
+}
+
+/// Runs `def` once as `c` and returns the execution's cost.
+async fn cost_of_a_run(c: &Client<'_>, def: &Value) -> f64 {
+    let wf = c.create(def.clone()).await;
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    e["cost_usd"].as_f64().unwrap()
+}

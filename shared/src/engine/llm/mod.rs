@@ -223,39 +223,7 @@ pub struct Llm {
     budgets: Option<super::budget::Budgets>,
 }
 
-#[derive(Clone)]
-pub struct Prices {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-}
-
-#[derive(serde::Deserialize)]
-struct PriceItem {
-    input_usd_per_mtok: f64,
-    output_usd_per_mtok: f64,
-}
-
-impl Prices {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
-        Self { client, table }
-    }
-
-    /// The model's (input, output) USD per million tokens, or `None` when it has no price.
-    pub async fn price(&self, provider: &str, model: &str) -> Result<Option<(f64, f64)>, String> {
-        let key = std::collections::HashMap::from([
-            (
-                "pk".to_owned(),
-                aws_sdk_dynamodb::types::AttributeValue::S("PRICE".into()),
-            ),
-            (
-                "sk".to_owned(),
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("{provider}#{model}")),
-            ),
-        ]);
-        let price: Option<PriceItem> = crate::aws::get_item(&self.client, &self.table, key).await?;
-        Ok(price.map(|p| (p.input_usd_per_mtok, p.output_usd_per_mtok)))
-    }
-}
+pub use super::prices::Prices;
 
 fn cost((input_price, output_price): (f64, f64), input: u64, output: u64) -> f64 {
     (input as f64 * input_price + output as f64 * output_price) / 1_000_000.0
@@ -377,7 +345,7 @@ impl Llm {
         };
         let price = match &self.prices {
             Some(p) => p
-                .price(provider_name, &prompt.model)
+                .price(tenant, provider_name, &prompt.model)
                 .await
                 .map_err(|e| StepError::new("PriceUnavailable", e, true))?,
             None => None,
