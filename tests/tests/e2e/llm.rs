@@ -474,9 +474,10 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
     let c = Client::new(&app, "t-budget").await;
     let (admin, password) = app.user("t-budget", &["admin"]).await;
     let (admin_token, _) = app.tokens(&admin, &password).await;
-    // gpt-4.1-mini: 0.4 / 1.6 USD per Mtok. Estimate: "hello" is ceil(5/3) + 16 = 18 input tokens,
+    // gpt-4.1-mini: 0.4 / 1.6 USD per Mtok. Estimate: "hello" is 1 token in o200k_base, plus 3 per
+    // message and 3 for the answer = 7 input tokens,
     // plus max_tokens 1000 of output; the double answers 12 in and 1000 out.
-    let estimate = (18.0 * 0.4 + 1000.0 * 1.6) / 1e6;
+    let estimate = (7.0 * 0.4 + 1000.0 * 1.6) / 1e6;
     let actual = (12.0 * 0.4 + 1000.0 * 1.6) / 1e6;
     let budget = 5.5 * estimate;
     let r = app
@@ -645,7 +646,7 @@ async fn workflow_budgets_and_execution_maximums_are_enforced_before_the_call() 
             .count()
     };
     // gpt-4.1-mini here answers 12 input tokens and all of max_tokens (1000): 1,012 per call.
-    // A reservation holds ceil(5/3) + 16 = 18 input tokens plus the 1,000 of output.
+    // A reservation holds 7 input tokens (counted with o200k_base) plus the 1,000 of output.
     let ask = |next: Option<&str>| {
         let mut step = json!({"type": "llm", "provider": "openai", "model": "gpt-4.1-mini",
                               "prompt": "hello", "max_tokens": 1000});

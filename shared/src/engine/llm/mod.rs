@@ -6,6 +6,7 @@ mod anthropic;
 mod bedrock;
 mod openai;
 pub mod resilience;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -229,15 +230,6 @@ fn cost((input_price, output_price): (f64, f64), input: u64, output: u64) -> f64
     (input as f64 * input_price + output as f64 * output_price) / 1_000_000.0
 }
 
-/// Input tokens a prompt may take, before the call (for the budget reservation). No tokenizer
-/// for these models ships as a Rust crate here, so this is a stated upper-bound heuristic: one
-/// token per 3 bytes of text (real tokenizers average about 4 for English), plus 16 tokens of
-/// per-message framing. The reservation also holds the full `max_tokens` of output.
-pub fn estimate_input_tokens(prompt: &Prompt) -> u64 {
-    let bytes = prompt.prompt.len() + prompt.system.as_deref().map_or(0, str::len);
-    (bytes as u64).div_ceil(3) + 16
-}
-
 impl Llm {
     /// Providers from the configuration: `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` (or the same with
     /// `_ARN`, read from Secrets Manager), `OPENAI_BASE_URL` / `ANTHROPIC_BASE_URL` for
@@ -354,10 +346,9 @@ impl Llm {
             tracing::warn!(provider = provider_name, model = %prompt.model, "no price for this model; its cost counts as 0");
         }
         // Reserve the most this call can cost before calling: over budget, nothing is spent.
-        let estimate_tokens = estimate_input_tokens(&prompt) + prompt.max_tokens as u64;
-        let estimate_usd = price.map_or(0.0, |p| {
-            cost(p, estimate_input_tokens(&prompt), prompt.max_tokens as u64)
-        });
+        let (input_estimate, _) = tokens::input_tokens(provider_name, &prompt);
+        let estimate_tokens = input_estimate + prompt.max_tokens as u64;
+        let estimate_usd = price.map_or(0.0, |p| cost(p, input_estimate, prompt.max_tokens as u64));
         // The orchestrator names the execution, its workflow and its maximum in `budget`.
         let scope = &request["budget"];
         let who = super::budget::Spender {
