@@ -4,69 +4,12 @@
 //! Run with `scripts/bench throughput` (a plain harness: one run per scenario, printed as a table).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
-use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use wfe_local::endpoint::{endpoint_url, sdk_config, sdk_config_for};
 use wfe_local::runner;
-
-type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
-
-#[derive(Clone)]
-struct Proxy {
-    upstream: String,
-    client: reqwest::Client,
-    counts: Counts,
-}
-
-async fn forward(
-    State(p): State<Proxy>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
-        .unwrap_or_else(|| "other".into());
-    *p.counts.lock().unwrap().entry(target.clone()).or_default() += 1;
-    let started = Instant::now();
-    let mut req = p.client.request(
-        method,
-        format!(
-            "{}{}",
-            p.upstream,
-            uri.path_and_query().map(|x| x.as_str()).unwrap_or("/")
-        ),
-    );
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            req = req.header(k, v);
-        }
-    }
-    let r = req.body(body).send().await.unwrap();
-    let status = r.status();
-    let mut out = HeaderMap::new();
-    for (k, v) in r.headers() {
-        if k != "content-length" && k != "transfer-encoding" {
-            out.insert(k, v.clone());
-        }
-    }
-    let bytes = r.bytes().await.unwrap();
-    *p.counts
-        .lock()
-        .unwrap()
-        .entry(format!("ms:{target}"))
-        .or_default() += started.elapsed().as_millis() as u64;
-    (status, out, bytes)
-}
 
 async fn echo(body: Bytes) -> Bytes {
     body
@@ -80,21 +23,6 @@ async fn chat(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
         "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
     }))
 }
-
-const READS: [&str; 5] = [
-    "GetItem",
-    "Query",
-    "Scan",
-    "BatchGetItem",
-    "TransactGetItems",
-];
-const WRITES: [&str; 5] = [
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "TransactWriteItems",
-    "BatchWriteItem",
-];
 
 struct Scenario {
     name: &'static str,
@@ -147,22 +75,7 @@ fn scenarios(peer: &str) -> Vec<Scenario> {
 
 #[tokio::main]
 async fn main() {
-    let counts: Counts = Default::default();
-    let proxy = Proxy {
-        upstream: endpoint_url(),
-        client: reqwest::Client::new(),
-        counts: counts.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::Router::new().fallback(forward).with_state(proxy),
-        )
-        .await
-        .unwrap()
-    });
+    let (proxy_url, counts) = wfe_local::proxy::start(endpoint_url()).await;
     let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = format!("http://{}", peer_listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -283,18 +196,13 @@ async fn main() {
         // Let the last turns (projections of the final events) land before reading the counts.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let c = counts.lock().unwrap().clone();
-        let sum = |ops: &[&str]| {
-            ops.iter()
-                .map(|o| c.get(*o).copied().unwrap_or(0))
-                .sum::<u64>()
-        };
-        let (reads, writes) = (sum(&READS), sum(&WRITES));
+        let (reads, writes) = wfe_local::proxy::reads_writes(&c);
         let polls = c.get("GetRecords").copied().unwrap_or(0);
         let detail: Vec<String> = c
             .iter()
             .filter(|(k, _)| {
-                READS.contains(&k.as_str())
-                    || WRITES.contains(&k.as_str())
+                wfe_local::proxy::READS.contains(&k.as_str())
+                    || wfe_local::proxy::WRITES.contains(&k.as_str())
                     || k.as_str() == "GetRecords"
             })
             .map(|(k, v)| {

@@ -1,0 +1,110 @@
+//! A counting proxy between functions and moto, for benchmarks: every DynamoDB call is counted by
+//! operation (`X-Amz-Target`), with the milliseconds spent in it under `ms:<operation>`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
+
+pub type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+pub const READS: [&str; 5] = [
+    "GetItem",
+    "Query",
+    "Scan",
+    "BatchGetItem",
+    "TransactGetItems",
+];
+pub const WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    counts: Counts,
+}
+
+async fn forward(
+    State(p): State<Proxy>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
+        .unwrap_or_else(|| "other".into());
+    *p.counts.lock().unwrap().entry(target.clone()).or_default() += 1;
+    let started = Instant::now();
+    let mut req = p.client.request(
+        method,
+        format!(
+            "{}{}",
+            p.upstream,
+            uri.path_and_query().map(|x| x.as_str()).unwrap_or("/")
+        ),
+    );
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let r = req.body(body).send().await.unwrap();
+    let status = r.status();
+    let mut out = HeaderMap::new();
+    for (k, v) in r.headers() {
+        if k != "content-length" && k != "transfer-encoding" {
+            out.insert(k, v.clone());
+        }
+    }
+    let bytes = r.bytes().await.unwrap();
+    *p.counts
+        .lock()
+        .unwrap()
+        .entry(format!("ms:{target}"))
+        .or_default() += started.elapsed().as_millis() as u64;
+    (status, out, bytes)
+}
+
+/// Starts a proxy to `upstream` on a free loopback port: its URL and the counts it keeps.
+pub async fn start(upstream: String) -> (String, Counts) {
+    let counts: Counts = Default::default();
+    let proxy = Proxy {
+        upstream,
+        client: reqwest::Client::new(),
+        counts: counts.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new().fallback(forward).with_state(proxy),
+        )
+        .await
+        .unwrap()
+    });
+    (url, counts)
+}
+
+/// Reads and writes among `counts`.
+pub fn reads_writes(counts: &BTreeMap<String, u64>) -> (u64, u64) {
+    let sum = |ops: &[&str]| {
+        ops.iter()
+            .map(|o| counts.get(*o).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    (sum(&READS), sum(&WRITES))
+}
