@@ -236,6 +236,49 @@ impl Budgets {
         )
     }
 
+    /// The monthly limits of several scopes in one BatchGetItem, in their order.
+    async fn configs(
+        &self,
+        tenant: &str,
+        scopes: &[Scope],
+    ) -> Result<Vec<BudgetConfig>, BudgetError> {
+        let mut keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder().consistent_read(true);
+        for sk in scopes.iter().filter_map(Scope::config_sk) {
+            keys = keys.keys(key(tenant, &sk));
+        }
+        let keys = keys
+            .build()
+            .map_err(|e| BudgetError::Backend(e.to_string()))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut found: HashMap<String, BudgetConfig> = HashMap::new();
+        for mut item in out
+            .responses
+            .and_then(|mut r| r.remove(&self.table))
+            .unwrap_or_default()
+        {
+            let Some(AttributeValue::S(sk)) = item.remove("sk") else {
+                continue;
+            };
+            let config =
+                serde_dynamo::from_item(item).map_err(|e| BudgetError::Backend(e.to_string()))?;
+            found.insert(sk, config);
+        }
+        Ok(scopes
+            .iter()
+            .map(|s| {
+                s.config_sk()
+                    .and_then(|sk| found.remove(&sk))
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
     /// What the scope has spent, holds and has left: this month, or for an execution, in all.
     pub async fn usage(
         &self,
@@ -324,15 +367,12 @@ impl Budgets {
         tokens: u64,
     ) -> Result<Option<Reservation>, BudgetError> {
         let period = period(at);
-        let mut scopes = vec![(
-            Scope::Tenant,
-            self.config(who.tenant, &Scope::Tenant).await?,
-        )];
+        let mut scopes = vec![Scope::Tenant];
         if let Some(w) = who.workflow_id {
-            let scope = Scope::Workflow(w.to_owned());
-            let config = self.config(who.tenant, &scope).await?;
-            scopes.push((scope, config));
+            scopes.push(Scope::Workflow(w.to_owned()));
         }
+        let configs = self.configs(who.tenant, &scopes).await?;
+        let mut scopes: Vec<(Scope, BudgetConfig)> = scopes.into_iter().zip(configs).collect();
         if let Some(e) = who.execution_id {
             scopes.push((Scope::Execution(e.to_owned()), who.execution_max.clone()));
         }
