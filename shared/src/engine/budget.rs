@@ -54,7 +54,7 @@ pub struct PeriodUsage {
 
 /// Whose budget: the tenant's or one workflow's (monthly, set by an admin), or one execution's
 /// (its definition's maximum).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scope {
     Tenant,
     Workflow(String),
@@ -98,7 +98,7 @@ pub struct Spender<'a> {
 }
 
 /// Money and tokens held on one budget.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Hold {
     scope: Scope,
     sk: String,
@@ -107,10 +107,14 @@ struct Hold {
     limits: BudgetConfig,
 }
 
-/// Money and tokens held for one call until it settles.
-#[derive(Debug, Clone, PartialEq)]
+/// Money and tokens held for one call (one step attempt) until it settles. It is written with
+/// the holds, as `HOLD#<attempt>`, and deleted with the settlement in one transaction: a
+/// settlement happens at most once, and a reservation whose worker died can be found and
+/// released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     tenant: String,
+    attempt: String,
     period: String,
     holds: Vec<Hold>,
 }
@@ -362,6 +366,7 @@ impl Budgets {
     pub async fn reserve(
         &self,
         who: &Spender<'_>,
+        attempt: &str,
         at: DateTime<Utc>,
         usd: f64,
         tokens: u64,
@@ -390,61 +395,68 @@ impl Budgets {
         if holds.is_empty() {
             return Ok(None);
         }
-        let refused = if let [hold] = &holds[..] {
+        let reservation = Reservation {
+            tenant: who.tenant.to_owned(),
+            attempt: attempt.to_owned(),
+            period,
+            holds,
+        };
+        let mut items = Vec::new();
+        for hold in &reservation.holds {
             let (update, condition, values) = reservation_update(hold, at);
-            let r = self
-                .client
-                .update_item()
+            let update = aws_sdk_dynamodb::types::Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(who.tenant, &hold.sk)))
                 .update_expression(update)
                 .condition_expression(condition)
                 .set_expression_attribute_values(Some(values))
-                .send()
-                .await;
-            match r {
-                Ok(_) => false,
-                Err(e) if e.code() == Some("ConditionalCheckFailedException") => true,
-                Err(e) => return Err(backend(e)),
-            }
-        } else {
-            let mut items = Vec::new();
-            for hold in &holds {
-                let (update, condition, values) = reservation_update(hold, at);
-                let update = aws_sdk_dynamodb::types::Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(who.tenant, &hold.sk)))
-                    .update_expression(update)
-                    .condition_expression(condition)
-                    .set_expression_attribute_values(Some(values))
-                    .build()
-                    .map_err(|e| BudgetError::Backend(e.to_string()))?;
-                items.push(
-                    aws_sdk_dynamodb::types::TransactWriteItem::builder()
-                        .update(update)
-                        .build(),
-                );
-            }
-            let r = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            match r {
-                Ok(_) => false,
-                Err(e) if e.code() == Some("TransactionCanceledException") => true,
-                Err(e) => return Err(backend(e)),
-            }
+                .build()
+                .map_err(|e| BudgetError::Backend(e.to_string()))?;
+            items.push(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .update(update)
+                    .build(),
+            );
+        }
+        let mut record = key(who.tenant, &format!("HOLD#{attempt}"));
+        record.insert(
+            "reservation".into(),
+            s(serde_json::to_string(&reservation)
+                .map_err(|e| BudgetError::Backend(e.to_string()))?),
+        );
+        record.insert(
+            "expires_at".into(),
+            n(at.timestamp() + EXECUTION_ACCOUNT_TTL_SECS),
+        );
+        items.push(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .put(
+                    aws_sdk_dynamodb::types::Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(record))
+                        .condition_expression("attribute_not_exists(sk)")
+                        .build()
+                        .map_err(|e| BudgetError::Backend(e.to_string()))?,
+                )
+                .build(),
+        );
+        let refused = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => false,
+            Err(e) if e.code() == Some("TransactionCanceledException") => true,
+            Err(e) => return Err(backend(e)),
         };
         if refused {
-            return Err(self.exceeded(who.tenant, &holds, at, usd, tokens).await);
+            return Err(self
+                .exceeded(who.tenant, &reservation.holds, at, usd, tokens)
+                .await);
         }
-        Ok(Some(Reservation {
-            tenant: who.tenant.to_owned(),
-            period,
-            holds,
-        }))
+        Ok(Some(reservation))
     }
 
     /// Names the first budget without room for the call (read after the refusal).
@@ -486,13 +498,15 @@ impl Budgets {
         }
     }
 
-    /// Replaces the reservation by what was actually spent (zero when the call failed).
+    /// Replaces the reservation by what was actually spent (zero when the call failed), at most
+    /// once: the accounts change in the same transaction that deletes the reservation's record.
     pub async fn settle(
         &self,
         r: &Reservation,
         spent_usd: f64,
         spent_tokens: u64,
     ) -> Result<(), BudgetError> {
+        let mut items = Vec::new();
         for hold in &r.holds {
             let mut sets = Vec::new();
             let mut values = HashMap::from([(":zero".to_owned(), n(0))]);
@@ -511,26 +525,78 @@ impl Budgets {
                 values.insert(":tokens".into(), n(tokens));
                 values.insert(":spent_tokens".into(), n(spent_tokens));
             }
-            let updated = self
-                .client
-                .update_item()
+            let update = aws_sdk_dynamodb::types::Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(&r.tenant, &hold.sk)))
                 .update_expression(format!("SET {}", sets.join(", ")))
                 .set_expression_attribute_values(Some(values))
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-                .send()
-                .await
-                .map_err(backend)?;
-            if matches!(hold.scope, Scope::Execution(_)) {
+                .build()
+                .map_err(|e| BudgetError::Backend(e.to_string()))?;
+            items.push(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .update(update)
+                    .build(),
+            );
+        }
+        items.push(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                .delete(
+                    aws_sdk_dynamodb::types::Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(&r.tenant, &format!("HOLD#{}", r.attempt))))
+                        .condition_expression("attribute_exists(sk)")
+                        .build()
+                        .map_err(|e| BudgetError::Backend(e.to_string()))?,
+                )
+                .build(),
+        );
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // Settled before (its record is gone): nothing to do twice.
+            Err(e) if e.code() == Some("TransactionCanceledException") => return Ok(()),
+            Err(e) => return Err(backend(e)),
+        }
+        for hold in &r.holds {
+            if matches!(hold.scope, Scope::Execution(_)) || self.alerts.is_none() {
                 continue;
             }
-            let usage: PeriodUsage =
-                serde_dynamo::from_item(updated.attributes.unwrap_or_default())
-                    .map_err(|e| BudgetError::Backend(e.to_string()))?;
-            self.announce(r, hold, &usage).await?;
+            let usage: Option<PeriodUsage> =
+                crate::aws::get_item(&self.client, &self.table, key(&r.tenant, &hold.sk))
+                    .await
+                    .map_err(BudgetError::Backend)?;
+            self.announce(r, hold, &usage.unwrap_or_default()).await?;
         }
         Ok(())
+    }
+
+    /// Releases what a step attempt still holds (its worker stopped between reservation and
+    /// settlement); `false` when it holds nothing. The provider may or may not have been called:
+    /// nothing is counted as spent, since no usage was ever reported.
+    pub async fn release(&self, tenant: &str, attempt: &str) -> Result<bool, BudgetError> {
+        #[derive(Deserialize)]
+        struct Record {
+            reservation: String,
+        }
+        let record: Option<Record> = crate::aws::get_item(
+            &self.client,
+            &self.table,
+            key(tenant, &format!("HOLD#{attempt}")),
+        )
+        .await
+        .map_err(BudgetError::Backend)?;
+        let Some(record) = record else {
+            return Ok(false);
+        };
+        let reservation: Reservation = serde_json::from_str(&record.reservation)
+            .map_err(|e| BudgetError::Backend(format!("unreadable reservation: {e}")))?;
+        self.settle(&reservation, 0.0, 0).await?;
+        Ok(true)
     }
 
     /// Each threshold a month's spend has reached becomes one event (idempotent per period,

@@ -55,6 +55,11 @@ impl Task {
     }
 }
 
+/// The budget reservation's name for one attempt: unique across executions.
+fn budget_attempt(stream: &StreamId, task: &Task) -> String {
+    format!("{stream}/{}", task.attempt_id())
+}
+
 /// What the worker did with one record, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
@@ -164,6 +169,20 @@ impl Worker {
             {
                 return Ok(Done::Duplicate);
             }
+            if task.kind == "llm" {
+                // Money held by the dead attempt goes back; no usage was ever reported for it.
+                match self
+                    .llm
+                    .release(&tenant, &budget_attempt(stream, &task))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(step = %task.step, "released the budget reservation of an interrupted attempt")
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(RepoError::Store(StoreError::Backend(e))),
+                }
+            }
             let error = StepError::new(
                 "WorkerInterrupted",
                 "the worker stopped during this attempt; its effect may or may not have happened",
@@ -174,7 +193,11 @@ impl Worker {
         }
         let outcome = match task.kind.as_str() {
             "http" => task.outcome(self.http.call(&task.request).await),
-            "llm" => match self.llm.call(&task.request, &tenant).await {
+            "llm" => match self
+                .llm
+                .call(&task.request, &tenant, &budget_attempt(stream, &task))
+                .await
+            {
                 (result, Some(spent)) => E::outcome_with_usage(
                     task.key.clone(),
                     task.step.clone(),

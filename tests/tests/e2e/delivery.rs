@@ -200,6 +200,91 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
 }
 
 #[tokio::test]
+async fn a_worker_that_dies_mid_llm_call_gives_its_budget_reservation_back() {
+    use shared::engine::budget::{BudgetConfig, Budgets, Scope};
+    let providers = crate::llm::Providers::start().await;
+    let app = App::start("crash-llm", &[]).await;
+    let tenant = "t-crash-llm";
+    let c = Client::new(&app, tenant).await;
+    let budgets = Budgets::new(
+        aws_sdk_dynamodb::Client::new(&app.sdk),
+        app.template.tables().unwrap().state,
+    );
+    let limit = BudgetConfig {
+        monthly_usd: Some(1.0),
+        monthly_tokens: Some(100_000),
+    };
+    budgets
+        .set(tenant, &Scope::Tenant, &limit, chrono::Utc::now())
+        .await
+        .unwrap();
+    let held = async || {
+        budgets
+            .usage(tenant, &Scope::Tenant, chrono::Utc::now())
+            .await
+            .unwrap()
+    };
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "crash", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "openai", "model": "gpt-4o", "prompt": "hang", "max_tokens": 1000}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let scheduled = f.poll().await;
+    let tasks = f.tasks(&scheduled);
+    assert_eq!(tasks.len(), 1);
+
+    // The worker reserves, calls the provider and dies while the call is in flight.
+    let env: BTreeMap<String, String> = [
+        ("OPENAI_API_KEY".to_owned(), "sk-crash".to_owned()),
+        ("OPENAI_BASE_URL".to_owned(), providers.base.clone()),
+    ]
+    .into();
+    let worker = std::sync::Arc::new(
+        worker::Handler::new(
+            &wfe_local::runner::function_config(&app.template, "WorkerFunction", &env).unwrap(),
+            &app.sdk,
+        )
+        .await
+        .unwrap(),
+    );
+    let running = {
+        let (worker, tasks) = (worker.clone(), tasks.clone());
+        tokio::spawn(async move { worker.handle(Functions::event(&tasks)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while providers.seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    let during = held().await;
+    assert!(
+        during.reserved_usd > 0.0 && during.reserved_tokens > 1000,
+        "{during:?}"
+    );
+
+    // Redelivered: the attempt is interrupted, and what it held is given back, once.
+    for _ in 0..2 {
+        f.worker.handle(Functions::event(&tasks)).await;
+        let after = held().await;
+        assert_eq!(
+            (after.reserved_usd, after.reserved_tokens),
+            (0.0, 0),
+            "{after:?}"
+        );
+        assert_eq!((after.spent_usd, after.spent_tokens), (0.0, 0), "{after:?}");
+        assert_eq!(after.available_usd, Some(1.0));
+        assert_eq!(after.available_tokens, Some(100_000));
+    }
+    f.pump(async || status(&c, &id).await != "running").await;
+    assert_eq!(c.execution(&id).await["error"]["kind"], "WorkerInterrupted");
+    assert_eq!(providers.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn an_unreadable_event_fails_its_execution_and_never_blocks_the_stream() {
     let app = App::start("poison", &[]).await;
     let c = Client::new(&app, "t-poison").await;

@@ -17,9 +17,9 @@ const OPENAI_KEY: &str = "sk-test-openai-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
 
 #[derive(Clone, Default)]
-struct Providers {
-    seen: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
-    base: String,
+pub struct Providers {
+    pub seen: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
+    pub base: String,
 }
 
 async fn openai(
@@ -68,6 +68,10 @@ async fn openai(
         .as_str()
         .unwrap()
         .to_owned();
+    if user == "hang" {
+        // A call in flight when its worker dies.
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    }
     let content = if body.get("response_format").is_some() {
         // Breaks a schema that wants a string `answer`.
         json!({"answer": 42}).to_string()
@@ -182,7 +186,7 @@ async fn bedrock(
 }
 
 impl Providers {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let mut p = Providers::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         p.base = format!("http://{}", listener.local_addr().unwrap());

@@ -298,12 +298,15 @@ impl Llm {
 
     /// Runs a rendered `llm` request; the output is `{text, model, usage}` (and `json` in JSON
     /// mode). The usage comes back whenever the provider answered, even if the answer is refused.
+    /// `attempt` names the step attempt (unique in the deployment): its budget reservation is
+    /// recorded under it until settled.
     pub async fn call(
         &self,
         request: &Value,
         tenant: &str,
+        attempt: &str,
     ) -> (Result<Value, StepError>, Option<Usage>) {
-        match self.complete(request, tenant).await {
+        match self.complete(request, tenant, attempt).await {
             Ok((completion, usage, schema)) => {
                 (Self::shape(completion, usage.clone(), schema), Some(usage))
             }
@@ -315,6 +318,7 @@ impl Llm {
         &self,
         request: &'a Value,
         tenant: &str,
+        attempt: &str,
     ) -> Result<(Completion, Usage, Option<&'a Value>), StepError> {
         let provider_name = request["provider"].as_str().unwrap_or_default();
         let Some(provider) = self.providers.get(provider_name) else {
@@ -362,7 +366,13 @@ impl Llm {
         };
         let reservation = match &self.budgets {
             Some(b) => b
-                .reserve(&who, chrono::Utc::now(), estimate_usd, estimate_tokens)
+                .reserve(
+                    &who,
+                    attempt,
+                    chrono::Utc::now(),
+                    estimate_usd,
+                    estimate_tokens,
+                )
                 .await
                 .map_err(|e| match e {
                     super::budget::BudgetError::Exceeded { .. } => {
@@ -414,6 +424,14 @@ impl Llm {
             );
         }
         Ok((completion, usage, schema))
+    }
+
+    /// Releases what an interrupted attempt still holds on the budgets (see `Budgets::release`).
+    pub async fn release(&self, tenant: &str, attempt: &str) -> Result<bool, String> {
+        match &self.budgets {
+            Some(b) => b.release(tenant, attempt).await.map_err(|e| e.to_string()),
+            None => Ok(false),
+        }
     }
 
     fn shape(
