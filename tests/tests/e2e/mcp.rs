@@ -110,6 +110,7 @@ async fn start_server(token: &str) -> (String, Seen) {
 
 #[tokio::test]
 async fn mcp_tool_results_feed_the_next_step_over_a_reused_session() {
+    let logs = crate::support::captured_logs();
     let token = "mcp-token-7f3a9c";
     let (url, seen) = start_server(token).await;
     let app = App::start_engine("mcp", &[("MCP_TIMEOUT", "2")]).await;
@@ -239,6 +240,18 @@ async fn mcp_tool_results_feed_the_next_step_over_a_reused_session() {
         "{e:#}"
     );
     assert_eq!(seen.bearers.lock().unwrap().last().unwrap(), rotated);
+
+    // The tokens never reach the logs or the history.
+    let history = serde_json::to_string(&c.history(&id).await).unwrap();
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains(&id),
+        "the captured logs hold this execution's lines"
+    );
+    for secret in [token, rotated] {
+        assert!(!logs.contains(secret), "an MCP token is in the logs");
+        assert!(!history.contains(secret), "an MCP token is in the history");
+    }
 
     // Another tenant sees no server of this one, and cannot call it.
     let other = Client::new(&app, "t-mcp-other").await;
