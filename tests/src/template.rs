@@ -357,6 +357,7 @@ mod tests {
                 "AuthFunction",
                 "ExecutionsFunction",
                 "HealthFunction",
+                "McpFunction",
                 "UsageFunction",
                 "WorkflowsFunction"
             ]
