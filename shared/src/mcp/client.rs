@@ -217,6 +217,14 @@ impl McpClients {
         );
         let service = match tokio::time::timeout(self.timeout, client.serve(transport)).await {
             Err(_) => return Err(unavailable(name, "no answer to initialize in time")),
+            // Retrying with the same token cannot help: the registration has to change.
+            Ok(Err(e)) if e.is_authorization_required() => {
+                return Err(StepError::new(
+                    "McpAuthFailed",
+                    format!("MCP server `{name}` refused the registered credentials"),
+                    false,
+                ))
+            }
             Ok(Err(e)) => return Err(unavailable(name, e)),
             Ok(Ok(service)) => service,
         };

@@ -77,7 +77,11 @@ async fn bearer_only(State(seen): State<Seen>, request: Request, next: Next) -> 
         .to_owned();
     seen.bearers.lock().unwrap().push(bearer.clone());
     if bearer != *seen.token.lock().unwrap() {
-        return axum::http::StatusCode::UNAUTHORIZED.into_response();
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [("www-authenticate", r#"Bearer error="invalid_token""#)],
+        )
+            .into_response();
     }
     if request.method() == axum::http::Method::POST
         && !request.headers().contains_key("mcp-session-id")
@@ -241,6 +245,21 @@ async fn mcp_tool_results_feed_the_next_step_over_a_reused_session() {
     );
     assert_eq!(seen.bearers.lock().unwrap().last().unwrap(), rotated);
 
+    // A token the server refuses fails the step for good (a retry would send the same token).
+    assert_eq!(
+        put(json!({"url": url, "token": "mcp-token-wrong"}))
+            .await
+            .status(),
+        200
+    );
+    let id = c.start(&wf, json!({"order": "D-4"})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "McpAuthFailed", "{e:#}");
+    assert_eq!(
+        put(json!({"url": url, "token": rotated})).await.status(),
+        200
+    );
+
     // The tokens never reach the logs or the history.
     let history = serde_json::to_string(&c.history(&id).await).unwrap();
     let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
@@ -248,7 +267,7 @@ async fn mcp_tool_results_feed_the_next_step_over_a_reused_session() {
         logs.contains(&id),
         "the captured logs hold this execution's lines"
     );
-    for secret in [token, rotated] {
+    for secret in [token, rotated, "mcp-token-wrong"] {
         assert!(!logs.contains(secret), "an MCP token is in the logs");
         assert!(!history.contains(secret), "an MCP token is in the history");
     }
