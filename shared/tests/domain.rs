@@ -418,3 +418,53 @@ fn canned_histories_replay() {
         );
     }
 }
+
+#[test]
+fn ai_steps_render_their_requests_and_name_their_budgets() {
+    let mut run = Run::start(
+        json!({"name": "ai", "start": "lookup", "budget": {"max_usd": 0.25},
+            "steps": {
+                "lookup": {"type": "mcp", "server": "orders", "tool": "lookup_order",
+                           "arguments": {"order_id": "{{ input.order }}", "verbose": true}, "next": "ask"},
+                "ask": {"type": "llm", "provider": "openai", "model": "gpt-4o-mini",
+                        "prompt": "Order {{ steps.lookup.output.structured.status }}"}}}),
+        json!({"order": "A-17"}),
+    );
+    let request = run.tasks()[0].4.clone();
+    assert_eq!(
+        request,
+        json!({"server": "orders", "tool": "lookup_order", "arguments": {"order_id": "A-17", "verbose": true}})
+    );
+    run.work(|_, _, _| Ok(json!({"text": "", "structured": {"status": "shipped"}})));
+    // The mcp step's result feeds the llm step's prompt.
+    let ask = run.tasks()[0].4.clone();
+    assert_eq!(ask["prompt"], "Order shipped");
+    assert_eq!(ask["budget"]["execution_id"], run.state.id.as_str());
+    assert_eq!(ask["budget"]["workflow_id"], run.state.workflow_id.as_str());
+    assert_eq!(ask["budget"]["max_usd"], 0.25);
+    assert_eq!(ask["budget"]["max_tokens"], Value::Null);
+    run.work(|_, _, _| Ok(json!({"text": "fine"})));
+    assert_eq!(run.status(), "succeeded");
+}
+
+#[test]
+fn ai_step_problems_are_reported_with_pointers() {
+    let def: Definition = serde_json::from_value(json!({"name": "bad", "start": "a", "budget": {},
+        "steps": {
+            "a": {"type": "mcp", "server": "no spaces", "tool": " ", "arguments": ["x"], "next": "b"},
+            "b": {"type": "llm", "provider": "acme", "model": "m", "prompt": "{{ nope }}"}}}))
+    .unwrap();
+    let pointers: Vec<String> = validate(&def).into_iter().map(|p| p.pointer).collect();
+    for expected in [
+        "/budget",
+        "/steps/a/server",
+        "/steps/a/tool",
+        "/steps/a/arguments",
+        "/steps/b/provider",
+    ] {
+        assert!(
+            pointers.iter().any(|p| p == expected),
+            "{expected} in {pointers:?}"
+        );
+    }
+}
