@@ -39,6 +39,43 @@ pub async fn get_item<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// Every item of one partition (optionally only sort keys starting with `sk_prefix`), all pages,
+/// strongly consistent. For small partitions read whole: registries, price tables, a day's ledger.
+pub async fn query_partition(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk_prefix: Option<&str>,
+) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, String>
+{
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let mut query = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .set_exclusive_start_key(start);
+        query = match sk_prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :sk)")
+                .expression_attribute_values(":sk", AttributeValue::S(prefix.to_owned())),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let page = query
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// Pagination cursors: DynamoDB's `LastEvaluatedKey` as URL-safe base64 JSON. A cursor is only
 /// accepted back for the listing it came from (same index partition), so it cannot be used to
 /// page through another tenant's items.

@@ -101,26 +101,9 @@ impl Prices {
             (partition(None), "global"),
             (partition(Some(tenant)), "tenant"),
         ] {
-            let mut start = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| DisplayErrorContext(e).to_string())?;
-                for item in out.items.unwrap_or_default() {
-                    let price = decode(item, source)?;
-                    by_model.insert((price.provider.clone(), price.model.clone()), price);
-                }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
+            for item in crate::aws::query_partition(&self.client, &self.table, &pk, None).await? {
+                let price = decode(item, source)?;
+                by_model.insert((price.provider.clone(), price.model.clone()), price);
             }
         }
         Ok(by_model.into_values().collect())

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -133,29 +132,15 @@ impl UsageLedger {
         let mut out = Vec::new();
         let mut day = from;
         while day <= to {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(
-                        ":pk",
-                        AttributeValue::S(format!("{tenant}#USAGE#{day}")),
-                    )
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| DisplayErrorContext(e).to_string())?;
-                let items: Vec<Item> = serde_dynamo::from_items(page.items.unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
-                out.extend(items.into_iter().map(|i| i.record));
-                start = page.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
-            }
+            let page = crate::aws::query_partition(
+                &self.client,
+                &self.table,
+                &format!("{tenant}#USAGE#{day}"),
+                None,
+            )
+            .await?;
+            let items: Vec<Item> = serde_dynamo::from_items(page).map_err(|e| e.to_string())?;
+            out.extend(items.into_iter().map(|i| i.record));
             day = day.succ_opt().ok_or("date out of range")?;
         }
         Ok(out)

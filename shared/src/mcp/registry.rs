@@ -89,32 +89,15 @@ impl McpRegistry {
     }
 
     pub async fn list(&self, tenant: &str) -> Result<Vec<McpServer>, RegistryError> {
-        let mut servers = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .dynamodb
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :sk)")
-                .expression_attribute_values(":pk", AttributeValue::S(format!("{tenant}#MCP")))
-                .expression_attribute_values(":sk", AttributeValue::S("SERVER#".into()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in out.items.unwrap_or_default() {
-                servers.push(
-                    serde_dynamo::from_item(item)
-                        .map_err(|e| RegistryError::Backend(e.to_string()))?,
-                );
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(servers),
-            }
-        }
+        let items = crate::aws::query_partition(
+            &self.dynamodb,
+            &self.table,
+            &format!("{tenant}#MCP"),
+            Some("SERVER#"),
+        )
+        .await
+        .map_err(RegistryError::Backend)?;
+        serde_dynamo::from_items(items).map_err(|e| RegistryError::Backend(e.to_string()))
     }
 
     /// Registers (or replaces) a server. A token is stored as a secret; without one, a secret
