@@ -15,18 +15,6 @@ use wfe_local::runner;
 
 const STEPS: usize = 20;
 
-async fn chat(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
-    axum::Json(json!({
-        "id": "c", "object": "chat.completion", "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-    }))
-}
-
-async fn echo(body: axum::body::Bytes) -> axum::body::Bytes {
-    body
-}
-
 fn linear(step: impl Fn(usize) -> Value) -> Value {
     let mut steps = serde_json::Map::new();
     for i in 0..STEPS {
@@ -86,18 +74,7 @@ impl Tally {
 #[tokio::main]
 async fn main() {
     let (proxy_url, counts) = wfe_local::proxy::start(endpoint_url()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::Router::new()
-                .route("/v1/chat/completions", axum::routing::post(chat))
-                .route("/echo", axum::routing::post(echo)),
-        )
-        .await
-        .unwrap()
-    });
+    let peer = wfe_local::proxy::start_peer().await;
 
     let direct = sdk_config().await;
     let counted = sdk_config_for(&proxy_url).await;

@@ -6,23 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use serde_json::{json, Value};
 use wfe_local::endpoint::{endpoint_url, sdk_config, sdk_config_for};
 use wfe_local::runner;
-
-async fn echo(body: Bytes) -> Bytes {
-    body
-}
-
-/// An OpenAI-compatible answer, at once: what remains of an `llm` step's time is the engine's.
-async fn chat(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
-    axum::Json(json!({
-        "id": "c", "object": "chat.completion", "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-    }))
-}
 
 struct Scenario {
     name: &'static str,
@@ -76,18 +62,7 @@ fn scenarios(peer: &str) -> Vec<Scenario> {
 #[tokio::main]
 async fn main() {
     let (proxy_url, counts) = wfe_local::proxy::start(endpoint_url()).await;
-    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = format!("http://{}", peer_listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            peer_listener,
-            axum::Router::new()
-                .route("/echo", axum::routing::post(echo))
-                .route("/v1/chat/completions", axum::routing::post(chat)),
-        )
-        .await
-        .unwrap()
-    });
+    let peer = wfe_local::proxy::start_peer().await;
 
     let sdk = sdk_config_for(&proxy_url).await;
     let direct = sdk_config().await;

@@ -1,5 +1,6 @@
-//! A counting proxy between functions and moto, for benchmarks: every DynamoDB call is counted by
-//! operation (`X-Amz-Target`), with the milliseconds spent in it under `ms:<operation>`.
+//! For benchmarks: a counting proxy between functions and moto (every DynamoDB call counted by
+//! operation, `X-Amz-Target`, with its milliseconds under `ms:<operation>`), and a peer that answers
+//! at once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -107,4 +108,35 @@ pub fn reads_writes(counts: &BTreeMap<String, u64>) -> (u64, u64) {
             .sum::<u64>()
     };
     (sum(&READS), sum(&WRITES))
+}
+
+async fn echo(body: Bytes) -> Bytes {
+    body
+}
+
+/// An OpenAI-compatible answer, at once: what remains of an `llm` step's time is the engine's.
+async fn chat(axum::Json(body): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "id": "c", "object": "chat.completion", "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    }))
+}
+
+/// The peer benchmarks call: `POST /echo` answers its body, `POST /v1/chat/completions` answers
+/// like OpenAI, both at once. Returns its base URL.
+pub async fn start_peer() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new()
+                .route("/echo", axum::routing::post(echo))
+                .route("/v1/chat/completions", axum::routing::post(chat)),
+        )
+        .await
+        .unwrap()
+    });
+    base
 }

@@ -106,6 +106,18 @@ impl Functions {
     }
 }
 
+/// A worker configured with `env` working on `tasks` in the background, for a test to kill.
+async fn doomed_worker(
+    app: &App,
+    env: &BTreeMap<String, String>,
+    tasks: &[Value],
+) -> tokio::task::JoinHandle<aws_lambda_events::streams::DynamoDbEventResponse> {
+    let config = wfe_local::runner::function_config(&app.template, "WorkerFunction", env).unwrap();
+    let worker = worker::Handler::new(&config, &app.sdk).await.unwrap();
+    let event = Functions::event(tasks);
+    tokio::spawn(async move { worker.handle(event).await })
+}
+
 async fn status(c: &Client<'_>, id: &str) -> String {
     c.execution(id).await["status"].as_str().unwrap().to_owned()
 }
@@ -158,23 +170,8 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
     assert_eq!(tasks.len(), 1);
 
     // The worker takes the task and dies while the call is in flight.
-    let worker = std::sync::Arc::new(
-        worker::Handler::new(
-            &wfe_local::runner::function_config(
-                &app.template,
-                "WorkerFunction",
-                &[("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into(),
-            )
-            .unwrap(),
-            &app.sdk,
-        )
-        .await
-        .unwrap(),
-    );
-    let running = {
-        let (worker, tasks) = (worker.clone(), tasks.clone());
-        tokio::spawn(async move { worker.handle(Functions::event(&tasks)).await })
-    };
+    let env = [("HTTP_ALLOW_PRIVATE_NETWORKS".to_owned(), "true".to_owned())].into();
+    let running = doomed_worker(&app, &env, &tasks).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while peer.calls("crash") == 0 {
         assert!(Instant::now() < deadline, "the call never started");
@@ -242,18 +239,7 @@ async fn a_worker_that_dies_mid_llm_call_gives_its_budget_reservation_back() {
         ("OPENAI_BASE_URL".to_owned(), providers.base.clone()),
     ]
     .into();
-    let worker = std::sync::Arc::new(
-        worker::Handler::new(
-            &wfe_local::runner::function_config(&app.template, "WorkerFunction", &env).unwrap(),
-            &app.sdk,
-        )
-        .await
-        .unwrap(),
-    );
-    let running = {
-        let (worker, tasks) = (worker.clone(), tasks.clone());
-        tokio::spawn(async move { worker.handle(Functions::event(&tasks)).await })
-    };
+    let running = doomed_worker(&app, &env, &tasks).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while providers.seen.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the call never started");

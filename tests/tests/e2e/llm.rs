@@ -534,16 +534,11 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
         .filter(|(_, _, b)| b["model"] == "gpt-4.1-mini")
         .count();
     assert_eq!(calls, 5, "refused steps never reached the provider");
-    let b: Value = app
-        .http
-        .get(app.url("/budgets"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = Client {
+        app: &app,
+        token: admin_token.clone(),
+    };
+    let b = admin.get_json("/budgets").await;
     let spent = b["spent_usd"].as_f64().unwrap();
     assert!((spent - 5.0 * actual).abs() < 1e-9, "{b:#}");
     assert!(
