@@ -24,7 +24,7 @@ start() {
     python3 -m pip install --quiet 'moto[server]>=5.1'
   fi
   echo "local stack: starting moto on $URL (log: $LOG_FILE)"
-  # Our launcher: moto with O(1) DynamoDB transactions (see the script's docstring).
+  # Our launcher: moto with O(1) DynamoDB transactions, as strict as AWS (see the script's docstring).
   nohup python3 scripts/moto_server.py -H 127.0.0.1 -p "$PORT" >"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
   for _ in $(seq 1 150); do

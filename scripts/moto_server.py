@@ -1,4 +1,4 @@
-"""moto server with DynamoDB transactions made cheap and atomic.
+"""moto server with DynamoDB transactions made cheap, atomic and as strict as AWS.
 
 moto 5 backs up every table a TransactWriteItems touches with copy.deepcopy, once per item in the
 transaction, so one append costs O(items x table size, stream records included) and the local stack
@@ -11,109 +11,332 @@ transaction independent of table size:
 3. otherwise apply all writes; if applying fails (e.g. item too large) undo the writes already made,
    items and stream records both, and re-raise.
 
-A process-wide lock makes each transaction atomic with respect to other transactions, as on AWS.
-
 Second, a Query on a table's key (not an index) looks only at the queried partition. Stock moto
 sorts every item of the table for each Query, so a query's cost grows with the whole table (every
 execution of every test) instead of with its partition, as on DynamoDB (measured: 150 ms per Query
 with a few thousand events stored). Results are unchanged: the same items in the same order.
 
+Third, it refuses what AWS refuses, because code that only ever ran against a lenient moto breaks
+on first contact with DynamoDB:
+
+- Transaction conflicts. A TransactWriteItems holds its items' keys from start to finish; another
+  transaction touching one of them is cancelled with `TransactionConflict` on that item (`None` on
+  the others) even when every condition holds, and a PutItem/UpdateItem/DeleteItem on a held item
+  fails with TransactionConflictException. The backend work itself is serialised by one lock (moto
+  is not thread-safe), single-item writes included; a transaction waiting for it keeps its keys,
+  and yields to other requests once it has them, so overlapping transactions really overlap.
+- Transaction limits: at most 100 items and 4 MB in aggregate (ValidationException).
+- Values, on every write (PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems):
+  numbers of at most 38 significant digits within 1e-130..1e126 in magnitude, M/L nested at most
+  32 levels deep (ValidationException, with AWS's messages).
+
+Test switch: conflicts that timing alone provokes rarely can be forced through a control endpoint
+on the same port. Every answer is JSON; a bad rule gets 400 {"message": ...}.
+
+    POST   /_strict/conflicts            {"rules": [RULE, ...]} (or a bare list): replaces all rules
+    GET    /_strict/conflicts            {"rules": [RULE with "id" and counters, ...],
+                                          "forced_conflicts": n, "natural_conflicts": n,
+                                          "single_write_conflicts": n, "held_keys": n}
+    DELETE /_strict/conflicts            drops all rules; answers like GET
+    POST   /_strict/conflicts/rules      RULE: adds one, answers it with its "id" (e.g. "r3"), so
+                                          several tests' rules coexist
+    GET    /_strict/conflicts/rules/ID   the rule with its counters (404 if unknown)
+    DELETE /_strict/conflicts/rules/ID   removes it, answers its final counters (404 if unknown)
+
+    RULE = {"key_contains": "tenant-abc#BUDGET",  # required: substring of a key attribute's value
+            "table": "name",                      # only this table (default: any)
+            "probability": 0.5,                   # chance to cancel a matching transaction (1.0)
+            "count": 40,                          # at most this many forced conflicts (unlimited)
+            "seed": 7,                            # seeds the rule's RNG (default: unseeded)
+            "hold_ms": 0}                         # see below (default 0)
+
+A forced conflict cancels the transaction with `TransactionConflict` on every matching item.
+`hold_ms`: a matching transaction that is not cancelled keeps its keys that long before doing its
+work (outside the backend lock), so tests can act while it is in flight, e.g. see a PutItem on the
+item refused; with `probability` 0 a rule only holds. Counters: `matched` (transactions touching a
+matching key), `forced`, `held` (holds begun: poll it to know the keys are taken). At start-up,
+MOTO_FORCE_CONFLICTS='[RULE, ...]' installs rules (invalid rules stop the launcher).
+
 Everything else is moto unchanged. Used by scripts/local-stack.sh; see docs/adr/0003-moto-transactions.md.
+Tests: python3 -m unittest discover -s scripts/tests -v
 """
 
+import base64
 import copy
+import functools
 import inspect
+import io
+import itertools
+import json
+import os
+import random
 import sys
 import threading
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
     ConditionalCheckFailed,
+    DynamodbException,
     MockValidationException,
     MultipleTransactionsException,
-    TooManyTransactionsException,
     TransactionCanceledException,
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from werkzeug.wrappers import Request, Response
 
+# ---------------------------------------------------------------------------------------------
+# Shared state
+# ---------------------------------------------------------------------------------------------
+
+# moto's backend is not thread-safe: transactions and single-item writes do their backend work
+# under this lock. Re-entrant, so that a locked path calling another cannot deadlock itself.
 _LOCK = threading.RLock()
+# Guards the bookkeeping below. Held only for that bookkeeping, never while waiting or working.
+_STATE = threading.Lock()
+_HELD: set = set()  # markers (see _marker) of the items held by in-flight transactions
+_RULES: dict = {}  # rule id -> _Rule, in insertion order
+_RULE_IDS = itertools.count(1)
+_STATS = {"natural_conflicts": 0, "single_write_conflicts": 0}
+
 _OPS = {"ConditionCheck", "Put", "Delete", "Update"}
+_ONGOING = "Transaction is ongoing for the item"
+_MAX_TRANSACTION_ITEMS = 100
+_MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+_TOO_MANY_ITEMS = (
+    "1 validation error detected at 'transactItems' failed to satisfy constraint: "
+    "Member must have length less than or equal to 100"
+)
+_TOO_LARGE = "Transaction request cannot be larger than 4 MB"
 
 
-def _key(backend, op_type, op):
-    if op_type == "Put":
-        attrs = op["Item"]
-        table = backend.get_table(op["TableName"])
-        key = {table.hash_key_attr: attrs[table.hash_key_attr]}
-        if table.range_key_attr is not None:
-            key[table.range_key_attr] = attrs[table.range_key_attr]
-        return key
-    return op["Key"]
+class TransactionConflictException(DynamodbException):
+    """What AWS answers a single-item write on an item an in-flight transaction holds."""
+
+    error_type = ERROR_TYPE_PREFIX + "TransactionConflictException"
+
+    def __init__(self) -> None:
+        super().__init__(self.error_type, _ONGOING)
 
 
-def _check(backend, transact_items):
-    """Phase 1: evaluate every condition; returns (errors, planned ops)."""
-    seen = set()
-    errors, planned = [], []
+# ---------------------------------------------------------------------------------------------
+# TransactWriteItems: limits, keys, conflicts, check-then-apply
+# ---------------------------------------------------------------------------------------------
+
+
+class _Op(NamedTuple):
+    kind: str  # Put, Update, Delete or ConditionCheck
+    request: dict  # the action's parameters
+    key: dict | None  # the item's key; None if it could not be found
+    marker: tuple | None  # identifies the item across requests; None with the key
+    error: Exception | None  # why the key could not be found, reported on this item
+
+
+def _check_limits(transact_items):
+    """DynamoDB validates the request as a whole before touching any item."""
+    if len(transact_items) > _MAX_TRANSACTION_ITEMS:
+        raise MockValidationException(_TOO_MANY_ITEMS)
+    size = sum(_action_size(next(iter(item.values()), {})) for item in transact_items)
+    if size > _MAX_TRANSACTION_BYTES:
+        raise MockValidationException(_TOO_LARGE)
+
+
+def _action_size(request):
+    """A transaction action's share of the 4 MB: its item (Put) or key (others), plus the values
+    its expressions bring in (an Update's new values are only known through them)."""
+    size = _attributes_size(request.get("Item") or request.get("Key") or {})
+    values = request.get("ExpressionAttributeValues") or {}
+    return size + sum(_value_size(value) for value in values.values())
+
+
+def _attributes_size(attributes):
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in attributes.items())
+
+
+def _value_size(value):
+    """DynamoDB's documented item-size rules, approximately: strings count their UTF-8 bytes,
+    binaries their bytes, numbers 1 byte per 2 significant digits plus 1, booleans and nulls 1,
+    sets the sum of their members, and a map or list 3 bytes plus 1 per element on top of its
+    elements (a map's element also counts its name)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return 0  # malformed: moto's own validation answers
+    ((kind, raw),) = value.items()
+    if kind == "S":
+        return len(raw.encode("utf-8"))
+    if kind == "N":
+        return (_significant_digits(raw) + 1) // 2 + 1
+    if kind == "B":
+        return _binary_size(raw)
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_size({kind[0]: member}) for member in raw)
+    if kind == "M":
+        return 3 + sum(len(name.encode("utf-8")) + _value_size(v) + 1 for name, v in raw.items())
+    if kind == "L":
+        return 3 + sum(_value_size(v) + 1 for v in raw)
+    return 1  # BOOL, NULL
+
+
+def _binary_size(raw):
+    if isinstance(raw, (bytes, bytearray)):
+        return len(raw)
+    try:  # still base64 text
+        return len(base64.b64decode(raw))
+    except (ValueError, TypeError):
+        return len(str(raw))
+
+
+def _key(backend, kind, request):
+    if kind not in _OPS:
+        raise ValueError("Unsupported transaction operation")
+    if kind != "Put":
+        return request["Key"]
+    attrs = request["Item"]
+    table = backend.get_table(request["TableName"])
+    key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attrs[table.range_key_attr]
+    return key
+
+
+def _marker(backend, table_name, key):
+    """The same item gives the same marker whichever request names it (1 and 1.0 alike)."""
+    parts = []
+    for name, value in sorted(key.items()):
+        ((kind, raw),) = value.items()
+        parts.append((name, kind, Decimal(raw) if kind == "N" else _hashable(raw)))
+    return backend.account_id, backend.region_name, str(table_name), tuple(parts)
+
+
+def _hashable(raw):
+    return raw if isinstance(raw, (str, bytes)) else repr(raw)
+
+
+def _plan(backend, transact_items):
+    """Finds every action's item; raises the request-level ValidationExceptions."""
+    ops, seen = [], set()
     for item in transact_items:
         if len(item) > 1:
             raise TransactWriteSingleOpException
-        op_type, op = next(iter(item.items()))
+        kind, request = next(iter(item.items()))
+        try:
+            key = _key(backend, kind, request)
+            marker = _marker(backend, request["TableName"], key)
+        except MockValidationException:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported per item by _check, as moto does
+            ops.append(_Op(kind, request, None, None, e))
+            continue
+        if marker in seen:
+            raise MultipleTransactionsException()
+        seen.add(marker)
+        ops.append(_Op(kind, request, key, marker, None))
+    return ops
+
+
+def _conflict(ops, indexes):
+    """Cancels a transaction the way AWS does when other requests hold some of its items."""
+    reasons = [("TransactionConflict", _ONGOING, None) if i in indexes else (None, None, None)
+               for i in range(len(ops))]
+    return TransactionCanceledException(reasons)
+
+
+def _register(ops):
+    """Takes every item's key for this transaction, or none: returns the indexes of the items
+    another in-flight transaction holds (empty when the keys are now ours)."""
+    markers = [op.marker for op in ops if op.marker is not None]
+    with _STATE:
+        busy = {i for i, op in enumerate(ops) if op.marker in _HELD}
+        if busy:
+            _STATS["natural_conflicts"] += 1
+        else:
+            _HELD.update(markers)
+        return busy
+
+
+def _release(ops):
+    with _STATE:
+        _HELD.difference_update(op.marker for op in ops if op.marker is not None)
+
+
+def _in_flight(seconds, holders):
+    """Lets other requests run while this transaction holds its keys, outside the backend lock.
+
+    Without the hold_ms test switch it only yields the GIL (sleep(0)): a transaction otherwise
+    usually completes within one interpreter time slice, so overlapping transactions, everyday
+    on AWS where a transaction lasts a network round-trip, would almost never be seen here
+    (measured, two threads on one item: 0 or 1 conflict per 400-800 transactions without it,
+    about one in ten with it)."""
+    if holders:
+        with _STATE:
+            for rule in holders:
+                rule.held += 1
+    time.sleep(seconds)
+
+
+def _check(backend, ops):
+    """Phase 1: evaluate every condition; returns the per-item errors (code, message, item)."""
+    errors = []
+    for op in ops:
         original = None
         try:
-            if op_type not in _OPS:
-                raise ValueError("Unsupported transaction operation")
-            key = _key(backend, op_type, op)
-            marker = (str(op["TableName"]), str(dict(sorted(key.items()))))
-            if marker in seen:
-                raise MultipleTransactionsException()
-            seen.add(marker)
-            current = backend.get_item(op["TableName"], key)
-            condition = op.get("ConditionExpression")
+            if op.error is not None:
+                raise op.error
+            current = backend.get_item(op.request["TableName"], op.key)
+            condition = op.request.get("ConditionExpression")
             if condition is not None:
                 expr = get_filter_expression(
-                    condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                    condition,
+                    op.request.get("ExpressionAttributeNames"),
+                    op.request.get("ExpressionAttributeValues"),
                 )
                 if not expr.expr(current):
-                    if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    if op.request.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
                         original = current.to_json()["Attributes"]
                     raise ConditionalCheckFailed(item=original)
             errors.append((None, None, None))
-            planned.append((op_type, op, key))
         except MockValidationException:
             raise
         except ConditionalCheckFailed as e:
             errors.append(("ConditionalCheckFailed", str(e.message), original))
         except Exception as e:  # noqa: BLE001 - reported per item, as moto does
             errors.append((type(e).__name__, str(e), original))
-    return errors, planned
+    return errors
 
 
-def _apply(backend, planned):
-    """Phase 2: write; on failure undo written items and their stream records."""
+def _apply(backend, ops):
+    """Phase 2: write; on failure undo written items and their stream records.
+
+    Calls the backend directly, so the single-item-write guard (which sits on the HTTP handlers)
+    never sees the transaction's own writes."""
     undo = []  # (table, key, previous item or None)
     shard_lengths = {}
     try:
-        for op_type, op, key in planned:
-            name = op["TableName"]
+        for op in ops:
+            name, request = op.request["TableName"], op.request
             table = backend.get_table(name)
             if table.stream_shard is not None and name not in shard_lengths:
                 shard_lengths[name] = len(table.stream_shard.items)
-            if op_type == "ConditionCheck":
+            if op.kind == "ConditionCheck":
                 continue
-            previous = backend.get_item(name, key)
-            undo.append((table, key, copy.deepcopy(previous)))
-            names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
-            if op_type == "Put":
-                backend.put_item(name, op["Item"], expression_attribute_names=names,
+            previous = backend.get_item(name, op.key)
+            undo.append((table, op.key, copy.deepcopy(previous)))
+            names, values = request.get("ExpressionAttributeNames"), request.get("ExpressionAttributeValues")
+            if op.kind == "Put":
+                backend.put_item(name, request["Item"], expression_attribute_names=names,
                                  expression_attribute_values=values)
-            elif op_type == "Delete":
-                backend.delete_item(name, key, expression_attribute_names=names,
+            elif op.kind == "Delete":
+                backend.delete_item(name, op.key, expression_attribute_names=names,
                                     expression_attribute_values=values)
             else:
-                backend.update_item(name, key, update_expression=op["UpdateExpression"],
+                backend.update_item(name, op.key, update_expression=request["UpdateExpression"],
                                     expression_attribute_names=names,
                                     expression_attribute_values=values)
     except Exception:
@@ -131,16 +354,379 @@ def _apply(backend, planned):
 
 
 def transact_write_items(self, transact_items):
-    if len(transact_items) > 100:
-        raise TooManyTransactionsException()
-    with _LOCK:
-        errors, planned = _check(self, transact_items)
-        if any(code is not None for code, _, _ in errors):
-            raise TransactionCanceledException(errors)
-        _apply(self, planned)
+    _check_limits(transact_items)
+    ops = _plan(self, transact_items)
+    forced, hold_seconds, holders = _consult_rules(ops)
+    if forced:
+        raise _conflict(ops, forced)
+    busy = _register(ops)
+    if busy:
+        raise _conflict(ops, busy)
+    try:
+        _in_flight(hold_seconds, holders)
+        with _LOCK:
+            errors = _check(self, ops)
+            if any(code is not None for code, _, _ in errors):
+                raise TransactionCanceledException(errors)
+            _apply(self, ops)
+    finally:
+        _release(ops)
 
 
 DynamoDBBackend.transact_write_items = transact_write_items
+
+# ---------------------------------------------------------------------------------------------
+# Single-item writes on items held by a transaction
+# ---------------------------------------------------------------------------------------------
+
+
+def _held_by_transaction(backend, body):
+    try:
+        kind = "Put" if "Item" in body else "Update"
+        marker = _marker(backend, body["TableName"], _key(backend, kind, body))
+    except Exception:  # noqa: BLE001 - a malformed request: moto's own validation answers
+        return False
+    with _STATE:
+        return marker in _HELD
+
+
+def _guard_single_write(handler):
+    """Wraps moto's PutItem/UpdateItem/DeleteItem handler. The HTTP handler rather than the
+    backend method, because BatchWriteItem and the transaction's own _apply call the backend too
+    and must not be refused."""
+
+    @functools.wraps(handler)
+    def guarded(self):
+        with _LOCK:
+            if _held_by_transaction(self.dynamodb_backend, self.body):
+                with _STATE:
+                    _STATS["single_write_conflicts"] += 1
+                raise TransactionConflictException()
+            return handler(self)
+
+    return guarded
+
+
+for _name in ("put_item", "update_item", "delete_item"):
+    setattr(DynamoHandler, _name, _guard_single_write(getattr(DynamoHandler, _name)))
+
+# ---------------------------------------------------------------------------------------------
+# Forced conflicts (test switch)
+# ---------------------------------------------------------------------------------------------
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+class _Rule:
+    """Cancels (or holds) transactions that touch an item whose key contains a substring."""
+
+    FIELDS = {"key_contains", "table", "probability", "count", "seed", "hold_ms"}
+
+    def __init__(self, rule_id, spec):
+        if not isinstance(spec, dict):
+            raise _BadRequest("a rule is a JSON object")
+        unknown = set(spec) - self.FIELDS
+        if unknown:
+            raise _BadRequest(f"unknown rule field(s): {', '.join(sorted(unknown))}")
+        self.id = rule_id
+        self.key_contains = spec.get("key_contains")
+        if not isinstance(self.key_contains, str) or not self.key_contains:
+            raise _BadRequest("key_contains must be a non-empty string")
+        self.table = spec.get("table")
+        if self.table is not None and not isinstance(self.table, str):
+            raise _BadRequest("table must be a string")
+        self.probability = _number(spec, "probability", 1.0, 0.0, 1.0)
+        self.count = spec.get("count")
+        if self.count is not None and (not isinstance(self.count, int) or isinstance(self.count, bool)
+                                       or self.count < 0):
+            raise _BadRequest("count must be a non-negative integer")
+        self.hold_ms = _number(spec, "hold_ms", 0, 0, 60_000)
+        self.seed = spec.get("seed")
+        # Unseeded unless asked: a seed makes a probabilistic rule repeatable.
+        self.rng = random.Random(self.seed) if self.seed is not None else random.Random()
+        self.matched = self.forced = self.held = 0
+
+    def matches(self, table_name, key_texts):
+        if self.table is not None and table_name != self.table:
+            return False
+        return any(self.key_contains in text for text in key_texts)
+
+    def fires(self):
+        if self.count is not None and self.forced >= self.count:
+            return False
+        return self.rng.random() < self.probability
+
+    def view(self):
+        return {"id": self.id, "key_contains": self.key_contains, "table": self.table,
+                "probability": self.probability, "count": self.count, "seed": self.seed,
+                "hold_ms": self.hold_ms, "matched": self.matched, "forced": self.forced,
+                "held": self.held}
+
+
+def _number(spec, field, default, low, high):
+    value = spec.get(field, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise _BadRequest(f"{field} must be a number from {low} to {high}")
+    return value
+
+
+def _key_texts(key):
+    """The string form of each key attribute's value, which rules match against."""
+    texts = []
+    for value in key.values():
+        raw = next(iter(value.values()))
+        texts.append(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw))
+    return texts
+
+
+def _consult_rules(ops):
+    """Returns (indexes of the items to cancel with a forced conflict, seconds to hold the keys,
+    the rules asking for that hold)."""
+    touched = [(i, op.request["TableName"], _key_texts(op.key)) for i, op in enumerate(ops)
+               if op.key is not None]
+    forced, hold_ms, holders = set(), 0, []
+    with _STATE:
+        for rule in _RULES.values():
+            hits = {i for i, table_name, texts in touched if rule.matches(table_name, texts)}
+            if not hits:
+                continue
+            rule.matched += 1
+            if rule.fires():
+                rule.forced += 1
+                forced |= hits
+            elif rule.hold_ms:
+                hold_ms = max(hold_ms, rule.hold_ms)
+                holders.append(rule)
+    if forced:
+        return forced, 0, []
+    return forced, hold_ms / 1000, holders
+
+
+def _new_rule(spec):
+    return _Rule(f"r{next(_RULE_IDS)}", spec)
+
+
+def _replace_rules(payload):
+    specs = payload.get("rules") if isinstance(payload, dict) else payload
+    if not isinstance(specs, list):
+        raise _BadRequest('expected {"rules": [...]} or a list of rules')
+    rules = [_new_rule(spec) for spec in specs]  # all valid, or nothing changes
+    with _STATE:
+        _RULES.clear()
+        _RULES.update((rule.id, rule) for rule in rules)
+    return _snapshot()
+
+
+def _add_rule(spec):
+    rule = _new_rule(spec)
+    with _STATE:
+        _RULES[rule.id] = rule
+        return rule.view()
+
+
+def _rule_view(rule_id, remove=False):
+    with _STATE:
+        rule = _RULES.pop(rule_id, None) if remove else _RULES.get(rule_id)
+        return None if rule is None else rule.view()
+
+
+def _snapshot():
+    with _STATE:
+        rules = [rule.view() for rule in _RULES.values()]
+        return {"rules": rules, "forced_conflicts": sum(r["forced"] for r in rules),
+                "held_keys": len(_HELD), **_STATS}
+
+
+def _control_route(method, path, body):
+    """(status, JSON payload) for a /_strict/... request."""
+    parts = path.strip("/").split("/")
+    if parts == ["_strict", "conflicts"]:
+        if method == "GET":
+            return 200, _snapshot()
+        if method == "POST":
+            return 200, _replace_rules(_json(body))
+        if method == "DELETE":
+            return 200, _replace_rules([])
+    elif parts == ["_strict", "conflicts", "rules"]:
+        if method == "POST":
+            return 200, _add_rule(_json(body))
+    elif len(parts) == 4 and parts[:3] == ["_strict", "conflicts", "rules"]:
+        if method in ("GET", "DELETE"):
+            view = _rule_view(parts[3], remove=method == "DELETE")
+            return (200, view) if view is not None else (404, {"message": f"no rule {parts[3]}"})
+    else:
+        return 404, {"message": f"unknown path {path}"}
+    return 405, {"message": f"{method} not allowed on {path}"}
+
+
+def _json(body):
+    try:
+        return json.loads(body or b"null")
+    except ValueError as e:
+        raise _BadRequest(f"invalid JSON: {e}") from None
+
+
+def _control(environ, start_response):
+    request = Request(environ)
+    try:
+        status, payload = _control_route(request.method, request.path, request.get_data())
+    except _BadRequest as e:
+        status, payload = 400, {"message": str(e)}
+    return Response(json.dumps(payload), status=status, mimetype="application/json")(environ, start_response)
+
+
+def _load_startup_rules():
+    text = os.environ.get("MOTO_FORCE_CONFLICTS", "").strip()
+    if text:
+        try:
+            _replace_rules(_json(text))
+        except _BadRequest as e:
+            sys.exit(f"MOTO_FORCE_CONFLICTS: {e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and nesting, at the HTTP level so every write path is covered the same way
+# ---------------------------------------------------------------------------------------------
+
+_WRITE_TARGETS = {f"DynamoDB_20120810.{op}" for op in
+                  ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")}
+# Request fields holding {attribute name: AttributeValue}, wherever they appear in a request
+# (top level, TransactItems[].Put, RequestItems.<table>[].PutRequest, ...).
+_ATTRIBUTE_MAPS = {"Item", "Key", "ExpressionAttributeValues"}
+_MAX_DIGITS = 38
+_MAX_NESTING = 32
+_TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits in a Number"
+_OVERFLOW = "Number overflow. Attempting to store a number with magnitude larger than supported range"
+_UNDERFLOW = "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+_TOO_DEEP = "Nesting Levels have exceeded supported limits"
+_LARGEST = Decimal("1e126")
+_SMALLEST = Decimal("1e-130")
+
+
+def _significant_digits(text):
+    """Digits DynamoDB stores: leading and trailing zeros are not significant (1000 and 0.001
+    both have one). 0 for anything that is not a finite number."""
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, TypeError, ValueError):
+        return 0
+    if not number.is_finite():
+        return 0
+    return len("".join(map(str, number.as_tuple().digits)).strip("0"))
+
+
+def _number_problem(text):
+    try:
+        number = Decimal(text)
+    except (InvalidOperation, TypeError, ValueError):
+        return None  # not a number: moto's own validation answers
+    if not number.is_finite():
+        return None
+    if _significant_digits(text) > _MAX_DIGITS:
+        return _TOO_MANY_DIGITS
+    magnitude = number.copy_abs()  # exact, unlike abs(), which rounds to the context precision
+    if magnitude >= _LARGEST:
+        return _OVERFLOW
+    if magnitude and magnitude < _SMALLEST:
+        return _UNDERFLOW
+    return None
+
+
+def _value_problem(value, depth=0):
+    """First problem in an AttributeValue. `depth` counts the maps and lists around it: a
+    top-level attribute that is a map is level 1, a map inside it level 2, ... up to 32."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return None  # malformed: moto's own validation answers
+    ((kind, raw),) = value.items()
+    if kind == "N":
+        return _number_problem(raw)
+    if kind == "NS" and isinstance(raw, list):
+        return _first(_number_problem(member) for member in raw)
+    if kind in ("M", "L"):
+        if depth + 1 > _MAX_NESTING:
+            return _TOO_DEEP
+        children = raw.values() if isinstance(raw, dict) else raw if isinstance(raw, list) else []
+        return _first(_value_problem(child, depth + 1) for child in children)
+    return None
+
+
+def _request_problem(node):
+    """First number or nesting problem in any attribute map of a write request."""
+    if isinstance(node, list):
+        return _first(_request_problem(child) for child in node)
+    if not isinstance(node, dict):
+        return None
+    for field, child in node.items():
+        if field in _ATTRIBUTE_MAPS and isinstance(child, dict):
+            problem = _first(_value_problem(value) for value in child.values())
+        elif field == "AttributeUpdates" and isinstance(child, dict):  # legacy UpdateItem
+            problem = _first(_value_problem(u.get("Value")) for u in child.values() if isinstance(u, dict))
+        else:
+            problem = _request_problem(child)
+        if problem:
+            return problem
+    return None
+
+
+def _first(problems):
+    return next((p for p in problems if p), None)
+
+
+def _write_problem(environ):
+    """The ValidationException message DynamoDB would answer this write with, or None."""
+    if environ.get("HTTP_X_AMZ_TARGET") not in _WRITE_TARGETS:
+        return None
+    if environ.get("HTTP_CONTENT_ENCODING", "identity") != "identity":
+        return None  # compressed: left to moto
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length <= 0:
+        return None
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None  # malformed JSON: moto answers
+    return _request_problem(request)
+
+
+def _validation_error(message, start_response):
+    """A ValidationException as DynamoDB sends it (the SDKs read the code after the `#`)."""
+    body = json.dumps({"__type": "com.amazon.coral.validate#ValidationException",
+                       "message": message}).encode("utf-8")
+    start_response("400 Bad Request", [
+        ("Content-Type", "application/x-amz-json-1.0"),
+        ("Content-Length", str(len(body))),
+        ("x-amzn-RequestId", str(uuid.uuid4())),
+    ])
+    return [body]
+
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _serve(self, environ, start_response):
+    """moto's WSGI entry point, with the control endpoint and DynamoDB's value limits in front."""
+    if environ.get("PATH_INFO", "").startswith("/_strict/"):
+        return _control(environ, start_response)
+    problem = _write_problem(environ)
+    if problem is not None:
+        return _validation_error(problem, start_response)
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _serve
+
+# ---------------------------------------------------------------------------------------------
+# Query: only the queried partition
+# ---------------------------------------------------------------------------------------------
 
 _PARTITION = threading.local()
 _all_items = Table.all_items
@@ -189,4 +775,5 @@ Table.query = query
 if __name__ == "__main__":
     from moto.server import main
 
+    _load_startup_rules()
     sys.exit(main(sys.argv[1:]))
