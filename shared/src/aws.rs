@@ -108,3 +108,110 @@ pub mod cursor {
         serde_dynamo::to_item(json).map_err(|_| INVALID)
     }
 }
+
+/// TransactWriteItems with DynamoDB's cancellation reasons told apart.
+pub mod transact {
+    use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    use aws_sdk_dynamodb::types::TransactWriteItem;
+    use std::time::Duration;
+
+    /// How often a transaction cancelled only by conflicts is sent again, and the back-off cap.
+    pub const CONFLICT_ATTEMPTS: u32 = 10;
+    const MAX_PAUSE_MS: u64 = 1_000;
+
+    /// Why a transaction was cancelled, item by item (`None` where that item was fine).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Cancelled {
+        pub reasons: Vec<Option<String>>,
+    }
+
+    impl Cancelled {
+        /// Item `i`'s condition did not hold.
+        pub fn failed(&self, i: usize) -> bool {
+            self.code(i) == Some("ConditionalCheckFailed")
+        }
+
+        pub fn any_failed(&self) -> bool {
+            (0..self.reasons.len()).any(|i| self.failed(i))
+        }
+
+        /// Only overlapping transactions stood in the way: sending it again may succeed.
+        pub fn only_conflicts(&self) -> bool {
+            let codes: Vec<&str> = (0..self.reasons.len())
+                .filter_map(|i| self.code(i))
+                .collect();
+            !codes.is_empty() && codes.iter().all(|c| *c == "TransactionConflict")
+        }
+
+        fn code(&self, i: usize) -> Option<&str> {
+            self.reasons
+                .get(i)
+                .and_then(|r| r.as_deref())
+                .filter(|c| *c != "None")
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum TransactError {
+        #[error("transaction cancelled: {0:?}")]
+        Cancelled(Cancelled),
+        #[error("{0}")]
+        Other(String),
+    }
+
+    /// Sends the transaction; one that AWS cancelled only because another transaction held one of
+    /// its items (`TransactionConflict`, which happens even when every condition holds) is sent
+    /// again after a jittered, growing pause, up to `CONFLICT_ATTEMPTS` times. Any other
+    /// cancellation comes back with its reasons, for the caller to tell a failed condition from
+    /// a conflict that would not clear.
+    pub async fn write(
+        client: &aws_sdk_dynamodb::Client,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), TransactError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let cancelled = match sent {
+                Ok(_) => return Ok(()),
+                Err(e) => classify(e)?,
+            };
+            if !cancelled.only_conflicts() || attempt >= CONFLICT_ATTEMPTS {
+                return Err(TransactError::Cancelled(cancelled));
+            }
+            tokio::time::sleep(pause(attempt)).await;
+        }
+    }
+
+    /// Full jitter over an exponential ceiling (10 ms, 20 ms, ... capped): concurrent losers
+    /// spread out instead of colliding again in lockstep.
+    pub fn pause(attempt: u32) -> Duration {
+        let ceiling = (10u64 << attempt.min(10)).min(MAX_PAUSE_MS);
+        let random = uuid::Uuid::new_v4().as_u128() as u64;
+        Duration::from_millis(1 + random % ceiling)
+    }
+
+    fn classify(
+        e: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    ) -> Result<Cancelled, TransactError> {
+        let text = DisplayErrorContext(&e).to_string();
+        match e {
+            SdkError::ServiceError(service) => match service.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(cancel) => Ok(Cancelled {
+                    reasons: cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().map(str::to_owned))
+                        .collect(),
+                }),
+                _ => Err(TransactError::Other(text)),
+            },
+            _ => Err(TransactError::Other(text)),
+        }
+    }
+}

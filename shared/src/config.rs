@@ -303,6 +303,13 @@ impl Config {
         self.env.get(name).filter(|v| !v.trim().is_empty()).cloned()
     }
 
+    /// How old a budget reservation must be before the sweep settles it from its step's recorded
+    /// outcome (`HOLD_SWEEP_GRACE_SECS`, default 1800: longer than any Lambda invocation, so no
+    /// attempt still in flight is touched).
+    pub fn hold_sweep_grace_secs(&self) -> Result<u64, ConfigError> {
+        self.number("HOLD_SWEEP_GRACE_SECS", None, 1800)
+    }
+
     /// Seconds an LLM provider call may take (`LLM_TIMEOUT`, default 120).
     pub fn llm_timeout_secs(&self) -> Result<u64, ConfigError> {
         self.number("LLM_TIMEOUT", None, 120)

@@ -16,10 +16,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = &handler;
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<EventBridgeEvent>| async move {
-            let fired = handler.handle().await?;
-            Ok::<_, lambda_runtime::Error>(
-                serde_json::json!({"fired": fired.fired, "failed": fired.failed}),
-            )
+            let tick = handler.handle().await?;
+            Ok::<_, lambda_runtime::Error>(tick)
         },
     ))
     .await

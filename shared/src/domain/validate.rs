@@ -21,6 +21,11 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 pub const MAX_CONCURRENCY: u32 = 100;
 pub const MAX_ATTEMPTS: u32 = 20;
 pub const MAX_STEPS: usize = 200;
+/// The longest a wait, a timeout or an `until` may reach ahead: a year. Past it nothing is
+/// durable in practice, and unbounded values overflow the clock.
+pub const MAX_DURATION_SECS: u64 = 366 * 24 * 3600;
+/// The longest pause between two attempts of a step: a day.
+pub const MAX_RETRY_INTERVAL_MS: u64 = 86_400_000;
 
 /// Which graph a step belongs to: the top level, or a nested graph of a parallel or map step.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -341,7 +346,14 @@ fn check_step(
             }
         }
         StepKind::Wait { seconds, until } => match (seconds, until) {
-            (Some(_), None) => {}
+            (Some(s), None) => {
+                if *s > MAX_DURATION_SECS {
+                    c.add(
+                        format!("{base}/seconds"),
+                        format!("a wait may last at most {MAX_DURATION_SECS} seconds (366 days)"),
+                    );
+                }
+            }
             (None, Some(until)) => tv(c, "until", &Value::String(until.clone()), false),
             _ => c.add(
                 base.clone(),
@@ -500,6 +512,17 @@ fn check_step(
                 "backoff_rate must be between 1 and 10",
             );
         }
+        for (field, value) in [
+            ("initial_interval_ms", Some(retry.initial_interval_ms)),
+            ("max_interval_ms", retry.max_interval_ms),
+        ] {
+            if value.is_some_and(|v| v > MAX_RETRY_INTERVAL_MS) {
+                c.add(
+                    format!("{base}/retry/{field}"),
+                    format!("{field} may be at most {MAX_RETRY_INTERVAL_MS} (a day)"),
+                );
+            }
+        }
         if retry
             .max_interval_ms
             .is_some_and(|m| m < retry.initial_interval_ms)
@@ -514,6 +537,12 @@ fn check_step(
         c.add(
             format!("{base}/timeout_seconds"),
             "a timeout must be at least 1 second",
+        );
+    }
+    if step.timeout_seconds.is_some_and(|t| t > MAX_DURATION_SECS) {
+        c.add(
+            format!("{base}/timeout_seconds"),
+            format!("a timeout may be at most {MAX_DURATION_SECS} seconds (366 days)"),
         );
     }
 }

@@ -8,12 +8,15 @@ use std::collections::BTreeMap;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 
+use super::orchestrator::TurnError;
 use super::worker::Done;
 use super::{Orchestrator, Worker};
 use crate::domain::execution::{ExecutionState, StepError};
 use crate::events::{decode_stream_record, Envelope, StreamId, Upcasters};
+use crate::executions::RepoError;
 
 /// Executions (orchestrator) or tasks (worker) handled at once within one batch.
 const CONCURRENCY: usize = 16;
@@ -111,7 +114,13 @@ pub async fn orchestrate(
     }
     let failed: Vec<String> = futures::stream::iter(groups)
         .map(|g| async move {
-            match o.turn(&g.stream, &g.events, now).await {
+            // A panic in one execution's turn (a bug, or a definition that trips one) fails that
+            // execution only; the rest of the batch and the shard go on.
+            let turn = AssertUnwindSafe(o.turn(&g.stream, &g.events, now))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(TurnError::Panicked(panic_message(&*panic))));
+            match turn {
                 Ok(turn) => {
                     tracing::debug!(stream = %g.stream, ?turn, "turn");
                     None
@@ -158,7 +167,16 @@ pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEv
         .collect();
     let failed: Vec<String> = futures::stream::iter(tasks)
         .map(|(seq, envelope)| async move {
-            match w.handle(&envelope).await {
+            let handled = AssertUnwindSafe(w.handle(&envelope))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(RepoError::Store(crate::events::StoreError::Backend(format!(
+                        "the worker panicked: {}",
+                        panic_message(&*panic)
+                    ))))
+                });
+            match handled {
                 Ok(done) => {
                     if done != Done::Ignored {
                         tracing::debug!(stream = %envelope.stream_id, ?done, "task");
@@ -180,4 +198,13 @@ pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEv
         .collect()
         .await;
     failures(failed)
+}
+
+/// What a caught panic said, for the execution's error.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

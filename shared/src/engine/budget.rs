@@ -22,6 +22,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::aws::transact::TransactError;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +119,33 @@ pub struct Reservation {
     attempt: String,
     period: String,
     holds: Vec<Hold>,
+    /// The execution whose step made the call: where the sweep finds its recorded usage.
+    #[serde(default)]
+    execution_id: Option<String>,
+}
+
+impl Reservation {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn attempt(&self) -> &str {
+        &self.attempt
+    }
+
+    pub fn execution_id(&self) -> Option<&str> {
+        self.execution_id.as_deref()
+    }
+}
+
+/// Reservation records are spread over this many partitions of the sparse `holds` index
+/// (migration 0005), so the sweep finds them without scanning and no index partition is hot.
+pub const HOLD_SHARDS: u32 = 8;
+pub const HOLDS_INDEX: &str = "holds";
+
+fn hold_shard(attempt: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(attempt.as_bytes());
+    format!("HOLD#{}", u32::from(digest[0]) % HOLD_SHARDS)
 }
 
 /// Shares of a monthly limit whose crossing is announced (once per period each).
@@ -125,6 +154,9 @@ pub const THRESHOLDS: [u32; 3] = [50, 80, 95];
 /// The category of a tenant's budget streams (`<tenant>#budget#<yyyy-mm>`), where crossed
 /// thresholds are recorded as `BudgetThresholdCrossed` events.
 pub const ALERT_CATEGORY: &str = "budget";
+
+/// A refusal that a concurrent settlement may have made room for is tried this often.
+const RESERVE_ROUNDS: usize = 3;
 
 /// How long an execution's account is kept after its last reservation.
 const EXECUTION_ACCOUNT_TTL_SECS: i64 = 90 * 24 * 3600;
@@ -137,6 +169,9 @@ pub enum BudgetError {
         available: String,
         needed: String,
     },
+    /// Conflicting transactions on the same budget did not clear in time (retryable).
+    #[error("budget busy: {0}")]
+    Contended(String),
     #[error("budget store: {0}")]
     Backend(String),
 }
@@ -342,20 +377,31 @@ impl Budgets {
             ),
         ] {
             let Some(delta) = delta else { continue };
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(period_key.clone()))
-                .update_expression(format!("SET {attr} = {attr} + :d"))
-                .condition_expression(format!("attribute_exists({attr})"))
-                .expression_attribute_values(":d", AttributeValue::N(delta))
-                .send()
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
-                Err(e) => return Err(backend(e)),
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let r = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(period_key.clone()))
+                    .update_expression(format!("SET {attr} = {attr} + :d"))
+                    .condition_expression(format!("attribute_exists({attr})"))
+                    .expression_attribute_values(":d", AttributeValue::N(delta.clone()))
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => break,
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => break,
+                    // A reservation's transaction holds the account right now.
+                    Err(e)
+                        if e.code() == Some("TransactionConflictException")
+                            && attempt < crate::aws::transact::CONFLICT_ATTEMPTS =>
+                    {
+                        tokio::time::sleep(crate::aws::transact::pause(attempt)).await
+                    }
+                    Err(e) => return Err(backend(e)),
+                }
             }
         }
         Ok(())
@@ -400,6 +446,7 @@ impl Budgets {
             attempt: attempt.to_owned(),
             period,
             holds,
+            execution_id: who.execution_id.map(str::to_owned),
         };
         let mut items = Vec::new();
         for hold in &reservation.holds {
@@ -428,6 +475,8 @@ impl Budgets {
             "expires_at".into(),
             n(at.timestamp() + EXECUTION_ACCOUNT_TTL_SECS),
         );
+        record.insert("hold_shard".into(), s(hold_shard(attempt)));
+        record.insert("held_at".into(), n(at.timestamp()));
         items.push(
             aws_sdk_dynamodb::types::TransactWriteItem::builder()
                 .put(
@@ -440,26 +489,38 @@ impl Budgets {
                 )
                 .build(),
         );
-        let refused = match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => false,
-            Err(e) if e.code() == Some("TransactionCanceledException") => true,
-            Err(e) => return Err(backend(e)),
-        };
-        if refused {
-            return Err(self
-                .exceeded(who.tenant, &reservation.holds, at, usd, tokens)
-                .await);
+        let record_index = items.len() - 1;
+        // A failed condition means a budget was short when checked; a settlement in between may
+        // have made room since, so a refusal is re-read and, where room appeared, tried again.
+        for _ in 0..RESERVE_ROUNDS {
+            match crate::aws::transact::write(&self.client, items.clone()).await {
+                Ok(()) => return Ok(Some(reservation)),
+                Err(TransactError::Cancelled(c)) if c.failed(record_index) => {
+                    return Err(BudgetError::Backend(format!(
+                        "attempt {attempt} already holds a reservation"
+                    )))
+                }
+                Err(TransactError::Cancelled(c)) if c.any_failed() => {
+                    if let Some(short) = self
+                        .exceeded(who.tenant, &reservation.holds, at, usd, tokens)
+                        .await?
+                    {
+                        return Err(short);
+                    }
+                }
+                Err(TransactError::Cancelled(c)) => {
+                    return Err(BudgetError::Contended(format!("{:?}", c.reasons)))
+                }
+                Err(TransactError::Other(e)) => return Err(BudgetError::Backend(e)),
+            }
         }
-        Ok(Some(reservation))
+        Err(BudgetError::Contended(
+            "the budget kept changing while this call reserved".into(),
+        ))
     }
 
-    /// Names the first budget without room for the call (read after the refusal).
+    /// Names the first budget without room for the call (read after the refusal); `None` when
+    /// every budget has room again.
     async fn exceeded(
         &self,
         tenant: &str,
@@ -467,19 +528,16 @@ impl Budgets {
         at: DateTime<Utc>,
         usd: f64,
         tokens: u64,
-    ) -> BudgetError {
+    ) -> Result<Option<BudgetError>, BudgetError> {
         let needed = format!("{usd:.6} USD / {tokens} tokens");
         for hold in holds {
-            let left = match self.usage(tenant, &hold.scope, at).await {
-                Ok(u) => u,
-                Err(e) => return e,
-            };
+            let left = self.usage(tenant, &hold.scope, at).await?;
             let usd_left = left.available_usd.or(hold.limits.monthly_usd);
             let tokens_left = left.available_tokens.or(hold.limits.monthly_tokens);
             let short_usd = hold.usd.is_some() && usd_left.is_some_and(|a| a < usd);
             let short_tokens = hold.tokens.is_some() && tokens_left.is_some_and(|a| a < tokens);
             if short_usd || short_tokens {
-                return BudgetError::Exceeded {
+                return Ok(Some(BudgetError::Exceeded {
                     scope: hold.scope.describe(),
                     available: if short_usd {
                         format!("{:.6} USD", usd_left.unwrap_or_default())
@@ -487,15 +545,11 @@ impl Budgets {
                         format!("{} tokens", tokens_left.unwrap_or_default())
                     },
                     needed,
-                };
+                }));
             }
         }
-        // Another call settled in between: the budget was short when it was checked.
-        BudgetError::Exceeded {
-            scope: "a budget".into(),
-            available: "less".into(),
-            needed,
-        }
+        // Another call settled in between: there is room now.
+        Ok(None)
     }
 
     /// Replaces the reservation by what was actually spent (zero when the call failed), at most
@@ -550,17 +604,13 @@ impl Budgets {
                 )
                 .build(),
         );
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => {}
+        let record_index = items.len() - 1;
+        match crate::aws::transact::write(&self.client, items).await {
+            Ok(()) => {}
             // Settled before (its record is gone): nothing to do twice.
-            Err(e) if e.code() == Some("TransactionCanceledException") => return Ok(()),
-            Err(e) => return Err(backend(e)),
+            Err(TransactError::Cancelled(c)) if c.failed(record_index) => return Ok(()),
+            // Still held: the sweep settles it later from the step's recorded outcome.
+            Err(e) => return Err(BudgetError::Backend(format!("settlement not written: {e}"))),
         }
         for hold in &r.holds {
             if matches!(hold.scope, Scope::Execution(_)) || self.alerts.is_none() {
@@ -579,6 +629,19 @@ impl Budgets {
     /// settlement); `false` when it holds nothing. The provider may or may not have been called:
     /// nothing is counted as spent, since no usage was ever reported.
     pub async fn release(&self, tenant: &str, attempt: &str) -> Result<bool, BudgetError> {
+        let Some(reservation) = self.held(tenant, attempt).await? else {
+            return Ok(false);
+        };
+        self.settle(&reservation, 0.0, 0).await?;
+        Ok(true)
+    }
+
+    /// The reservation an attempt still holds, if any.
+    pub async fn held(
+        &self,
+        tenant: &str,
+        attempt: &str,
+    ) -> Result<Option<Reservation>, BudgetError> {
         #[derive(Deserialize)]
         struct Record {
             reservation: String,
@@ -590,13 +653,49 @@ impl Budgets {
         )
         .await
         .map_err(BudgetError::Backend)?;
-        let Some(record) = record else {
-            return Ok(false);
-        };
-        let reservation: Reservation = serde_json::from_str(&record.reservation)
-            .map_err(|e| BudgetError::Backend(format!("unreadable reservation: {e}")))?;
-        self.settle(&reservation, 0.0, 0).await?;
-        Ok(true)
+        record
+            .map(|r| {
+                serde_json::from_str(&r.reservation)
+                    .map_err(|e| BudgetError::Backend(format!("unreadable reservation: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Reservations made before `before` that are still held, as (tenant, attempt), at most
+    /// `limit` per shard, oldest first.
+    pub async fn held_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, BudgetError> {
+        let mut found = Vec::new();
+        for shard in 0..HOLD_SHARDS {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HOLDS_INDEX)
+                .key_condition_expression("hold_shard = :shard AND held_at < :before")
+                .expression_attribute_values(":shard", s(format!("HOLD#{shard}")))
+                .expression_attribute_values(":before", n(before.timestamp()))
+                .limit(limit)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in page.items.unwrap_or_default() {
+                let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+                    (item.get("pk"), item.get("sk"))
+                else {
+                    continue;
+                };
+                if let (Some(tenant), Some(attempt)) =
+                    (pk.strip_suffix("#BUDGET"), sk.strip_prefix("HOLD#"))
+                {
+                    found.push((tenant.to_owned(), attempt.to_owned()));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Each threshold a month's spend has reached becomes one event (idempotent per period,

@@ -9,6 +9,7 @@ pub mod llm;
 mod orchestrator;
 pub mod prices;
 pub mod rebuild;
+pub mod sweep;
 pub mod timers;
 mod worker;
 

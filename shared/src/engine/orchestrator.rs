@@ -4,7 +4,10 @@
 //! Idempotent by construction: decisions are a function of the stored history, so a redelivered
 //! batch replays to a state whose decisions are already appended and plans nothing new.
 
+use std::panic::AssertUnwindSafe;
+
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 
 use crate::domain::execution::{
     decide, ExecutionEvent as E, ExecutionState, ExecutionStatus, StepError, Summary,
@@ -86,6 +89,8 @@ pub enum TurnError {
     Repo(#[from] RepoError),
     #[error("read model: {0}")]
     Projection(String),
+    #[error("the orchestrator panicked: {0}")]
+    Panicked(String),
 }
 
 impl TurnError {
@@ -93,6 +98,7 @@ impl TurnError {
         match self {
             Self::Repo(r) => r.is_transient(),
             Self::Projection(_) => true,
+            Self::Panicked(_) => false,
         }
     }
 }
@@ -302,6 +308,25 @@ impl Orchestrator {
         error: StepError,
         now: DateTime<Utc>,
     ) -> Result<(), TurnError> {
+        // The caller may not know the state (an unreadable record, a panicked turn): read it,
+        // so the failure is keyed by its epoch (a redriven execution that fails again is failed
+        // again) and nothing is appended after a terminal event.
+        let known;
+        let state = if state.id.is_empty() {
+            known = AssertUnwindSafe(self.repo.load(stream))
+                .catch_unwind()
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|l| l.state)
+                .unwrap_or_default();
+            &known
+        } else {
+            state
+        };
+        if state.status.is_terminal() {
+            return Ok(());
+        }
         let tenant = stream.tenant().to_owned();
         let cause = Cause {
             tenant: &tenant,
@@ -316,7 +341,7 @@ impl Orchestrator {
                 stream,
                 vec![E::ExecutionFailed { error, step: None }],
                 &cause,
-                Some("orchestration-failure".into()),
+                Some(format!("orchestration-failure:{}", state.epoch)),
             )
             .await;
         match appended {

@@ -57,7 +57,12 @@ impl Task {
 
 /// The budget reservation's name for one attempt: unique across executions.
 fn budget_attempt(stream: &StreamId, task: &Task) -> String {
-    format!("{stream}/{}", task.attempt_id())
+    attempt_name(stream, &task.key, task.epoch, task.attempt)
+}
+
+/// The one spelling of an attempt's name, shared with the sweep that finds its outcome.
+pub(crate) fn attempt_name(stream: &StreamId, key: &str, epoch: u32, attempt: u32) -> String {
+    format!("{stream}/{key}@{epoch}.{attempt}")
 }
 
 /// What the worker did with one record, for logs and tests.

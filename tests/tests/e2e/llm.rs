@@ -68,6 +68,10 @@ async fn openai(
         .as_str()
         .unwrap()
         .to_owned();
+    if user == "slow" {
+        // Long enough for a test to act while the call is in flight.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
     if user == "hang" {
         // A call in flight when its worker dies.
         tokio::time::sleep(std::time::Duration::from_secs(120)).await;

@@ -4,6 +4,7 @@
 mod support;
 
 mod apigw;
+mod conflicts;
 mod delivery;
 mod edge;
 mod event_store;
@@ -12,6 +13,7 @@ mod llm;
 mod mcp;
 mod migrations;
 mod outage;
+mod poison;
 mod sigv4;
 mod stream_delivery;
 mod workflows;

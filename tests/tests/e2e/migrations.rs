@@ -79,7 +79,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0001_state_listing_index",
             "0002_state_ttl",
             "0003_model_prices",
-            "0004_state_executions_index"
+            "0004_state_executions_index",
+            "0005_state_holds_index"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -95,7 +96,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 4);
+    assert_eq!(runner.ledger().await.unwrap().len(), 5);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -113,7 +114,13 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     use MigrationState::*;
     assert_eq!(
         states(&r.status),
-        [(1, Applied), (2, Applied), (3, Pending), (4, Pending)]
+        [
+            (1, Applied),
+            (2, Applied),
+            (3, Pending),
+            (4, Pending),
+            (5, Pending)
+        ]
     );
     assert_eq!(prices(&stack).await, 0);
 
@@ -122,6 +129,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0005_state_holds_index",
             "0004_state_executions_index",
             "0003_model_prices",
             "0002_state_ttl"
@@ -129,7 +137,13 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     );
     assert_eq!(
         states(&r.status),
-        [(1, Applied), (2, Pending), (3, Pending), (4, Pending)]
+        [
+            (1, Applied),
+            (2, Pending),
+            (3, Pending),
+            (4, Pending),
+            (5, Pending)
+        ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
     assert_eq!(ttl(&stack).await, Some(TimeToLiveStatus::Disabled));
@@ -140,7 +154,13 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(gsi1(&stack).await, None);
     assert_eq!(
         states(&r.status),
-        [(1, Pending), (2, Pending), (3, Pending), (4, Pending)]
+        [
+            (1, Pending),
+            (2, Pending),
+            (3, Pending),
+            (4, Pending),
+            (5, Pending)
+        ]
     );
 
     let err = runner.down(&ms, 7).await.unwrap_err();
@@ -170,12 +190,13 @@ async fn concurrent_runs_never_both_apply() {
             "0001_state_listing_index",
             "0002_state_ttl",
             "0003_model_prices",
-            "0004_state_executions_index"
+            "0004_state_executions_index",
+            "0005_state_holds_index"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 4);
+    assert_eq!(ledger.len(), 5);
 }
 
 #[tokio::test]
@@ -206,7 +227,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 4, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 5, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -269,7 +290,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 4);
+    assert_eq!(report.applied.len(), 5);
 
     let command = |detail: Value| {
         event(json!({
@@ -284,7 +305,11 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
         .unwrap();
     assert_eq!(
         ids(&report.reverted),
-        ["0004_state_executions_index", "0003_model_prices"]
+        [
+            "0005_state_holds_index",
+            "0004_state_executions_index",
+            "0003_model_prices"
+        ]
     );
     let report = migrator::handle(&runner, &ms, command(json!({"command": "status"})))
         .await
@@ -292,7 +317,13 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     use MigrationState::*;
     assert_eq!(
         states(&report.status),
-        [(1, Applied), (2, Applied), (3, Pending), (4, Pending)]
+        [
+            (1, Applied),
+            (2, Applied),
+            (3, Pending),
+            (4, Pending),
+            (5, Pending)
+        ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
         .await

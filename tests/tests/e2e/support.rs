@@ -255,3 +255,46 @@ impl std::io::Write for Sink {
         Ok(())
     }
 }
+
+/// One forced-conflict rule of the strict local stack (`scripts/moto_server.py`): transactions
+/// touching a matching key are cancelled with `TransactionConflict`, as AWS cancels transactions
+/// that overlap on a hot item. Rules of concurrent tests coexist; each removes its own.
+pub struct ForcedConflicts {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl ForcedConflicts {
+    /// `rule`: `{"table", "key_contains", "probability", "count", "hold_ms"}`.
+    pub async fn add(rule: serde_json::Value) -> Self {
+        let http = reqwest::Client::new();
+        let base = wfe_local::endpoint::endpoint_url();
+        let r = http
+            .post(format!("{base}/_strict/conflicts/rules"))
+            .json(&rule)
+            .send()
+            .await
+            .expect("the strict local stack answers");
+        assert_eq!(r.status(), 200, "rule refused: {}", r.text().await.unwrap());
+        let body: serde_json::Value = r.json().await.unwrap();
+        let id = body["id"]
+            .as_str()
+            .map_or_else(|| body["id"].to_string(), str::to_owned);
+        Self {
+            url: format!("{base}/_strict/conflicts/rules/{id}"),
+            http,
+        }
+    }
+
+    /// Removes the rule and returns its final counters.
+    pub async fn remove(self) -> serde_json::Value {
+        self.http
+            .delete(&self.url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}

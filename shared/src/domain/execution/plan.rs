@@ -9,6 +9,7 @@ use super::events::{ExecutionEvent as E, StepError, TimerPurpose};
 use super::state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
 use crate::domain::definition::{Definition, Join, RetryPolicy, Step, StepKind};
 use crate::domain::expr;
+use crate::domain::validate::MAX_DURATION_SECS;
 
 /// Most items one map step may iterate over (each iteration's steps live in the state).
 pub const MAX_MAP_ITEMS: usize = 1000;
@@ -377,7 +378,7 @@ impl Planner<'_> {
             },
             StepKind::Wait { seconds, until } => {
                 let due = match (seconds, until) {
-                    (Some(s), _) => Ok(self.now + Duration::seconds(*s as i64)),
+                    (Some(s), _) => later(self.now, *s),
                     (None, Some(t)) => expr::render(t, &ctx)
                         .map_err(|e| template_error(&e))
                         .and_then(|s| {
@@ -392,7 +393,8 @@ impl Planner<'_> {
                                         false,
                                     )
                                 })
-                        }),
+                        })
+                        .and_then(|due| within_reach(self.now, due)),
                     (None, None) => Err(StepError::new(
                         "InvalidStep",
                         "wait without a duration",
@@ -412,9 +414,11 @@ impl Planner<'_> {
                     Ok(p) => p,
                     Err(e) => return self.out.push(done(Err(template_error(&e)))),
                 };
-                let timeout_at = step
-                    .timeout_seconds
-                    .map(|s| self.now + Duration::seconds(s as i64));
+                let timeout_at = match step.timeout_seconds.map(|s| later(self.now, s)).transpose()
+                {
+                    Ok(t) => t,
+                    Err(e) => return self.out.push(done(Err(e))),
+                };
                 self.out.push(E::ApprovalRequested {
                     key: key.to_owned(),
                     step: id.to_owned(),
@@ -490,14 +494,12 @@ impl Planner<'_> {
                     kind: step.kind.name().to_owned(),
                     request,
                 });
+                // Validation bounds the timeout; a definition stored before the bound existed gets the
+                // longest one instead of overflowing the clock.
                 if let Some(s) = step.timeout_seconds {
-                    self.timer(
-                        key,
-                        epoch,
-                        attempt,
-                        TimerPurpose::Timeout,
-                        self.now + Duration::seconds(s as i64),
-                    );
+                    let due = later(self.now, s.min(MAX_DURATION_SECS))
+                        .unwrap_or(self.now + Duration::days(366));
+                    self.timer(key, epoch, attempt, TimerPurpose::Timeout, due);
                 }
             }
             Err(error) => self.out.push(E::outcome(
@@ -631,6 +633,32 @@ pub fn timer_id(key: &str, epoch: u32, attempt: u32, purpose: TimerPurpose) -> S
         TimerPurpose::ApprovalTimeout => "approval",
     };
     format!("{key}@{epoch}.{attempt}:{purpose}")
+}
+
+/// `now + secs`, refused past [`MAX_DURATION_SECS`] (validation refuses it too; this keeps a
+/// definition stored before that bound from overflowing the clock).
+fn later(now: DateTime<Utc>, secs: u64) -> Result<DateTime<Utc>, StepError> {
+    (secs <= MAX_DURATION_SECS)
+        .then(|| now.checked_add_signed(Duration::seconds(secs as i64)))
+        .flatten()
+        .ok_or_else(|| {
+            StepError::new(
+                "InvalidDuration",
+                format!("{secs} seconds is longer than the most a step may wait ({MAX_DURATION_SECS} s)"),
+                false,
+            )
+        })
+}
+
+fn within_reach(now: DateTime<Utc>, due: DateTime<Utc>) -> Result<DateTime<Utc>, StepError> {
+    if due > now + Duration::seconds(MAX_DURATION_SECS as i64) {
+        return Err(StepError::new(
+            "InvalidDuration",
+            format!("`until` is {due}, further ahead than the most a step may wait ({MAX_DURATION_SECS} s)"),
+            false,
+        ));
+    }
+    Ok(due)
 }
 
 /// The delay before attempt `failed + 1`: initial × rate^(failed-1), capped, and with jitter
