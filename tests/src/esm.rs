@@ -9,7 +9,8 @@
 //!   the first failed record (records before it are done); an empty list means all succeeded;
 //! - a failed invocation (error) retries the whole batch;
 //! - after `MaximumRetryAttempts` retries of one batch, it is skipped and logged, so one poisoned
-//!   record never blocks the shard.
+//!   record never blocks the shard; with `DestinationConfig.OnFailure`, the batch's invocation
+//!   record goes to that SQS queue (see `failures`), from which it can be replayed.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -35,6 +36,8 @@ pub struct Mapping {
     pub report_failures: bool,
     /// `None`: retry until it succeeds (Lambda's -1).
     pub max_retries: Option<u32>,
+    /// Logical id of the SQS queue of `DestinationConfig.OnFailure`.
+    pub on_failure: Option<String>,
 }
 
 /// Every `DynamoDB` event of every function in the template.
@@ -79,6 +82,14 @@ pub fn mappings(template: &Template) -> Vec<Mapping> {
                     .as_i64()
                     .filter(|n| *n >= 0)
                     .map(|n| n as u32),
+                on_failure: p["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"]
+                    .as_str()
+                    .map(|s| s.split('.').next().unwrap_or_default().to_owned())
+                    .or_else(|| {
+                        p["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+                            .as_str()
+                            .map(str::to_owned)
+                    }),
             });
         }
     }
@@ -151,6 +162,8 @@ pub struct Delivery {
     pub mapping: Mapping,
     pending: VecDeque<Value>,
     attempts: u32,
+    /// Where skipped batches are reported: the queue, the function's ARN, the stream's ARN.
+    failures: Option<(crate::failures::FailureQueue, String, String)>,
 }
 
 /// What one delivery step did, for logs and tests.
@@ -173,7 +186,19 @@ impl Delivery {
             mapping,
             pending: VecDeque::new(),
             attempts: 0,
+            failures: None,
         }
+    }
+
+    /// Reports batches given up on to `queue`, as the mapping's on-failure destination does.
+    pub fn with_failures(
+        mut self,
+        queue: crate::failures::FailureQueue,
+        function_arn: &str,
+        stream_arn: &str,
+    ) -> Self {
+        self.failures = Some((queue, function_arn.to_owned(), stream_arn.to_owned()));
+        self
     }
 
     /// Adds newly read records (Lambda JSON shape), keeping only those the filters accept.
@@ -240,8 +265,13 @@ impl Delivery {
                     .is_some_and(|max| self.attempts > max)
                 {
                     let skipped = (n - i).min(self.pending.len());
-                    self.pending.drain(..skipped);
-                    self.attempts = 0;
+                    let batch: Vec<Value> = self.pending.drain(..skipped).collect();
+                    let attempts = std::mem::take(&mut self.attempts);
+                    if let Some((queue, function, stream)) = &self.failures {
+                        if let Err(e) = queue.report(function, stream, &batch, attempts).await {
+                            tracing::error!(function, error = %e, "could not report a skipped batch to the on-failure queue");
+                        }
+                    }
                     return Outcome::Skipped {
                         records: skipped,
                         reason: "retries exhausted".into(),

@@ -4,6 +4,7 @@
 
 pub mod endpoint;
 pub mod esm;
+pub mod failures;
 pub mod proxy;
 pub mod runner;
 pub mod streams;

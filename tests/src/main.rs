@@ -9,6 +9,9 @@
 //!   wfe-local env      print the environment a function gets locally, as `export` lines
 //!   wfe-local rebuild [tenant]
 //!                      rebuild the execution summaries (listings, statistics) from the events
+//!   wfe-local failures [replay]
+//!                      list what the stream mappings gave up on (their on-failure queue), or
+//!                      deliver each such batch again and remove it once it succeeds
 //!
 //! The stack name (prefix of every table) is `STACK_NAME`, default `wfe-local`.
 
@@ -18,7 +21,7 @@ use shared::config::Config;
 use wfe_local::endpoint::{endpoint_url, sdk_config};
 use wfe_local::runner;
 
-const USAGE: &str = "usage: wfe-local up | tables | env | rebuild [tenant]";
+const USAGE: &str = "usage: wfe-local up | tables | env | rebuild [tenant] | failures [replay]";
 
 #[tokio::main]
 async fn main() {
@@ -26,7 +29,10 @@ async fn main() {
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let stack = std::env::var("STACK_NAME").unwrap_or_else(|_| "wfe-local".into());
     let command = std::env::args().nth(1).unwrap_or_else(|| "up".into());
-    if !matches!(command.as_str(), "up" | "tables" | "env" | "rebuild") {
+    if !matches!(
+        command.as_str(),
+        "up" | "tables" | "env" | "rebuild" | "failures"
+    ) {
         fail(USAGE);
     }
     let sdk = sdk_config().await;
@@ -63,6 +69,23 @@ async fn main() {
             .await
             .unwrap_or_else(|e| fail(&e));
             println!("rebuilt {written} execution summaries");
+        }
+        "failures" => {
+            let replay = match std::env::args().nth(2).as_deref() {
+                None | Some("list") => false,
+                Some("replay") => true,
+                Some(_) => fail(USAGE),
+            };
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            let lines = runner::failures(&template, &sdk, &env, replay)
+                .await
+                .unwrap_or_else(|e| fail(&e));
+            if lines.is_empty() {
+                println!("no failed stream batches");
+            }
+            for line in lines {
+                println!("{line}");
+            }
         }
         "tables" => {
             tracing::info!(stack = %stack, endpoint = %endpoint_url(), "tables and secrets ready")

@@ -32,6 +32,17 @@ pub async fn provision(sdk: &SdkConfig, stack: &str) -> Result<Template, String>
     Ok(template)
 }
 
+/// The template's SQS queue `id` on moto (created if missing).
+pub async fn failure_queue(
+    template: &Template,
+    sdk: &SdkConfig,
+    id: &str,
+) -> Result<crate::failures::FailureQueue, String> {
+    let props = template.properties(id).map_err(|e| e.to_string())?;
+    let name = props["QueueName"].as_str().unwrap_or(id).to_owned();
+    crate::failures::FailureQueue::ensure(sdk, &name).await
+}
+
 /// A generated value, as `GenerateSecretString` would make at deploy time: never a default.
 async fn ensure_secret(
     client: &aws_sdk_secretsmanager::Client,
@@ -323,7 +334,17 @@ pub async fn spawn_streams(
             &arn,
         )
         .await?;
-        let delivery = crate::esm::Delivery::new(mapping);
+        let mut delivery = crate::esm::Delivery::new(mapping.clone());
+        if let Some(queue) = &mapping.on_failure {
+            delivery = delivery.with_failures(
+                failure_queue(template, sdk, queue).await?,
+                &format!(
+                    "arn:aws:lambda:us-east-1:123456789012:function:{}",
+                    function_name(template, &mapping.function)?
+                ),
+                &arn,
+            );
+        }
         tasks.push(tokio::spawn(crate::esm::run(
             reader,
             delivery,
@@ -332,4 +353,59 @@ pub async fn spawn_streams(
         )));
     }
     Ok(tasks)
+}
+
+/// A function's deployed name (`FunctionName`, resolved), as its ARN ends.
+fn function_name(template: &Template, id: &str) -> Result<String, String> {
+    Ok(
+        template.properties(id).map_err(|e| e.to_string())?["FunctionName"]
+            .as_str()
+            .unwrap_or(id)
+            .to_owned(),
+    )
+}
+
+/// `wfe-local failures [replay]`: what the stream mappings gave up on (one JSON invocation record
+/// per line), or, with `replay`, each such batch delivered again to its function and removed
+/// from the queue when it succeeds.
+pub async fn failures(
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+    replay: bool,
+) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    for mapping in crate::esm::mappings(template) {
+        let Some(queue_id) = mapping.on_failure.clone() else {
+            continue;
+        };
+        let queue = failure_queue(template, sdk, &queue_id).await?;
+        let name = function_name(template, &mapping.function)?;
+        let mine: Vec<_> = queue
+            .list()
+            .await?
+            .into_iter()
+            .filter(|f| f.function() == name)
+            .collect();
+        if !replay {
+            lines.extend(mine.iter().map(|f| f.record.to_string()));
+            continue;
+        }
+        if mine.is_empty() {
+            continue;
+        }
+        let handler = stream_handler(&mapping.function, template, sdk, overrides).await?;
+        for failure in mine {
+            let records = crate::failures::records_of(sdk, &failure).await?;
+            let line =
+                match crate::failures::replay(&queue, &failure, records, mapping.clone(), &handler)
+                    .await
+                {
+                    Ok(n) => format!("{}: replayed {n} records", mapping.function),
+                    Err(e) => format!("{}: {e}", mapping.function),
+                };
+            lines.push(line);
+        }
+    }
+    Ok(lines)
 }

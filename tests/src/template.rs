@@ -243,6 +243,10 @@ impl Template {
             "AWS::StackName" => Ok(self.stack.clone()),
             "AWS::Region" => Ok(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
             "AWS::AccountId" => Ok("123456789012".into()),
+            "AWS::StackId" => Ok(format!(
+                "arn:aws:cloudformation:us-east-1:123456789012:stack/{}/local",
+                self.stack
+            )),
             _ if self.physical.contains_key(name) => Ok(self.physical[name].clone()),
             _ if self.parameters.contains_key(name) => Ok(self.parameters[name].clone()),
             _ if self.resource_type(name) == Some("AWS::DynamoDB::Table") => self.table_name(name),

@@ -54,10 +54,21 @@ pub fn latest_version() -> u32 {
         .unwrap_or(0)
 }
 
-/// Maps an EventBridge event to a command: the schedule means "up to latest".
+/// Maps an EventBridge event to a command: the schedule, and the stack's own deploy finishing
+/// (the template's rule matches only this stack's CREATE/UPDATE_COMPLETE), mean "up to latest".
 pub fn command_from_event(event: &EventBridgeEvent<Value>) -> Result<Command, String> {
     if event.source == "aws.events" && event.detail_type == "Scheduled Event" {
         return Ok(Command::Up { to: None });
+    }
+    if event.source == "aws.cloudformation"
+        && event.detail_type == "CloudFormation Stack Status Change"
+    {
+        return match event.detail["status-details"]["status"].as_str() {
+            Some("CREATE_COMPLETE" | "UPDATE_COMPLETE") => Ok(Command::Up { to: None }),
+            other => Err(format!(
+                "a stack status change to {other:?} applies nothing (only CREATE_COMPLETE or UPDATE_COMPLETE)"
+            )),
+        };
     }
     if event.source == SOURCE && event.detail_type == DETAIL_TYPE {
         return serde_json::from_value(event.detail.clone()).map_err(|e| {
@@ -223,6 +234,21 @@ mod tests {
         assert!(command_from_event(&down_without_target)
             .unwrap_err()
             .contains("to"));
+        let deployed = |status: &str| {
+            event(
+                "aws.cloudformation",
+                "CloudFormation Stack Status Change",
+                serde_json::json!({"stack-id": "arn:aws:cloudformation:us-east-1:123456789012:stack/wfe/1",
+                                   "status-details": {"status": status, "status-reason": ""}}),
+            )
+        };
+        for status in ["CREATE_COMPLETE", "UPDATE_COMPLETE"] {
+            assert_eq!(
+                command_from_event(&deployed(status)),
+                Ok(Command::Up { to: None })
+            );
+        }
+        assert!(command_from_event(&deployed("UPDATE_ROLLBACK_IN_PROGRESS")).is_err());
         let other = event("aws.s3", "Object Created", serde_json::json!({}));
         assert!(command_from_event(&other)
             .unwrap_err()

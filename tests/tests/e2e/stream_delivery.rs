@@ -10,6 +10,7 @@ use shared::events::{
     ExpectedVersion, StreamId, Upcasters,
 };
 use wfe_local::esm::{Delivery, Handler, Mapping, Outcome};
+use wfe_local::failures::FailureQueue;
 
 use crate::support::Stack;
 
@@ -85,9 +86,19 @@ async fn filters_batches_and_partial_failures_behave_like_lambda() {
         filters: vec![json!({"dynamodb": {"NewImage": {"event_type": {"S": ["Wanted"]}}}})],
         report_failures: true,
         max_retries: Some(2),
+        on_failure: None,
     };
     let mut reader = stack.events_stream().await;
-    let mut delivery = Delivery::new(mapping);
+    let stream_arn = wfe_local::streams::stream_arn(&stack.dynamodb, &stack.tables.events)
+        .await
+        .unwrap();
+    let queue_name = format!("esm-failures-{}", uuid::Uuid::new_v4().simple());
+    let queue = FailureQueue::ensure(&stack.sdk, &queue_name).await.unwrap();
+    let mut delivery = Delivery::new(mapping.clone()).with_failures(
+        queue.clone(),
+        "arn:aws:lambda:us-east-1:123456789012:function:test-fn",
+        &stream_arn,
+    );
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while delivery.pending() < 4 {
         assert!(
@@ -120,5 +131,56 @@ async fn filters_batches_and_partial_failures_behave_like_lambda() {
     assert!(
         matches!(outcomes.last(), Some(Outcome::Skipped { records: 1, .. })),
         "{outcomes:?}"
+    );
+
+    // The skipped batch is in the on-failure queue, as Lambda describes it: the range, not the
+    // records; replaying reads them back from the stream and delivers them again.
+    let failures = queue.list().await.unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let info = &failures[0].record;
+    assert_eq!(failures[0].function(), "test-fn");
+    assert_eq!(
+        info["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    assert_eq!(info["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(info["DDBStreamBatchInfo"]["batchSize"], 1);
+    assert_eq!(info["DDBStreamBatchInfo"]["streamArn"], stream_arn.as_str());
+    let records = wfe_local::failures::records_of(&stack.sdk, &failures[0])
+        .await
+        .unwrap();
+    let versions: Vec<u64> = wfe_local::streams::parse_records(records.clone())
+        .unwrap()
+        .iter()
+        .map(|r| {
+            decode_stream_record(r, &Upcasters::new())
+                .unwrap()
+                .unwrap()
+                .version
+        })
+        .collect();
+    assert_eq!(versions, [8], "exactly the skipped record");
+    let replayed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let healed: Handler = {
+        let replayed = replayed.clone();
+        Arc::new(move |event| {
+            let replayed = replayed.clone();
+            Box::pin(async move {
+                for r in &event.records {
+                    let e = decode_stream_record(r, &Upcasters::new()).unwrap().unwrap();
+                    replayed.lock().unwrap().push(e.version);
+                }
+                Ok(DynamoDbEventResponse::default())
+            })
+        })
+    };
+    let done = wfe_local::failures::replay(&queue, &failures[0], records, mapping, &healed)
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    assert_eq!(*replayed.lock().unwrap(), [8]);
+    assert!(
+        queue.list().await.unwrap().is_empty(),
+        "replayed, then removed"
     );
 }
