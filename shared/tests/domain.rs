@@ -249,7 +249,10 @@ fn redrive_reruns_only_the_failed_step() {
     run.work(|_, _, _| Ok(json!("a")));
     run.work(|_, _, _| Err(StepError::new("HttpError", "500", false)));
     assert_eq!(run.status(), "failed");
-    run.apply(vec![E::ExecutionRedriven { by: "ann".into() }]);
+    run.apply(vec![E::ExecutionRedriven {
+        by: "ann".into(),
+        reset_unfinished: true,
+    }]);
     run.turn();
     let tasks = run.tasks();
     assert_eq!(tasks.len(), 1);
@@ -376,7 +379,10 @@ fn canned_histories_replay() {
         ("redrive", {
             let mut r = Run::start(flaky(false), json!({}));
             r.work(|_, _, _| Err(StepError::new("Fatal", "x", false)));
-            r.apply(vec![E::ExecutionRedriven { by: "ann".into() }]);
+            r.apply(vec![E::ExecutionRedriven {
+                by: "ann".into(),
+                reset_unfinished: true,
+            }]);
             r.turn();
             r.work(|_, _, _| Ok(json!({"body": "ok"})));
             r
@@ -467,4 +473,102 @@ fn ai_step_problems_are_reported_with_pointers() {
             "{expected} in {pointers:?}"
         );
     }
+}
+
+/// Answers one open task (started, then its outcome), without a turn.
+fn answer(run: &mut Run, step_key: &str, result: Result<Value, StepError>) {
+    let (key, step, epoch, attempt, _) = run
+        .tasks()
+        .into_iter()
+        .find(|t| t.0 == step_key)
+        .unwrap_or_else(|| panic!("no open task {step_key}"));
+    run.apply(vec![
+        E::StepStarted {
+            key: key.clone(),
+            step: step.clone(),
+            epoch,
+            attempt,
+            items: None,
+            child_execution_id: None,
+        },
+        E::outcome(key, step, epoch, attempt, result),
+    ]);
+}
+
+#[test]
+fn redrive_reruns_branches_that_were_in_flight_when_the_parallel_failed() {
+    let mut run = Run::start(
+        json!({"name": "p", "start": "both", "steps": {
+            "both": {"type": "parallel", "join": "all", "branches": [{"start": "a"}, {"start": "b"}]},
+            "a": {"type": "http", "url": "http://x.test/a"},
+            "b": {"type": "http", "url": "http://x.test/b"}}}),
+        json!({}),
+    );
+    let open: Vec<String> = run.tasks().into_iter().map(|t| t.0).collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let (a, b) = (open[0].clone(), open[1].clone());
+    answer(&mut run, &a, Err(StepError::new("HttpError", "500", false)));
+    run.turn();
+    assert_eq!(run.status(), "failed");
+    // b's result arrives after the end: recorded, not applied.
+    answer(&mut run, &b, Ok(json!("late")));
+    run.turn();
+    assert_eq!(run.status(), "failed");
+
+    run.apply(vec![E::ExecutionRedriven {
+        by: "ann".into(),
+        reset_unfinished: true,
+    }]);
+    run.turn();
+    let tasks = run.tasks();
+    assert_eq!(tasks.len(), 2, "both branches run again: {tasks:?}");
+    assert!(tasks.iter().all(|t| t.2 == 1), "in the new epoch");
+    run.work(|_, _, _| Ok(json!("ok")));
+    assert_eq!(run.status(), "succeeded");
+}
+
+#[test]
+fn redrive_reruns_every_map_item_whose_outcome_came_after_the_end() {
+    let mut run = Run::start(
+        json!({"name": "m", "start": "each", "steps": {
+            "each": {"type": "map", "items": "input.xs", "concurrency": 10, "iterator": {"start": "call"}},
+            "call": {"type": "http", "url": "http://x.test/{{ item }}"}}}),
+        json!({"xs": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}),
+    );
+    let keys: Vec<String> = run.tasks().into_iter().map(|t| t.0).collect();
+    assert_eq!(keys.len(), 10);
+    // Two items fail; the runner crashed with the other eight started, and their
+    // WorkerInterrupted outcomes land only after the execution failed.
+    for k in &keys[..2] {
+        answer(&mut run, k, Err(StepError::new("HttpError", "500", false)));
+    }
+    run.turn();
+    assert_eq!(run.status(), "failed");
+    for k in &keys[2..] {
+        answer(
+            &mut run,
+            k,
+            Err(StepError::new("WorkerInterrupted", "crash", true)),
+        );
+    }
+    run.turn();
+    run.apply(vec![E::ExecutionRedriven {
+        by: "ann".into(),
+        reset_unfinished: true,
+    }]);
+    run.turn();
+    assert_eq!(run.tasks().len(), 10, "every interrupted item runs again");
+    // A late epoch-0 result after the redrive changes nothing.
+    let late = E::outcome(
+        keys[5].clone(),
+        "call".into(),
+        0,
+        1,
+        Err(StepError::new("HttpError", "late", false)),
+    );
+    run.apply(vec![late]);
+    run.turn();
+    assert_eq!(run.tasks().len(), 10);
+    run.work(|_, _, _| Ok(json!(1)));
+    assert_eq!(run.status(), "succeeded");
 }

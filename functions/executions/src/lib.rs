@@ -26,8 +26,9 @@ use shared::workflows::{WorkflowError, WorkflowStatus};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
-/// A command that loses the race with the orchestrator re-reads and tries again this often.
-const COMMAND_ATTEMPTS: usize = 5;
+/// A command that loses the race with the orchestrator or a worker (a busy map appends often)
+/// re-reads and tries again this often, after a jittered pause (about 6 s at most in all).
+const COMMAND_ATTEMPTS: u32 = 12;
 
 #[derive(Clone)]
 pub struct ExecutionsState {
@@ -109,6 +110,16 @@ async fn start(
     Json(req): Json<StartRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
+    // With a key, the execution id is derived from it: a retry names the same execution, and is
+    // answered with that execution as it is now (even after the workflow changed or was archived).
+    let derived = key
+        .as_ref()
+        .map(|k| shared::engine::derived_id(&[&claims.tenant, &workflow_id, k]));
+    if let Some(id) = &derived {
+        if let Some(answer) = replay_start(&s, &claims, &workflow_id, id, &req).await? {
+            return Ok(answer);
+        }
+    }
     let wf = s
         .services
         .workflows
@@ -136,7 +147,7 @@ async fn start(
     let input = if req.input.is_null() {
         json!({})
     } else {
-        req.input
+        req.input.clone()
     };
     let problems = validate_input(&version.definition, &input);
     if !problems.is_empty() {
@@ -154,11 +165,7 @@ async fn start(
         )
         .with_errors(problems));
     }
-    // With a key, the execution id is derived from it: a retry names the same execution.
-    let id = match &key {
-        Some(k) => shared::engine::derived_id(&[&claims.tenant, &workflow_id, k]),
-        None => uuid::Uuid::new_v4().to_string(),
-    };
+    let id = derived.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let stream = stream(&claims, &id)?;
     let cause = Cause {
         tenant: &claims.tenant,
@@ -181,12 +188,17 @@ async fn start(
         .await;
     let replayed = match result {
         Ok(r) => r.replayed,
+        // A concurrent request with the same key got there first: answer as its replay.
         Err(RepoError::Store(
             StoreError::IdempotencyConflict { .. } | StoreError::Conflict { .. },
-        )) => return Err(ApiError::unprocessable(
-            "idempotency-key-reused",
-            "this Idempotency-Key was already used to start a different execution; use a new key",
-        )),
+        )) => {
+            return match replay_start(&s, &claims, &workflow_id, &id, &req).await? {
+                Some(answer) => Ok(answer),
+                None => Err(repo_error(RepoError::Store(StoreError::Backend(
+                    "the execution of this Idempotency-Key could not be read".into(),
+                )))),
+            }
+        }
         Err(e) => return Err(repo_error(e)),
     };
     shared::telemetry::metrics::emit(
@@ -200,17 +212,83 @@ async fn start(
     } else {
         StatusCode::CREATED
     };
-    Ok((
+    Ok(started_answer(
+        status,
+        &id,
+        &workflow_id,
+        version.version,
+        "running",
+        replayed,
+    ))
+}
+
+type StartAnswer = (
+    StatusCode,
+    [(axum::http::HeaderName, String); 1],
+    Json<Value>,
+);
+
+fn started_answer(
+    status: StatusCode,
+    id: &str,
+    workflow_id: &str,
+    version: u32,
+    execution_status: &str,
+    replayed: bool,
+) -> StartAnswer {
+    (
         status,
         [(axum::http::header::LOCATION, format!("/executions/{id}"))],
         Json(json!({
             "execution_id": id,
             "workflow_id": workflow_id,
-            "workflow_version": version.version,
-            "status": "running",
+            "workflow_version": version,
+            "status": execution_status,
             "replayed": replayed,
         })),
-    ))
+    )
+}
+
+/// The answer to a start whose Idempotency-Key already started execution `id`: 200 with its
+/// current status, or 422 when the key was used for another input or version. `None` when no
+/// such execution exists yet.
+async fn replay_start(
+    s: &ExecutionsState,
+    claims: &Claims,
+    workflow_id: &str,
+    id: &str,
+    req: &StartRequest,
+) -> ApiResult<Option<StartAnswer>> {
+    let stream = stream(claims, id)?;
+    let state = s
+        .services
+        .repo
+        .load(&stream)
+        .await
+        .map_err(repo_error)?
+        .state;
+    if state.status == ExecutionStatus::New {
+        return Ok(None);
+    }
+    let input = if req.input.is_null() {
+        json!({})
+    } else {
+        req.input.clone()
+    };
+    if state.input != input || req.version.is_some_and(|v| v != state.workflow_version) {
+        return Err(ApiError::unprocessable(
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used to start a different execution; use a new key",
+        ));
+    }
+    Ok(Some(started_answer(
+        StatusCode::OK,
+        id,
+        workflow_id,
+        state.workflow_version,
+        state.status.as_str(),
+        true,
+    )))
 }
 
 /// The execution as its events say now (consistent read), not the eventually consistent listing.
@@ -334,7 +412,10 @@ async fn command(
     id: &str,
     command: impl Fn(&ExecutionState) -> ApiResult<E>,
 ) -> ApiResult<Json<Value>> {
-    for _ in 0..COMMAND_ATTEMPTS {
+    for attempt in 1..=COMMAND_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(shared::aws::transact::pause(attempt - 1)).await;
+        }
         let (stream, state) = load(s, claims, id).await?;
         let event = command(&state)?;
         let cause = Cause {
@@ -481,7 +562,10 @@ async fn redrive(
                 ),
             ));
         }
-        Ok(E::ExecutionRedriven { by: by.clone() })
+        Ok(E::ExecutionRedriven {
+            by: by.clone(),
+            reset_unfinished: true,
+        })
     })
     .await?;
     Ok((StatusCode::ACCEPTED, r))

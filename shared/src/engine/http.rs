@@ -115,6 +115,8 @@ pub fn checked_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, StepE
     Ok(url)
 }
 
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
 fn error(kind: &str, message: impl Into<String>, retryable: bool) -> StepError {
     StepError::new(kind, message, retryable)
 }
@@ -131,18 +133,30 @@ impl HttpExecutor {
         }
     }
 
-    /// Performs the rendered request `{method, url, headers, body}`.
-    pub async fn call(&self, request: &Value) -> Result<Value, StepError> {
+    /// Performs the rendered request `{method, url, headers, body}`. `idempotency_key` is sent as
+    /// `Idempotency-Key` unless the step sets that header itself: it names the step instance, the
+    /// same on every retry, so a service can drop a repeat that a crash forced on the engine.
+    pub async fn call(
+        &self,
+        request: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, StepError> {
         let method = request["method"].as_str().unwrap_or("GET");
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| error("InvalidRequest", format!("unknown method {method}"), false))?;
         let raw_url = request["url"].as_str().unwrap_or_default();
         let url = checked_url(raw_url, self.allow_private)?;
         let mut builder = self.client.request(method, url.clone());
-        if let Some(headers) = request["headers"].as_object() {
+        let headers = request["headers"].as_object();
+        if let Some(headers) = headers {
             for (k, v) in headers {
                 builder = builder.header(k, v.as_str().unwrap_or_default());
             }
+        }
+        let own_key =
+            headers.is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case(IDEMPOTENCY_HEADER)));
+        if let (Some(key), false) = (idempotency_key, own_key) {
+            builder = builder.header(IDEMPOTENCY_HEADER, key);
         }
         match &request["body"] {
             Value::Null => {}
@@ -244,14 +258,14 @@ mod tests {
             "http://localhost:9/",
         ] {
             let e = guarded
-                .call(&json!({"method": "GET", "url": url}))
+                .call(&json!({"method": "GET", "url": url}), None)
                 .await
                 .unwrap_err();
             assert_eq!(e.kind, "AddressNotAllowed", "{url}: {e:?}");
             assert!(!e.retryable);
         }
         let e = guarded
-            .call(&json!({"method": "GET", "url": "file:///etc/passwd"}))
+            .call(&json!({"method": "GET", "url": "file:///etc/passwd"}), None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, "InvalidRequest");

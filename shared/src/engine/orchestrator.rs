@@ -246,19 +246,7 @@ impl Orchestrator {
             return Ok(());
         }
         for (timer_id, t) in state.timers.iter().filter(|(_, t)| !t.fired) {
-            let row = crate::executions::TimerRow {
-                pk: "TIMERS#0".into(),
-                sk: format!(
-                    "{}#{}#{timer_id}",
-                    t.due_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    stream.as_str()
-                ),
-                stream_id: stream.to_string(),
-                timer_id: timer_id.clone(),
-                due_at: t.due_at,
-                expires_at: 0,
-            };
+            let row = crate::executions::TimerRow::new(stream.as_str(), timer_id, t.due_at);
             self.projections
                 .delete_timer(&row)
                 .await

@@ -25,6 +25,8 @@ pub struct Worker {
     pub http: HttpExecutor,
     pub llm: super::llm::Llm,
     pub mcp: crate::mcp::McpClients,
+    /// Where the worker sees that an execution has ended, to drop its leftover tasks.
+    projections: Option<crate::executions::Projections>,
     /// One writer per stream within this process: a map's tasks finishing together would
     /// otherwise race each other for the stream's next version.
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -73,6 +75,8 @@ pub enum Done {
     Interrupted,
     ChildStarted(String),
     Ignored,
+    /// The execution had already ended (cancelled, failed, succeeded): nothing was performed.
+    Dropped,
 }
 
 impl Worker {
@@ -82,6 +86,7 @@ impl Worker {
         http: HttpExecutor,
         llm: super::llm::Llm,
         mcp: crate::mcp::McpClients,
+        projections: Option<crate::executions::Projections>,
     ) -> Arc<Self> {
         Arc::new(Self {
             repo,
@@ -89,8 +94,21 @@ impl Worker {
             http,
             llm,
             mcp,
+            projections,
             writers: Default::default(),
         })
+    }
+
+    /// Whether the execution ended at or after this task's epoch (as last projected).
+    async fn ended(&self, stream: &StreamId, epoch: u32) -> Result<bool, RepoError> {
+        let Some(projections) = &self.projections else {
+            return Ok(false);
+        };
+        let ended = projections
+            .ended(stream.tenant(), stream.id())
+            .await
+            .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
+        Ok(ended.is_some_and(|(_, ended_epoch)| epoch <= ended_epoch))
     }
 
     fn writer(&self, stream: &StreamId) -> Arc<tokio::sync::Mutex<()>> {
@@ -146,6 +164,10 @@ impl Worker {
             causation_id: Some(&envelope.event_id),
             at: Utc::now(),
         };
+        if self.ended(stream, task.epoch).await? {
+            tracing::info!(stream = %stream, step = %task.step, "the execution has ended; task dropped");
+            return Ok(Done::Dropped);
+        }
         let child = (task.kind == "subworkflow")
             .then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
         let started = self
@@ -197,7 +219,12 @@ impl Worker {
             return Ok(Done::Interrupted);
         }
         let outcome = match task.kind.as_str() {
-            "http" => task.outcome(self.http.call(&task.request).await),
+            "http" => {
+                // Per step instance and epoch, not per attempt: retries repeat the key, a
+                // deliberate redrive gets a new one.
+                let key = super::derived_id(&[stream.as_str(), &task.key, &task.epoch.to_string()]);
+                task.outcome(self.http.call(&task.request, Some(&key)).await)
+            }
             "llm" => match self
                 .llm
                 .call(&task.request, &tenant, &budget_attempt(stream, &task))

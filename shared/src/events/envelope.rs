@@ -47,6 +47,11 @@ impl StreamId {
             .unwrap_or_default()
     }
 
+    /// The id within the category (an execution's id).
+    pub fn id(&self) -> &str {
+        self.raw.rsplit(Self::SEP).next().unwrap_or_default()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.raw
     }

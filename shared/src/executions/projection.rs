@@ -3,7 +3,9 @@
 //! - `<tenant>#EXEC#<id>` / `SUMMARY`: the execution summary, listed per workflow through gsi1
 //!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through gsi2 (`<tenant>#EXECS`), newest first
 //!   by `<started_at>#<id>`. Written only forwards (a stale turn never overwrites a newer one).
-//! - `TIMERS#0` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function.
+//! - `TIMERS#<n>` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function,
+//!   spread over [`TIMER_SHARDS`] partitions by stream (no single hot partition for every tenant's
+//!   timers; one execution's timers stay together).
 //!
 //! Workflow statistics are derived from the summaries at read time (see [`WorkflowStats`]), so
 //! they can never disagree with them and need no counters that a redelivery could double.
@@ -18,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::execution::Summary;
 
-const TIMER_PARTITION: &str = "TIMERS#0";
+/// Timer partitions `TIMERS#0` .. `TIMERS#7`.
+pub const TIMER_SHARDS: u32 = 8;
 /// Executions the statistics look at: the most recent ones.
 pub const STATS_WINDOW: usize = 1000;
 
@@ -64,6 +67,29 @@ pub struct TimerRow {
     pub timer_id: String,
     pub due_at: DateTime<Utc>,
     pub expires_at: i64,
+    /// Times firing it failed; it is retried later each time.
+    #[serde(default)]
+    pub failures: u32,
+}
+
+impl TimerRow {
+    /// The row of a timer due at `due_at`: the one spelling of its key, for put and delete.
+    pub fn new(stream_id: &str, timer_id: &str, due_at: DateTime<Utc>) -> Self {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(stream_id.as_bytes());
+        Self {
+            pk: format!("TIMERS#{}", u32::from(digest[0]) % TIMER_SHARDS),
+            sk: format!(
+                "{}#{stream_id}#{timer_id}",
+                due_at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            ),
+            stream_id: stream_id.to_owned(),
+            timer_id: timer_id.to_owned(),
+            due_at,
+            // A row nobody fired (its execution ended) goes away after a week.
+            expires_at: due_at.timestamp() + 7 * 24 * 3600,
+            failures: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -218,6 +244,38 @@ impl Projections {
         Ok(())
     }
 
+    /// The execution's status and epoch as last projected, if it has ended (eventually
+    /// consistent, a small read: a stale answer only lets a task run that could have been dropped).
+    pub async fn ended(
+        &self,
+        tenant: &str,
+        execution_id: &str,
+    ) -> Result<Option<(String, u32)>, ProjectionError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(tenant, execution_id)))
+            .projection_expression("#s, epoch")
+            .expression_attribute_names("#s", "status")
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let status = match item.get("status") {
+            Some(AttributeValue::S(s)) => s.clone(),
+            _ => return Ok(None),
+        };
+        let epoch = match item.get("epoch") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        let ended = matches!(status.as_str(), "succeeded" | "failed" | "cancelled");
+        Ok(ended.then_some((status, epoch)))
+    }
+
     pub async fn summary(
         &self,
         tenant: &str,
@@ -309,20 +367,13 @@ impl Projections {
         timer_id: &str,
         due_at: DateTime<Utc>,
     ) -> Result<(), ProjectionError> {
-        let row = TimerRow {
-            pk: TIMER_PARTITION.into(),
-            sk: format!(
-                "{}#{stream_id}#{timer_id}",
-                due_at.to_rfc3339_opts(SecondsFormat::Millis, true)
-            ),
-            stream_id: stream_id.to_owned(),
-            timer_id: timer_id.to_owned(),
-            due_at,
-            // A row nobody fired (its execution ended) goes away after a week.
-            expires_at: due_at.timestamp() + 7 * 24 * 3600,
-        };
+        self.put_timer_row(&TimerRow::new(stream_id, timer_id, due_at))
+            .await
+    }
+
+    async fn put_timer_row(&self, row: &TimerRow) -> Result<(), ProjectionError> {
         let item =
-            serde_dynamo::to_item(&row).map_err(|e| ProjectionError::Backend(e.to_string()))?;
+            serde_dynamo::to_item(row).map_err(|e| ProjectionError::Backend(e.to_string()))?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -331,6 +382,20 @@ impl Projections {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    /// A timer that could not be fired now: its row moves to `retry_at` (one more failure
+    /// counted), so it neither blocks the rows behind it nor is retried in a tight loop.
+    pub async fn postpone_timer(
+        &self,
+        row: &TimerRow,
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let mut moved = TimerRow::new(&row.stream_id, &row.timer_id, retry_at);
+        moved.failures = row.failures + 1;
+        moved.due_at = row.due_at;
+        self.put_timer_row(&moved).await?;
+        self.delete_timer(row).await
     }
 
     pub async fn delete_timer(&self, row: &TimerRow) -> Result<(), ProjectionError> {
@@ -345,12 +410,15 @@ impl Projections {
         Ok(())
     }
 
-    /// Timers due at `now`, earliest first.
+    /// Timers of one shard due at `now`, earliest first, one page from `start` (the previous
+    /// page's last row); the second value continues the listing.
     pub async fn due_timers(
         &self,
+        shard: u32,
         now: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<TimerRow>, ProjectionError> {
+        start: Option<&TimerRow>,
+    ) -> Result<(Vec<TimerRow>, bool), ProjectionError> {
         // `~` sorts after every character a stream id or timer id uses.
         let upper = format!("{}~", now.to_rfc3339_opts(SecondsFormat::Millis, true));
         let out = self
@@ -358,14 +426,22 @@ impl Projections {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk <= :upper")
-            .expression_attribute_values(":pk", s(TIMER_PARTITION))
+            .expression_attribute_values(":pk", s(format!("TIMERS#{shard}")))
             .expression_attribute_values(":upper", s(upper))
+            .set_exclusive_start_key(start.map(|r| {
+                HashMap::from([
+                    ("pk".to_owned(), s(r.pk.clone())),
+                    ("sk".to_owned(), s(r.sk.clone())),
+                ])
+            }))
             .consistent_read(true)
             .limit(limit as i32)
             .send()
             .await
             .map_err(backend)?;
-        serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ProjectionError::Backend(e.to_string()))
+        let more = out.last_evaluated_key.is_some_and(|k| !k.is_empty());
+        let rows = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        Ok((rows, more))
     }
 }

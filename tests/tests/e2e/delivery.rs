@@ -408,3 +408,39 @@ async fn rebuilt_projections_equal_the_live_ones() {
     assert_eq!(stats, live_stats);
     assert_eq!((stats.runs, stats.succeeded, stats.failed), (4, 2, 2));
 }
+
+#[tokio::test]
+async fn a_task_of_an_execution_cancelled_before_the_worker_got_to_it_is_not_performed() {
+    let peer = Peer::start().await;
+    let app = App::start("cancel-drop", &[]).await;
+    let c = Client::new(&app, "t-cancel-drop").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "late", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/late", peer.base)}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let scheduled = f.poll().await;
+    let tasks = f.tasks(&scheduled);
+    assert_eq!(tasks.len(), 1);
+    // The worker's batch is delayed; the execution is cancelled meanwhile.
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let before = c.history(&id).await.len();
+    let r = f.worker.handle(Functions::event(&tasks)).await;
+    assert!(r.batch_item_failures.is_empty());
+    assert_eq!(peer.calls("late"), 0, "no side effect after the cancel");
+    let history = c.history(&id).await;
+    assert_eq!(history.len(), before, "nothing appended after the end");
+    assert_eq!(status(&c, &id).await, "cancelled");
+}

@@ -8,6 +8,7 @@ mod conflicts;
 mod delivery;
 mod edge;
 mod event_store;
+mod exactly_once;
 mod lambda_binary;
 mod llm;
 mod mcp;

@@ -169,6 +169,11 @@ pub enum ExecutionEvent {
     /// Run again from the failed steps; everything that succeeded stays.
     ExecutionRedriven {
         by: String,
+        /// Every unfinished instance runs again too (branches or items still in flight when the
+        /// execution failed, whose results would now arrive too late). Redrives recorded before
+        /// this field kept them, and replay the way they were recorded.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset_unfinished: bool,
     },
 }
 

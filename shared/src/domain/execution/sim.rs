@@ -69,7 +69,7 @@ impl Simulation {
                     request,
                     ..
                 } => {
-                    let s = &self.state.steps[key];
+                    let s = self.state.steps.get(key)?;
                     (s.attempt == *attempt
                         && s.epoch == *epoch
                         && s.status == StepStatus::Scheduled)

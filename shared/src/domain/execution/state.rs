@@ -221,6 +221,9 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             items,
             child_execution_id,
         } => {
+            if !state.steps.contains_key(key) && *epoch != state.epoch {
+                return; // a late start of an instance that a redrive dropped
+            }
             let s = state
                 .steps
                 .entry(key.clone())
@@ -379,13 +382,22 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             ));
             state.ended_at = Some(at);
         }
-        E::ExecutionRedriven { .. } => {
+        E::ExecutionRedriven {
+            reset_unfinished, ..
+        } => {
             if state.status != ExecutionStatus::Failed {
                 return;
             }
             state.epoch += 1;
-            // Failed instances run again; what succeeded stays, and so do results in flight.
-            state.steps.retain(|_, s| s.status != StepStatus::Failed);
+            if *reset_unfinished {
+                // Only finished work stays: what was in flight when the execution failed had its
+                // results ignored (they came after the end), so it runs again in the new epoch.
+                state
+                    .steps
+                    .retain(|_, s| matches!(s.status, StepStatus::Succeeded | StepStatus::Caught));
+            } else {
+                state.steps.retain(|_, s| s.status != StepStatus::Failed);
+            }
             state.status = ExecutionStatus::Running;
             state.error = None;
             state.failed_step = None;
@@ -405,6 +417,9 @@ fn end_attempt(
     at: DateTime<Utc>,
     apply: impl FnOnce(&mut StepState),
 ) {
+    if !state.steps.contains_key(key) && epoch != state.epoch {
+        return; // a late outcome of an instance that a redrive dropped
+    }
     let s = state
         .steps
         .entry(key.to_owned())

@@ -50,6 +50,9 @@ pub struct Summary {
     pub steps_completed: usize,
     /// The last event applied: a projection never goes backwards.
     pub version: u64,
+    /// Redrives so far: a worker holding a task of an earlier epoch of an ended execution drops it.
+    #[serde(default)]
+    pub epoch: u32,
     /// Every step instance (the execution view); listings leave it out, see [`Summary::listing`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSummary>,
@@ -81,6 +84,7 @@ impl Summary {
             execution_id: state.id.clone(),
             workflow_id: state.workflow_id.clone(),
             workflow_version: state.workflow_version,
+            epoch: state.epoch,
             status: state.status.as_str().to_owned(),
             current_steps: state.pending_steps(),
             awaiting_approval: state
