@@ -307,7 +307,16 @@ impl Config {
     /// outcome (`HOLD_SWEEP_GRACE_SECS`, default 1800: longer than any Lambda invocation, so no
     /// attempt still in flight is touched).
     pub fn hold_sweep_grace_secs(&self) -> Result<u64, ConfigError> {
-        self.number("HOLD_SWEEP_GRACE_SECS", None, 1800)
+        let secs = self.number("HOLD_SWEEP_GRACE_SECS", None, 1800)?;
+        // Shorter than an invocation would release money a live call still holds (its spend then
+        // never counted); a month is the longest a reservation may be left unsettled.
+        if !(960..=30 * 24 * 3600).contains(&secs) {
+            return Err(ConfigError::Invalid {
+                name: "HOLD_SWEEP_GRACE_SECS",
+                reason: format!("{secs} is outside 960..=2592000 seconds (it must outlast any Lambda invocation)"),
+            });
+        }
+        Ok(secs)
     }
 
     /// Seconds an LLM provider call may take (`LLM_TIMEOUT`, default 120).

@@ -496,35 +496,45 @@ fn answer(run: &mut Run, step_key: &str, result: Result<Value, StepError>) {
 }
 
 #[test]
-fn redrive_reruns_branches_that_were_in_flight_when_the_parallel_failed() {
-    let mut run = Run::start(
-        json!({"name": "p", "start": "both", "steps": {
-            "both": {"type": "parallel", "join": "all", "branches": [{"start": "a"}, {"start": "b"}]},
-            "a": {"type": "http", "url": "http://x.test/a"},
-            "b": {"type": "http", "url": "http://x.test/b"}}}),
-        json!({}),
-    );
-    let open: Vec<String> = run.tasks().into_iter().map(|t| t.0).collect();
-    assert_eq!(open.len(), 2, "{open:?}");
-    let (a, b) = (open[0].clone(), open[1].clone());
-    answer(&mut run, &a, Err(StepError::new("HttpError", "500", false)));
-    run.turn();
-    assert_eq!(run.status(), "failed");
-    // b's result arrives after the end: recorded, not applied.
-    answer(&mut run, &b, Ok(json!("late")));
-    run.turn();
-    assert_eq!(run.status(), "failed");
-
-    run.apply(vec![E::ExecutionRedriven {
-        by: "ann".into(),
-        reset_unfinished: true,
-    }]);
-    run.turn();
-    let tasks = run.tasks();
-    assert_eq!(tasks.len(), 2, "both branches run again: {tasks:?}");
-    assert!(tasks.iter().all(|t| t.2 == 1), "in the new epoch");
-    run.work(|_, _, _| Ok(json!("ok")));
-    assert_eq!(run.status(), "succeeded");
+fn redrive_reuses_late_results_and_reruns_branches_that_never_finished() {
+    let start = || {
+        Run::start(
+            json!({"name": "p", "start": "both", "steps": {
+                "both": {"type": "parallel", "join": "all", "branches": [{"start": "a"}, {"start": "b"}], "next": "out"},
+                "a": {"type": "http", "url": "http://x.test/a"},
+                "b": {"type": "http", "url": "http://x.test/b"},
+                "out": {"type": "transform", "mapping": "steps.both.output"}}}),
+            json!({}),
+        )
+    };
+    for b_answers_late in [true, false] {
+        let mut run = start();
+        let open: Vec<String> = run.tasks().into_iter().map(|t| t.0).collect();
+        assert_eq!(open.len(), 2, "{open:?}");
+        let (a, b) = (open[0].clone(), open[1].clone());
+        answer(&mut run, &a, Err(StepError::new("HttpError", "500", false)));
+        run.turn();
+        assert_eq!(run.status(), "failed");
+        if b_answers_late {
+            // b's call was in flight: its result lands after the end, and is kept for a redrive.
+            answer(&mut run, &b, Ok(json!("late b")));
+            run.turn();
+            assert_eq!(run.status(), "failed");
+        }
+        run.apply(vec![E::ExecutionRedriven {
+            by: "ann".into(),
+            reset_unfinished: true,
+        }]);
+        run.turn();
+        let tasks = run.tasks();
+        let expected = if b_answers_late { 1 } else { 2 };
+        assert_eq!(tasks.len(), expected, "late={b_answers_late}: {tasks:?}");
+        assert!(tasks.iter().all(|t| t.2 == 1), "in the new epoch");
+        run.work(|step, _, _| Ok(json!(format!("new {step}"))));
+        assert_eq!(run.status(), "succeeded");
+        let b_out = if b_answers_late { "late b" } else { "new b" };
+        assert_eq!(run.state.output, Some(json!(["new a", b_out])));
+    }
 }
 
 #[test]

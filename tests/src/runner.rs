@@ -227,9 +227,11 @@ async fn scheduled_function(
         "TimerFunction" => {
             let config = function_config(template, id, overrides)?;
             let handler = std::sync::Arc::new(timer::Handler::new(&config, sdk)?);
+            let timeout = function_timeout(template, id);
             Ok(std::sync::Arc::new(move || {
                 let handler = handler.clone();
-                Box::pin(async move { handler.handle().await.map(|f| format!("{f:?}")) })
+                // As Lambda would: the invocation has the function's template timeout.
+                Box::pin(async move { handler.handle(timeout).await.map(|f| format!("{f:?}")) })
             }))
         }
         other => Err(format!(
@@ -321,10 +323,24 @@ pub async fn spawn_streams(
     sdk: &SdkConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    spawn_streams_with(template, sdk, overrides, |_, handler| handler).await
+}
+
+/// [`spawn_streams`] with each function's handler passed through `wrap` (by logical id): fault
+/// injection wraps the real handlers in what Lambda can do to them (kill, redeliver).
+pub async fn spawn_streams_with(
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+    wrap: impl Fn(&str, crate::esm::Handler) -> crate::esm::Handler,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let mut tasks = Vec::new();
     for mapping in crate::esm::mappings(template) {
-        let handler = stream_handler(&mapping.function, template, sdk, overrides).await?;
+        let handler = wrap(
+            &mapping.function,
+            stream_handler(&mapping.function, template, sdk, overrides).await?,
+        );
         let table = template
             .table_name(&mapping.table)
             .map_err(|e| e.to_string())?;
@@ -408,4 +424,13 @@ pub async fn failures(
         }
     }
     Ok(lines)
+}
+
+/// A function's `Timeout` (its own, else the template's `Globals`, else Lambda's 3 s default).
+pub fn function_timeout(template: &Template, id: &str) -> Duration {
+    let own = template
+        .properties(id)
+        .ok()
+        .and_then(|p| p["Timeout"].as_u64());
+    Duration::from_secs(own.or_else(|| template.global_timeout()).unwrap_or(3))
 }

@@ -186,6 +186,11 @@ impl Template {
             .ok_or_else(|| TemplateError::Invalid(format!("table {id} has no TableName")))
     }
 
+    /// `Globals.Function.Timeout`, in seconds.
+    pub fn global_timeout(&self) -> Option<u64> {
+        self.globals.get("Timeout").and_then(Json::as_u64)
+    }
+
     /// The environment a function gets: Globals first, then its own variables, all resolved.
     pub fn function_env(&self, id: &str) -> Result<BTreeMap<String, String>, TemplateError> {
         let mut env = BTreeMap::new();

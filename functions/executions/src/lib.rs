@@ -275,7 +275,12 @@ async fn replay_start(
     } else {
         req.input.clone()
     };
-    if state.input != input || req.version.is_some_and(|v| v != state.workflow_version) {
+    // The stored input came back through DynamoDB, which keeps numbers, not their JSON spelling
+    // (10.0 returns as 10): compare it with the request's input after the same round trip.
+    let stored_form = serde_dynamo::to_attribute_value::<_, serde_dynamo::AttributeValue>(&input)
+        .and_then(serde_dynamo::from_attribute_value::<_, Value>)
+        .unwrap_or(input);
+    if state.input != stored_form || req.version.is_some_and(|v| v != state.workflow_version) {
         return Err(ApiError::unprocessable(
             "idempotency-key-reused",
             "this Idempotency-Key was already used to start a different execution; use a new key",

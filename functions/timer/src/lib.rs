@@ -29,24 +29,48 @@ impl Handler {
     ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
         let grace = config.hold_sweep_grace_secs().map_err(|e| e.to_string())?;
+        let services = Services::new(config, sdk)?;
         Ok(Self {
-            services: Services::new(config, sdk)?,
-            budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state),
-            hold_grace: chrono::Duration::seconds(grace.min(i64::MAX as u64) as i64),
+            budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state)
+                .with_alerts(services.repo.store().clone()),
+            hold_grace: chrono::Duration::seconds(grace as i64),
+            services,
         })
     }
 
-    pub async fn handle(&self) -> Result<Tick, String> {
+    /// One tick, finished before `time_left` runs out (what is left waits for the next tick).
+    pub async fn handle(&self, time_left: std::time::Duration) -> Result<Tick, String> {
         let now = chrono::Utc::now();
-        let Fired { fired, failed } =
-            fire_due(&self.services.repo, &self.services.projections, now).await?;
+        // Stop with a margin: the invocation must return before Lambda's timeout cuts it off.
+        let deadline =
+            std::time::Instant::now() + time_left.saturating_sub(std::time::Duration::from_secs(3));
+        let Fired {
+            fired,
+            failed,
+            deferred,
+        } = fire_due(
+            &self.services.repo,
+            &self.services.projections,
+            now,
+            deadline,
+        )
+        .await?;
+        if deferred {
+            tracing::warn!(fired, "timer backlog: the rest fire next tick");
+        }
         // A sweep failure is logged and retried next tick; it never holds the timers back.
-        let swept = settle_stale_holds(&self.budgets, &self.services.repo, now, self.hold_grace)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "reservation sweep failed; next tick retries");
-                Swept::default()
-            });
+        let swept = settle_stale_holds(
+            &self.budgets,
+            &self.services.repo,
+            now,
+            self.hold_grace,
+            deadline,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reservation sweep failed; next tick retries");
+            Swept::default()
+        });
         Ok(Tick {
             fired,
             failed,

@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use super::orchestrator::TurnError;
 use super::worker::Done;
 use super::{Orchestrator, Worker};
-use crate::domain::execution::{ExecutionState, StepError};
+use crate::domain::execution::StepError;
 use crate::events::{decode_stream_record, Envelope, StreamId, Upcasters};
 use crate::executions::RepoError;
 
@@ -29,7 +29,10 @@ struct Group {
 
 /// Groups the batch's events by stream, keeping stream order; undecodable records are logged and
 /// their execution (when the record names one) is failed by the caller.
-fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<(Option<StreamId>, String)>) {
+/// A record that cannot be read: its stream (when it names one), sequence number and the reason.
+type Poisoned = (Option<StreamId>, String, String);
+
+fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<Poisoned>) {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut order = Vec::new();
     let mut poisoned = Vec::new();
@@ -65,7 +68,7 @@ fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<(Option<Strea
                         _ => None,
                     });
                 tracing::error!(sequence = %sequence, error = %e, "unreadable stream record");
-                poisoned.push((stream, e.to_string()));
+                poisoned.push((stream, sequence.clone(), e.to_string()));
             }
         }
     }
@@ -97,17 +100,14 @@ pub async fn orchestrate(
 ) -> DynamoDbEventResponse {
     let now = Utc::now();
     let (groups, poisoned) = group(&event, upcasters);
-    for (stream, reason) in poisoned {
+    for (stream, sequence, reason) in poisoned {
         if let Some(stream) = stream.filter(|s| s.category() == crate::executions::repo::CATEGORY) {
             let error = StepError::new(
                 "OrchestrationError",
                 format!("an event could not be read: {reason}"),
                 false,
             );
-            if let Err(e) = o
-                .fail(&stream, &ExecutionState::default(), error, now)
-                .await
-            {
+            if let Err(e) = o.fail(&stream, None, &sequence, error, now).await {
                 tracing::error!(stream = %stream, error = %e, "could not fail the execution of an unreadable event");
             }
         }
@@ -132,7 +132,10 @@ pub async fn orchestrate(
                 Err(e) => {
                     tracing::error!(stream = %g.stream, error = %e, "execution cannot go on");
                     let error = StepError::new("OrchestrationError", e.to_string(), false);
-                    match o.fail(&g.stream, &ExecutionState::default(), error, now).await {
+                    match o
+                        .fail(&g.stream, None, &g.first_sequence, error, now)
+                        .await
+                    {
                         Ok(()) => None,
                         Err(_) => Some(g.first_sequence),
                     }

@@ -156,7 +156,7 @@ pub const THRESHOLDS: [u32; 3] = [50, 80, 95];
 pub const ALERT_CATEGORY: &str = "budget";
 
 /// A refusal that a concurrent settlement may have made room for is tried this often.
-const RESERVE_ROUNDS: usize = 3;
+const RESERVE_ROUNDS: usize = 5;
 
 /// How long an execution's account is kept after its last reservation.
 const EXECUTION_ACCOUNT_TTL_SECS: i64 = 90 * 24 * 3600;
@@ -288,19 +288,38 @@ impl Budgets {
         let keys = keys
             .build()
             .map_err(|e| BudgetError::Backend(e.to_string()))?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, keys)
-            .send()
-            .await
-            .map_err(backend)?;
+        // BatchGetItem may return some keys unprocessed (throttling): ask again for those, or a
+        // limit would silently not apply.
+        let mut items = Vec::new();
+        let mut request = Some(HashMap::from([(self.table.clone(), keys)]));
+        for attempt in 1..=crate::aws::transact::CONFLICT_ATTEMPTS {
+            let Some(pending) = request.take().filter(|r| !r.is_empty()) else {
+                break;
+            };
+            if attempt > 1 {
+                tokio::time::sleep(crate::aws::transact::pause(attempt - 1)).await;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(backend)?;
+            items.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default(),
+            );
+            request = out.unprocessed_keys;
+        }
+        if request.is_some_and(|r| !r.is_empty()) {
+            return Err(BudgetError::Contended(
+                "budget limits could not be read (throttled)".into(),
+            ));
+        }
         let mut found: HashMap<String, BudgetConfig> = HashMap::new();
-        for mut item in out
-            .responses
-            .and_then(|mut r| r.remove(&self.table))
-            .unwrap_or_default()
-        {
+        for mut item in items {
             let Some(AttributeValue::S(sk)) = item.remove("sk") else {
                 continue;
             };
@@ -514,9 +533,13 @@ impl Budgets {
                 Err(TransactError::Other(e)) => return Err(BudgetError::Backend(e)),
             }
         }
-        Err(BudgetError::Contended(
-            "the budget kept changing while this call reserved".into(),
-        ))
+        // DynamoDB refused each time though the re-read (in binary floating point) showed room:
+        // the exact decimal amount left is short by less than a rounding step.
+        Err(BudgetError::Exceeded {
+            scope: "a budget".into(),
+            available: "less than this call needs".into(),
+            needed: format!("{usd:.6} USD / {tokens} tokens"),
+        })
     }
 
     /// Names the first budget without room for the call (read after the refusal); `None` when

@@ -179,7 +179,7 @@ impl Orchestrator {
                         format!("the next events do not fit in DynamoDB: {detail}"),
                         false,
                     );
-                    self.fail(stream, &state, error, now).await?;
+                    self.fail(stream, Some(&state), "", error, now).await?;
                     return Ok(turn);
                 }
                 Err(e) => return Err(e.into()),
@@ -289,37 +289,66 @@ impl Orchestrator {
     }
 
     /// Ends an execution that cannot go on, with the reason (never blocks the stream).
+    /// For a stream whose events cannot all be decoded: whether, by event types alone, it has
+    /// ended since its last redrive (so nothing more is appended to it).
+    async fn ended_by_types(&self, stream: &StreamId) -> bool {
+        let Ok(events) = self.repo.store().read_from(stream, 1).await else {
+            return false;
+        };
+        events
+            .iter()
+            .rev()
+            .map(|e| e.event_type.as_str())
+            .find(|t| {
+                matches!(
+                    *t,
+                    "ExecutionSucceeded"
+                        | "ExecutionFailed"
+                        | "ExecutionCancelled"
+                        | "ExecutionRedriven"
+                )
+            })
+            .is_some_and(|t| t != "ExecutionRedriven")
+    }
+
+    /// Fails the execution with `error`. `state` when the caller has it; otherwise it is read,
+    /// and if even that fails (an unreadable event), the failure is keyed by `record` (the record
+    /// that failed, the same on every redelivery) so it is appended once.
     pub async fn fail(
         &self,
         stream: &StreamId,
-        state: &ExecutionState,
+        state: Option<&ExecutionState>,
+        record: &str,
         error: StepError,
         now: DateTime<Utc>,
     ) -> Result<(), TurnError> {
-        // The caller may not know the state (an unreadable record, a panicked turn): read it,
-        // so the failure is keyed by its epoch (a redriven execution that fails again is failed
-        // again) and nothing is appended after a terminal event.
-        let known;
-        let state = if state.id.is_empty() {
-            known = AssertUnwindSafe(self.repo.load(stream))
-                .catch_unwind()
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|l| l.state)
-                .unwrap_or_default();
-            &known
-        } else {
-            state
+        let read;
+        let state = match state {
+            Some(s) => Some(s),
+            None => {
+                read = AssertUnwindSafe(self.repo.load(stream))
+                    .catch_unwind()
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|l| l.state);
+                read.as_ref()
+            }
         };
-        if state.status.is_terminal() {
-            return Ok(());
-        }
+        // Nothing is appended after a terminal event; a redriven execution that fails again is
+        // failed again (keyed per epoch).
+        let key = match state {
+            Some(s) if s.status.is_terminal() => return Ok(()),
+            Some(s) => format!("orchestration-failure:{}", s.epoch),
+            None if self.ended_by_types(stream).await => return Ok(()),
+            None => format!("orchestration-failure:record:{record}"),
+        };
+        let correlation = state.map(|s| s.id.clone()).unwrap_or_default();
         let tenant = stream.tenant().to_owned();
         let cause = Cause {
             tenant: &tenant,
             actor: "orchestrator",
-            correlation_id: &state.id,
+            correlation_id: &correlation,
             causation_id: None,
             at: now,
         };
@@ -329,7 +358,7 @@ impl Orchestrator {
                 stream,
                 vec![E::ExecutionFailed { error, step: None }],
                 &cause,
-                Some(format!("orchestration-failure:{}", state.epoch)),
+                Some(key),
             )
             .await;
         match appended {

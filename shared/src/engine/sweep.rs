@@ -2,12 +2,14 @@
 //! died after the call, or the settlement kept conflicting) are settled from the step's recorded
 //! outcome, so the books end exact and nothing stays reserved. Runs with the timer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use super::budget::Budgets;
 use crate::domain::execution::ExecutionEvent as E;
 use crate::domain::execution::Usage;
-use crate::events::StreamId;
+use crate::events::{Envelope, StreamId};
 use crate::executions::{repo::decode, ExecutionRepo};
 
 /// Reservations examined per shard and run; the rest wait for the next run.
@@ -36,14 +38,20 @@ pub async fn settle_stale_holds(
     repo: &ExecutionRepo,
     now: DateTime<Utc>,
     grace: chrono::Duration,
+    deadline: std::time::Instant,
 ) -> Result<Swept, String> {
     let mut swept = Swept::default();
     let stale = budgets
         .held_before(now - grace, PAGE)
         .await
         .map_err(|e| e.to_string())?;
+    // One read of each execution's history, however many of its attempts are held.
+    let mut histories = HashMap::new();
     for (tenant, attempt) in stale {
-        match settle_one(budgets, repo, &tenant, &attempt).await {
+        if std::time::Instant::now() >= deadline {
+            break; // the rest next run
+        }
+        match settle_one(budgets, repo, &mut histories, &tenant, &attempt).await {
             Ok(Some(true)) => swept.settled += 1,
             Ok(Some(false)) => swept.released += 1,
             Ok(None) => {}
@@ -60,6 +68,7 @@ pub async fn settle_stale_holds(
 async fn settle_one(
     budgets: &Budgets,
     repo: &ExecutionRepo,
+    histories: &mut HashMap<String, Vec<Envelope>>,
     tenant: &str,
     attempt: &str,
 ) -> Result<Option<bool>, String> {
@@ -71,7 +80,7 @@ async fn settle_one(
         return Ok(None);
     };
     let recorded = match reservation.execution_id() {
-        Some(id) => recorded(repo, tenant, id, attempt).await?,
+        Some(id) => recorded(repo, histories, tenant, id, attempt).await?,
         None => Recorded::Nothing,
     };
     let (usd, tokens, with_usage) = match recorded {
@@ -95,33 +104,39 @@ async fn settle_one(
 
 async fn recorded(
     repo: &ExecutionRepo,
+    histories: &mut HashMap<String, Vec<Envelope>>,
     tenant: &str,
     execution_id: &str,
     attempt: &str,
 ) -> Result<Recorded, String> {
     let stream = StreamId::new(tenant, crate::executions::repo::CATEGORY, execution_id)
         .map_err(|e| e.to_string())?;
-    let events = repo
-        .store()
-        .read_from(&stream, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    for envelope in &events {
-        let (key, epoch, n, usage) = match decode(envelope).map_err(|e| e.to_string())? {
-            E::StepSucceeded {
+    if !histories.contains_key(stream.as_str()) {
+        let events = repo
+            .store()
+            .read_from(&stream, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        histories.insert(stream.to_string(), events);
+    }
+    for envelope in &histories[stream.as_str()] {
+        // An event that cannot be read is not this attempt's outcome; it must not keep the
+        // reservation held forever.
+        let (key, epoch, n, usage) = match decode(envelope) {
+            Ok(E::StepSucceeded {
                 key,
                 epoch,
                 attempt,
                 usage,
                 ..
-            }
-            | E::StepFailed {
+            })
+            | Ok(E::StepFailed {
                 key,
                 epoch,
                 attempt,
                 usage,
                 ..
-            } => (key, epoch, attempt, usage),
+            }) => (key, epoch, attempt, usage),
             _ => continue,
         };
         if super::worker::attempt_name(&stream, &key, epoch, n) == attempt {

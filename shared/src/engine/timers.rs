@@ -22,6 +22,8 @@ const MAX_RETRY_PAUSE_SECS: i64 = 3600;
 pub struct Fired {
     pub fired: usize,
     pub failed: usize,
+    /// The run stopped at its deadline with timers left for the next one.
+    pub deferred: bool,
 }
 
 enum Outcome {
@@ -30,33 +32,56 @@ enum Outcome {
     Failed,
 }
 
+/// Fires due timers until none is left or `deadline` (the invocation's end, less a margin) comes:
+/// one page of each shard per pass, starting at a different shard each run, so a backlog in one
+/// shard never starves the others and a run that is cut short resumes next tick.
 pub async fn fire_due(
     repo: &ExecutionRepo,
     projections: &Projections,
     now: DateTime<Utc>,
+    deadline: std::time::Instant,
 ) -> Result<Fired, String> {
     let mut result = Fired::default();
-    for shard in 0..TIMER_SHARDS {
-        let mut start: Option<TimerRow> = None;
-        loop {
+    let first = (now.timestamp().unsigned_abs() % u64::from(TIMER_SHARDS)) as u32;
+    // Per shard: where its listing continues, or `None` once it is done.
+    let mut cursors: Vec<(u32, Option<Option<TimerRow>>)> = (0..TIMER_SHARDS)
+        .map(|i| ((first + i) % TIMER_SHARDS, Some(None)))
+        .collect();
+    while cursors.iter().any(|(_, c)| c.is_some()) {
+        for (shard, cursor) in cursors.iter_mut() {
+            let Some(start) = cursor.take() else { continue };
+            if std::time::Instant::now() >= deadline {
+                result.deferred = true;
+                return Ok(result);
+            }
             let (due, more) = projections
-                .due_timers(shard, now, PAGE, start.as_ref())
+                .due_timers(*shard, now, PAGE, start.as_ref())
                 .await
                 .map_err(|e| e.to_string())?;
             for row in &due {
+                if std::time::Instant::now() >= deadline {
+                    result.deferred = true;
+                    return Ok(result);
+                }
                 match fire_one(repo, projections, row, now).await {
                     Outcome::Fired => result.fired += 1,
                     Outcome::Dropped => {}
                     Outcome::Failed => result.failed += 1,
                 }
             }
-            start = due.last().cloned();
-            if !more || start.is_none() {
-                break;
+            if more {
+                *cursor = due.last().cloned().map(Some);
             }
         }
     }
     Ok(result)
+}
+
+/// The epoch a timer belongs to, from its id (`<key>@<epoch>.<attempt>:<purpose>`).
+fn timer_epoch(timer_id: &str) -> Option<u32> {
+    let (guarded, _) = timer_id.rsplit_once(':')?;
+    let (_, epoch_attempt) = guarded.rsplit_once('@')?;
+    epoch_attempt.split_once('.')?.0.parse().ok()
 }
 
 async fn fire_one(
@@ -72,11 +97,16 @@ async fn fire_one(
     };
     let tenant = stream.tenant().to_owned();
     let execution_id = stream.id().to_owned();
-    // An ended execution takes no more events; its leftover timers go.
-    if let Ok(Some((status, _))) = projections.ended(&tenant, &execution_id).await {
-        tracing::debug!(timer = %row.timer_id, status, "execution ended; timer removed");
-        let _ = projections.delete_timer(row).await;
-        return Outcome::Dropped;
+    // An ended execution takes no more events, and a redrive's new epoch makes the old epoch's
+    // timers moot: those rows go unfired (a consistent read: dropping a live timer would hang it).
+    if let Some(epoch) = timer_epoch(&row.timer_id) {
+        if let Ok(Some(progress)) = projections.progress(&tenant, &execution_id, true).await {
+            if progress.supersedes(epoch) {
+                tracing::debug!(timer = %row.timer_id, "execution ended or redriven; timer removed");
+                let _ = projections.delete_timer(row).await;
+                return Outcome::Dropped;
+            }
+        }
     }
     let cause = Cause {
         tenant: &tenant,
@@ -116,5 +146,15 @@ async fn fire_one(
             }
             Outcome::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_timer_id_names_its_epoch() {
+        assert_eq!(super::timer_epoch("each[3]/call@2.1:timeout"), Some(2));
+        assert_eq!(super::timer_epoch("wait@0.1:wait"), Some(0));
+        assert_eq!(super::timer_epoch("odd"), None);
     }
 }

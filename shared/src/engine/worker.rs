@@ -75,7 +75,7 @@ pub enum Done {
     Interrupted,
     ChildStarted(String),
     Ignored,
-    /// The execution had already ended (cancelled, failed, succeeded): nothing was performed.
+    /// The execution had ended, or a redrive replaced the task's epoch: nothing was performed.
     Dropped,
 }
 
@@ -99,16 +99,17 @@ impl Worker {
         })
     }
 
-    /// Whether the execution ended at or after this task's epoch (as last projected).
-    async fn ended(&self, stream: &StreamId, epoch: u32) -> Result<bool, RepoError> {
+    /// Whether this task is moot: its execution ended, or a redrive replaced its epoch (as last
+    /// projected; a stale read only lets a task run that could have been dropped).
+    async fn moot(&self, stream: &StreamId, epoch: u32) -> Result<bool, RepoError> {
         let Some(projections) = &self.projections else {
             return Ok(false);
         };
-        let ended = projections
-            .ended(stream.tenant(), stream.id())
+        let progress = projections
+            .progress(stream.tenant(), stream.id(), false)
             .await
             .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
-        Ok(ended.is_some_and(|(_, ended_epoch)| epoch <= ended_epoch))
+        Ok(progress.is_some_and(|p| p.supersedes(epoch)))
     }
 
     fn writer(&self, stream: &StreamId) -> Arc<tokio::sync::Mutex<()>> {
@@ -164,8 +165,8 @@ impl Worker {
             causation_id: Some(&envelope.event_id),
             at: Utc::now(),
         };
-        if self.ended(stream, task.epoch).await? {
-            tracing::info!(stream = %stream, step = %task.step, "the execution has ended; task dropped");
+        if self.moot(stream, task.epoch).await? {
+            tracing::info!(stream = %stream, step = %task.step, epoch = task.epoch, "the execution has ended or moved to a later epoch; task dropped");
             return Ok(Done::Dropped);
         }
         let child = (task.kind == "subworkflow")

@@ -58,6 +58,22 @@ pub struct Listing<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Where an execution is, as last projected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub ended: bool,
+    /// Redrives so far.
+    pub epoch: u32,
+}
+
+impl Progress {
+    /// Whether work of `epoch` is moot: an earlier epoch (a redrive replaced it), or the
+    /// execution ended in that epoch or later.
+    pub fn supersedes(&self, epoch: u32) -> bool {
+        epoch < self.epoch || (self.ended && epoch <= self.epoch)
+    }
+}
+
 /// A timer row due for firing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimerRow {
@@ -244,13 +260,14 @@ impl Projections {
         Ok(())
     }
 
-    /// The execution's status and epoch as last projected, if it has ended (eventually
-    /// consistent, a small read: a stale answer only lets a task run that could have been dropped).
-    pub async fn ended(
+    /// The execution's status and epoch as last projected (`consistent`: a strongly consistent
+    /// read). A small read: the listing summary has no per-step detail.
+    pub async fn progress(
         &self,
         tenant: &str,
         execution_id: &str,
-    ) -> Result<Option<(String, u32)>, ProjectionError> {
+        consistent: bool,
+    ) -> Result<Option<Progress>, ProjectionError> {
         let out = self
             .client
             .get_item()
@@ -258,22 +275,24 @@ impl Projections {
             .set_key(Some(Self::summary_key(tenant, execution_id)))
             .projection_expression("#s, epoch")
             .expression_attribute_names("#s", "status")
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(backend)?;
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let status = match item.get("status") {
-            Some(AttributeValue::S(s)) => s.clone(),
-            _ => return Ok(None),
+        let Some(AttributeValue::S(status)) = item.get("status") else {
+            return Ok(None);
         };
         let epoch = match item.get("epoch") {
             Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
             _ => 0,
         };
-        let ended = matches!(status.as_str(), "succeeded" | "failed" | "cancelled");
-        Ok(ended.then_some((status, epoch)))
+        Ok(Some(Progress {
+            ended: matches!(status.as_str(), "succeeded" | "failed" | "cancelled"),
+            epoch,
+        }))
     }
 
     pub async fn summary(

@@ -171,7 +171,13 @@ async fn a_settlement_that_keeps_conflicting_is_settled_by_the_sweep_from_the_re
     let later = chrono::Utc::now() + chrono::Duration::seconds(2);
     let books = budgets(&app);
     let sweep = || {
-        shared::engine::sweep::settle_stale_holds(&books, &repo, later, chrono::Duration::zero())
+        shared::engine::sweep::settle_stale_holds(
+            &books,
+            &repo,
+            later,
+            chrono::Duration::zero(),
+            std::time::Instant::now() + std::time::Duration::from_secs(30),
+        )
     };
     let swept = sweep().await.unwrap();
     assert_eq!((swept.settled, swept.released, swept.failed), (1, 0, 0));

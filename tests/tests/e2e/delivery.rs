@@ -96,7 +96,7 @@ impl Functions {
                 }
                 all.extend(records);
             }
-            self.timer.handle().await.unwrap();
+            self.timer.handle(Duration::from_secs(30)).await.unwrap();
             if done().await {
                 return all;
             }

@@ -118,6 +118,10 @@ pub struct ExecutionState {
     pub timers: BTreeMap<String, TimerState>,
     /// Redrives so far; instances of earlier epochs ignore late results.
     pub epoch: u32,
+    /// The epoch the last resetting redrive began: instances of earlier epochs that it dropped
+    /// are not brought back by their late events.
+    #[serde(default)]
+    pub reset_epoch: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +193,13 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
         state.usage.output_tokens += u.output_tokens;
         state.usage.cost_usd += u.cost_usd;
     }
-    if state.status.is_terminal() && !matches!(event, E::ExecutionRedriven { .. }) {
+    // After the end nothing changes but a redrive; a failed execution still takes the late
+    // outcomes of its step instances, so that a redrive reuses finished work instead of doing it
+    // again (the execution's status stays as it is: nothing is planned while it is not running).
+    let late_outcome = state.status == ExecutionStatus::Failed
+        && matches!(event, E::StepSucceeded { .. } | E::StepFailed { .. });
+    if state.status.is_terminal() && !matches!(event, E::ExecutionRedriven { .. }) && !late_outcome
+    {
         return;
     }
     match event {
@@ -221,7 +231,7 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             items,
             child_execution_id,
         } => {
-            if !state.steps.contains_key(key) && *epoch != state.epoch {
+            if !state.steps.contains_key(key) && *epoch < state.reset_epoch {
                 return; // a late start of an instance that a redrive dropped
             }
             let s = state
@@ -390,8 +400,9 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             }
             state.epoch += 1;
             if *reset_unfinished {
-                // Only finished work stays: what was in flight when the execution failed had its
-                // results ignored (they came after the end), so it runs again in the new epoch.
+                // Only finished work stays (late outcomes included); what never finished runs
+                // again in the new epoch, and its old instances stay gone.
+                state.reset_epoch = state.epoch;
                 state
                     .steps
                     .retain(|_, s| matches!(s.status, StepStatus::Succeeded | StepStatus::Caught));
@@ -417,7 +428,7 @@ fn end_attempt(
     at: DateTime<Utc>,
     apply: impl FnOnce(&mut StepState),
 ) {
-    if !state.steps.contains_key(key) && epoch != state.epoch {
+    if !state.steps.contains_key(key) && epoch < state.reset_epoch {
         return; // a late outcome of an instance that a redrive dropped
     }
     let s = state
