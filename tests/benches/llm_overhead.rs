@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use wfe_local::endpoint::{endpoint_url, sdk_config, sdk_config_for};
 use wfe_local::runner;
 
+/// The worker's template `Timeout`: the time a batch has.
+const WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 const STEPS: usize = 20;
 
 fn linear(step: impl Fn(usize) -> Value) -> Value {
@@ -203,7 +206,7 @@ async fn main() {
                     let event: Event = serde_json::from_value(json!({"Records": tasks})).unwrap();
                     counts.lock().unwrap().clear();
                     let started = Instant::now();
-                    worker.handle(event).await;
+                    worker.handle(event, WORKER_TIMEOUT).await;
                     work.add(started.elapsed(), &counts.lock().unwrap());
                 }
             }

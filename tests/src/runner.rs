@@ -296,25 +296,43 @@ async fn stream_handler(
     overrides: &BTreeMap<String, String>,
 ) -> Result<crate::esm::Handler, String> {
     let config = function_config(template, function, overrides)?;
-    match function {
+    let timeout = function_timeout(template, function);
+    let handler: crate::esm::Handler = match function {
         "OrchestratorFunction" => {
             let h = std::sync::Arc::new(orchestrator::Handler::new(&config, sdk)?);
-            Ok(std::sync::Arc::new(move |event| {
+            std::sync::Arc::new(move |event| {
                 let h = h.clone();
                 Box::pin(async move { Ok(h.handle(event).await) })
-            }))
+            })
         }
         "WorkerFunction" => {
             let h = std::sync::Arc::new(worker::Handler::new(&config, sdk).await?);
-            Ok(std::sync::Arc::new(move |event| {
+            std::sync::Arc::new(move |event| {
                 let h = h.clone();
-                Box::pin(async move { Ok(h.handle(event).await) })
-            }))
+                Box::pin(async move { Ok(h.handle(event, timeout).await) })
+            })
         }
-        other => Err(format!(
-            "the local runner does not know how to run stream function {other}"
-        )),
-    }
+        other => {
+            return Err(format!(
+                "the local runner does not know how to run stream function {other}"
+            ))
+        }
+    };
+    // As Lambda does: an invocation that outlives the function's `Timeout` is cut off and its
+    // batch fails as a whole (and is retried).
+    Ok(std::sync::Arc::new(move |event| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, handler(event))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "Task timed out after {} seconds",
+                        timeout.as_secs()
+                    ))
+                })
+        })
+    }))
 }
 
 /// Starts one event-source mapping per `DynamoDB` event in the template.

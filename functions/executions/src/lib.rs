@@ -149,6 +149,14 @@ async fn start(
     } else {
         req.input.clone()
     };
+    if let Some(problem) = shared::domain::validate::input_size_problem(&input) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input-too-large",
+            "Input too large",
+            problem,
+        ));
+    }
     let problems = validate_input(&version.definition, &input);
     if !problems.is_empty() {
         let detail: Vec<String> = problems

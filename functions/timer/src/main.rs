@@ -16,12 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let handler = &handler;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent>| async move {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64;
-            let left =
-                std::time::Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+            let left = shared::telemetry::time_left(event.context.deadline);
             let tick = handler.handle(left).await?;
             Ok::<_, lambda_runtime::Error>(tick)
         },

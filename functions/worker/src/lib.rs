@@ -24,7 +24,18 @@ impl Handler {
         })
     }
 
-    pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
-        shared::engine::batch::work(&self.worker, event, &self.services.upcasters).await
+    /// One batch, with `time_left` before the invocation's timeout.
+    pub async fn handle(
+        &self,
+        event: Event,
+        time_left: std::time::Duration,
+    ) -> DynamoDbEventResponse {
+        shared::engine::batch::work(
+            &self.worker,
+            event,
+            &self.services.upcasters,
+            shared::engine::batch::deadline(time_left),
+        )
+        .await
     }
 }

@@ -17,7 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         });
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, lambda_runtime::Error>(handler.handle(event.payload).await)
+        let left = shared::telemetry::time_left(event.context.deadline);
+        Ok::<_, lambda_runtime::Error>(handler.handle(event.payload, left).await)
     }))
     .await
 }

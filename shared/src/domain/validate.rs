@@ -24,6 +24,21 @@ pub const MAX_STEPS: usize = 200;
 /// The longest a wait, a timeout or an `until` may reach ahead: a year. Past it nothing is
 /// durable in practice, and unbounded values overflow the clock.
 pub const MAX_DURATION_SECS: u64 = 366 * 24 * 3600;
+/// A definition is stored in one DynamoDB item (400 KB), and every execution's first event holds
+/// it together with the input; these leave room for both.
+pub const MAX_DEFINITION_BYTES: usize = 200 * 1024;
+pub const MAX_INPUT_BYTES: usize = 128 * 1024;
+
+/// The problem with an input too large to store, if it is.
+pub fn input_size_problem(input: &Value) -> Option<String> {
+    let size = serde_json::to_vec(input).map_or(usize::MAX, |v| v.len());
+    (size > MAX_INPUT_BYTES).then(|| {
+        format!(
+            "the input is {size} bytes; an execution's input may be at most {MAX_INPUT_BYTES} bytes (it is stored with the definition in one 400 KB DynamoDB item)"
+        )
+    })
+}
+
 /// The longest pause between two attempts of a step: a day.
 pub const MAX_RETRY_INTERVAL_MS: u64 = 86_400_000;
 
@@ -98,6 +113,15 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
     }
     if def.steps.len() > MAX_STEPS {
         c.add("/steps", format!("at most {MAX_STEPS} steps are allowed"));
+    }
+    let size = serde_json::to_vec(def).map_or(usize::MAX, |v| v.len());
+    if size > MAX_DEFINITION_BYTES {
+        c.add(
+            "",
+            format!(
+                "the definition is {size} bytes; a definition may be at most {MAX_DEFINITION_BYTES} bytes (it is stored in one 400 KB DynamoDB item)"
+            ),
+        );
     }
     for id in def.steps.keys() {
         if !valid_id(id) {

@@ -149,8 +149,16 @@ pub async fn orchestrate(
     failures(failed)
 }
 
-/// The step worker's handler (its event filter delivers only `StepScheduled`).
-pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEventResponse {
+/// The step worker's handler (its event filter delivers only `StepScheduled`). Every task must be
+/// done by `deadline` (the invocation's end, less a margin): one that is not is handed back for
+/// redelivery, so a slow call never turns into Lambda's timeout killing the whole batch, and the
+/// tasks that did finish stay finished.
+pub async fn work(
+    w: &Worker,
+    event: Event,
+    upcasters: &Upcasters,
+    deadline: tokio::time::Instant,
+) -> DynamoDbEventResponse {
     // Each task on its own, so only a failed one (and what follows it) is redelivered.
     let tasks: Vec<(String, Envelope)> = event
         .records
@@ -170,15 +178,17 @@ pub async fn work(w: &Worker, event: Event, upcasters: &Upcasters) -> DynamoDbEv
         .collect();
     let failed: Vec<String> = futures::stream::iter(tasks)
         .map(|(seq, envelope)| async move {
-            let handled = AssertUnwindSafe(w.handle(&envelope))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    Err(RepoError::Store(crate::events::StoreError::Backend(format!(
-                        "the worker panicked: {}",
-                        panic_message(&*panic)
-                    ))))
-                });
+            let task = AssertUnwindSafe(w.handle(&envelope)).catch_unwind();
+            let Ok(handled) = tokio::time::timeout_at(deadline, task).await else {
+                tracing::warn!(stream = %envelope.stream_id, "task not done before the invocation's deadline; handed back");
+                return Some(seq);
+            };
+            let handled = handled.unwrap_or_else(|panic| {
+                Err(RepoError::Store(crate::events::StoreError::Backend(format!(
+                    "the worker panicked: {}",
+                    panic_message(&*panic)
+                ))))
+            });
             match handled {
                 Ok(done) => {
                     if done != Done::Ignored {
@@ -210,4 +220,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// When work in an invocation with `time_left` must stop: a tenth of it (at most 3 s) is kept to
+/// report back before Lambda's timeout.
+pub fn deadline(time_left: std::time::Duration) -> tokio::time::Instant {
+    let margin = (time_left / 10).min(std::time::Duration::from_secs(3));
+    tokio::time::Instant::now() + time_left.saturating_sub(margin)
 }

@@ -276,14 +276,38 @@ impl Orchestrator {
                 causation_id: None,
                 at: now,
             };
-            self.repo
+            let idempotency = format!("child:{}:{}", state.id, state.version);
+            match self
+                .repo
                 .append_any(
                     &parent_stream,
                     vec![event],
                     &cause,
-                    Some(format!("child:{}:{}", state.id, state.version)),
+                    Some(idempotency.clone()),
                 )
-                .await?;
+                .await
+            {
+                // The child's output does not fit the parent's outcome event: the parent's step
+                // fails, clearly, rather than waiting for an outcome that can never be written.
+                Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
+                    let error = StepError::new(
+                        "ChildOutputTooLarge",
+                        format!(
+                            "child execution {}'s output does not fit in one event (400 KB): {detail}",
+                            state.id
+                        ),
+                        false,
+                    );
+                    let step = parent.key.rsplit('/').next().unwrap_or_default().to_owned();
+                    let failed = E::outcome(parent.key.clone(), step, epoch, attempt, Err(error));
+                    self.repo
+                        .append_any(&parent_stream, vec![failed], &cause, Some(idempotency))
+                        .await?;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }

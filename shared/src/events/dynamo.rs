@@ -197,10 +197,12 @@ impl DynamoEventStore {
                         Err(StoreError::Backend(text))
                     }
                 }
-                _ if text.contains("Item size") => Err(StoreError::TooLarge {
-                    stream_id: request.stream_id.clone(),
-                    detail: text,
-                }),
+                _ if text.contains("Item size") || text.contains("cannot be larger than 4 MB") => {
+                    Err(StoreError::TooLarge {
+                        stream_id: request.stream_id.clone(),
+                        detail: text,
+                    })
+                }
                 _ => Err(StoreError::Backend(text)),
             },
             _ => Err(StoreError::Backend(text)),

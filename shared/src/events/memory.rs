@@ -13,10 +13,7 @@ use super::{
 /// DynamoDB's item size limit, which this adapter imitates so both fail alike.
 const MAX_ITEM_BYTES: usize = 400 * 1024;
 
-/// JSON length approximates DynamoDB's item size (names plus values) closely enough for the limit.
-fn approx_item_bytes(event: &super::NewEvent) -> usize {
-    serde_json::to_vec(event).map_or(usize::MAX, |v| v.len())
-}
+use super::approx_item_bytes;
 
 #[derive(Default)]
 struct Inner {

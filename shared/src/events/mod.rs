@@ -27,6 +27,15 @@ pub use upcast::{UpcastFn, Upcasters};
 /// DynamoDB allows 100 items in one TransactWriteItems; one may be the idempotency record and one
 /// the check that the expected version exists.
 pub const MAX_TRANSACT_ITEMS: usize = 100;
+/// DynamoDB refuses a transaction over 4 MB in all; appends keep well under it (item sizes are
+/// estimated, and the idempotency record and version check ride along).
+pub const MAX_APPEND_BYTES: usize = 3 * 1024 * 1024;
+
+/// JSON length approximates DynamoDB's item size (names plus values) closely enough for the
+/// limits: 400 KB per item, 4 MB per transaction.
+pub fn approx_item_bytes(event: &NewEvent) -> usize {
+    serde_json::to_vec(event).map_or(usize::MAX, |v| v.len())
+}
 
 /// Default page size for reads that follow every page.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;

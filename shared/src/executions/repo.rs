@@ -165,7 +165,8 @@ impl ExecutionRepo {
         Ok(())
     }
 
-    /// Appends `events` after `expected`, in chunks that fit one transaction each.
+    /// Appends `events` after `expected`, in chunks that fit one transaction each (by count and
+    /// by bytes).
     pub async fn append(
         &self,
         stream: &StreamId,
@@ -176,13 +177,29 @@ impl ExecutionRepo {
     ) -> Result<AppendResult, RepoError> {
         let mut expected = expected;
         let mut result: Option<AppendResult> = None;
-        let mut events = events.into_iter().peekable();
+        let mut events = events
+            .into_iter()
+            .map(|e| {
+                let e = new_event(e, cause);
+                (crate::events::approx_item_bytes(&e), e)
+            })
+            .peekable();
         while events.peek().is_some() {
-            let chunk: Vec<NewEvent> = events
-                .by_ref()
-                .take(APPEND_CHUNK)
-                .map(|e| new_event(e, cause))
-                .collect();
+            let mut chunk: Vec<NewEvent> = Vec::new();
+            let mut bytes = 0;
+            while chunk.len() < APPEND_CHUNK {
+                let Some((size, _)) = events.peek() else {
+                    break;
+                };
+                if !chunk.is_empty() && bytes + size > crate::events::MAX_APPEND_BYTES {
+                    break;
+                }
+                let Some((size, event)) = events.next() else {
+                    break;
+                };
+                bytes += size;
+                chunk.push(event);
+            }
             let r = self
                 .store
                 .append(AppendRequest {

@@ -16,3 +16,13 @@ pub fn init() {
         // Lambda adds its own timestamps to CloudWatch lines; keep ours for local logs anyway.
         .try_init();
 }
+
+/// Time left in a Lambda invocation whose deadline is `deadline_ms` (milliseconds since the Unix
+/// epoch, as the Runtime API gives it).
+pub fn time_left(deadline_ms: u64) -> std::time::Duration {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}

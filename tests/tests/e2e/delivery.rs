@@ -12,6 +12,9 @@ use shared::domain::execution::Summary;
 use shared::events::{AppendRequest, ExpectedVersion, Metadata, NewEvent};
 
 use crate::support::App;
+/// The worker's template `Timeout`: the time a batch has.
+const WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 use crate::workflows::{Client, Peer};
 
 /// The template's stream functions, configured as the runner configures them.
@@ -92,7 +95,9 @@ impl Functions {
                 assert!(r.batch_item_failures.is_empty());
                 let tasks = self.tasks(&records);
                 if !tasks.is_empty() {
-                    self.worker.handle(Self::event(&tasks)).await;
+                    self.worker
+                        .handle(Self::event(&tasks), WORKER_TIMEOUT)
+                        .await;
                 }
                 all.extend(records);
             }
@@ -115,7 +120,7 @@ async fn doomed_worker(
     let config = wfe_local::runner::function_config(&app.template, "WorkerFunction", env).unwrap();
     let worker = worker::Handler::new(&config, &app.sdk).await.unwrap();
     let event = Functions::event(tasks);
-    tokio::spawn(async move { worker.handle(event).await })
+    tokio::spawn(async move { worker.handle(event, WORKER_TIMEOUT).await })
 }
 
 async fn status(c: &Client<'_>, id: &str) -> String {
@@ -141,7 +146,10 @@ async fn a_redelivered_batch_repeats_no_http_call_and_appends_nothing() {
     let tasks = f.tasks(&records);
     assert_eq!(tasks.len(), 1, "one scheduled step");
     for _ in 0..2 {
-        let r = f.worker.handle(Functions::event(&tasks)).await;
+        let r = f
+            .worker
+            .handle(Functions::event(&tasks), WORKER_TIMEOUT)
+            .await;
         assert!(r.batch_item_failures.is_empty());
         let r = f.orchestrator.handle(Functions::event(&records)).await;
         assert!(r.batch_item_failures.is_empty());
@@ -180,7 +188,9 @@ async fn a_worker_that_dies_mid_step_leads_to_a_retry_under_the_policy() {
     running.abort();
 
     // Lambda redelivers the batch; the attempt is recognised as interrupted, not run again.
-    f.worker.handle(Functions::event(&tasks)).await;
+    f.worker
+        .handle(Functions::event(&tasks), WORKER_TIMEOUT)
+        .await;
     assert_eq!(peer.calls("crash"), 1);
     f.pump(async || status(&c, &id).await != "running").await;
     let e = c.execution(&id).await;
@@ -254,7 +264,9 @@ async fn a_worker_that_dies_mid_llm_call_gives_its_budget_reservation_back() {
 
     // Redelivered: the attempt is interrupted, and what it held is given back, once.
     for _ in 0..2 {
-        f.worker.handle(Functions::event(&tasks)).await;
+        f.worker
+            .handle(Functions::event(&tasks), WORKER_TIMEOUT)
+            .await;
         let after = held().await;
         assert_eq!(
             (after.reserved_usd, after.reserved_tokens),
@@ -437,10 +449,75 @@ async fn a_task_of_an_execution_cancelled_before_the_worker_got_to_it_is_not_per
     let records = f.poll().await;
     f.orchestrator.handle(Functions::event(&records)).await;
     let before = c.history(&id).await.len();
-    let r = f.worker.handle(Functions::event(&tasks)).await;
+    let r = f
+        .worker
+        .handle(Functions::event(&tasks), WORKER_TIMEOUT)
+        .await;
     assert!(r.batch_item_failures.is_empty());
     assert_eq!(peer.calls("late"), 0, "no side effect after the cancel");
     let history = c.history(&id).await;
     assert_eq!(history.len(), before, "nothing appended after the end");
     assert_eq!(status(&c, &id).await, "cancelled");
+}
+
+#[tokio::test]
+async fn a_slow_task_is_handed_back_before_the_invocation_times_out_and_the_others_finish() {
+    let peer = Peer::start().await;
+    let app = App::start("deadline", &[]).await;
+    let c = Client::new(&app, "t-deadline").await;
+    let mut f = Functions::new(&app).await;
+    let slow = c
+        .create(json!({"name": "slow", "start": "call", "steps": {
+            "call": {"type": "http", "url": format!("{}/hold/slow/1", peer.base),
+                     "retry": {"max_attempts": 2, "initial_interval_ms": 100}}}}))
+        .await;
+    let fast = c
+        .create(json!({"name": "fast", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/fast", peer.base)}}}))
+        .await;
+    let slow_id = c.start(&slow, json!({})).await;
+    let fast_id = c.start(&fast, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let scheduled = f.poll().await;
+    let tasks = f.tasks(&scheduled);
+    assert_eq!(tasks.len(), 2);
+
+    // One invocation with 3 s left: the slow call never answers, the fast one does.
+    let began = Instant::now();
+    let r = f
+        .worker
+        .handle(Functions::event(&tasks), Duration::from_secs(3))
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "returned before the timeout: {:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        r.batch_item_failures.len(),
+        1,
+        "only the slow task is handed back"
+    );
+    assert_eq!(peer.calls("fast"), 1);
+    let handed_back = r.batch_item_failures[0].item_identifier.clone();
+    let again: Vec<Value> = tasks
+        .iter()
+        .filter(|t| t["dynamodb"]["SequenceNumber"].as_str() == handed_back.as_deref())
+        .cloned()
+        .collect();
+    assert_eq!(again.len(), 1);
+
+    // Redelivered: the attempt may or may not have happened, so it is interrupted and retried
+    // under its policy; the second call answers.
+    f.worker
+        .handle(Functions::event(&again), WORKER_TIMEOUT)
+        .await;
+    f.pump(async || {
+        status(&c, &slow_id).await != "running" && status(&c, &fast_id).await != "running"
+    })
+    .await;
+    assert_eq!(status(&c, &fast_id).await, "succeeded");
+    assert_eq!(status(&c, &slow_id).await, "succeeded");
+    assert_eq!(peer.calls("slow"), 2);
 }

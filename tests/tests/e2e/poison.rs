@@ -72,3 +72,50 @@ async fn durations_past_the_clock_are_refused_and_a_stored_one_fails_only_its_ex
         }
     }
 }
+
+#[tokio::test]
+async fn a_definition_or_input_too_big_to_store_is_refused_with_the_limit() {
+    let app = App::start("sizes", &[]).await;
+    let c = Client::new(&app, "t-sizes").await;
+    // Under the 1 MiB body limit, over DynamoDB's 400 KB item.
+    let big = "x".repeat(600 * 1024);
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            "/workflows",
+            Some(json!({"name": "huge", "start": "t", "steps": {
+                "t": {"type": "template", "template": big}}})),
+        )
+        .await;
+    let status = r.status().as_u16();
+    assert!(
+        status == 413 || status == 422,
+        "refused as too large, not {status}"
+    );
+    let body = crate::support::problem(r, status).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("400 KB"),
+        "names the limit: {body:#}"
+    );
+    let listed: Value = c.get_json("/workflows").await;
+    assert_eq!(listed["items"], json!([]), "nothing was stored");
+
+    let wf = c
+        .create(json!({"name": "small", "start": "t", "steps": {
+            "t": {"type": "template", "template": "ok"}}}))
+        .await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/workflows/{wf}/executions"),
+            Some(json!({"input": {"blob": big}})),
+        )
+        .await;
+    let status = r.status().as_u16();
+    assert!(status == 413 || status == 422, "not {status}");
+    let body = crate::support::problem(r, status).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("400 KB"),
+        "names the limit: {body:#}"
+    );
+}
