@@ -319,6 +319,19 @@ impl Config {
         Ok(secs)
     }
 
+    /// How long a running execution may make no progress before the sweep looks at it
+    /// (`STALL_SWEEP_AFTER_SECS`, default 900, at least 60).
+    pub fn stall_sweep_after_secs(&self) -> Result<u64, ConfigError> {
+        let secs = self.number("STALL_SWEEP_AFTER_SECS", None, 900)?;
+        if !(60..=30 * 24 * 3600).contains(&secs) {
+            return Err(ConfigError::Invalid {
+                name: "STALL_SWEEP_AFTER_SECS",
+                reason: format!("{secs} is outside 60..=2592000 seconds"),
+            });
+        }
+        Ok(secs)
+    }
+
     /// Seconds an LLM provider call may take (`LLM_TIMEOUT`, default 120).
     pub fn llm_timeout_secs(&self) -> Result<u64, ConfigError> {
         self.number("LLM_TIMEOUT", None, 120)

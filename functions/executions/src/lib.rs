@@ -189,11 +189,29 @@ async fn start(
         .append(
             &stream,
             ExpectedVersion::NoStream,
-            vec![event],
+            vec![event.clone()],
             &cause,
             key.clone(),
         )
         .await;
+    if let Ok(r) = &result {
+        if !r.replayed {
+            // The first summary, so the execution is listed (and watched by the stalled-execution
+            // sweep) even if its first record never reaches the orchestrator. Best effort: the
+            // orchestrator writes it again with its first turn.
+            let mut state = shared::domain::execution::ExecutionState::default();
+            shared::domain::execution::evolve(&mut state, r.first_version, cause.at, &event);
+            let summary = shared::domain::execution::Summary::of(&state).listing();
+            if let Err(e) = s
+                .services
+                .projections
+                .write_summary(&claims.tenant, &summary)
+                .await
+            {
+                tracing::warn!(execution = %id, error = %e, "first summary not written");
+            }
+        }
+    }
     let replayed = match result {
         Ok(r) => r.replayed,
         // A concurrent request with the same key got there first: answer as its replay.

@@ -1,9 +1,10 @@
 //! The timer function: on its schedule, fires every due timer (waits, retry back-offs, step and
 //! approval timeouts) into its execution's stream, then sweeps: budget reservations whose
-//! settlement never landed are settled from their step's recorded outcome.
+//! settlement never landed are settled from their step's recorded outcome, and running executions
+//! that stopped making progress get a turn (or fail as `Stalled`).
 
 use shared::engine::budget::Budgets;
-use shared::engine::sweep::{settle_stale_holds, Swept};
+use shared::engine::sweep::{redrive_stalled, settle_stale_holds, Stalls, Swept};
 use shared::engine::timers::{fire_due, Fired};
 use shared::engine::Services;
 
@@ -11,6 +12,7 @@ pub struct Handler {
     services: Services,
     budgets: Budgets,
     hold_grace: chrono::Duration,
+    stall_after: chrono::Duration,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,6 +22,8 @@ pub struct Tick {
     pub holds_settled: usize,
     pub holds_released: usize,
     pub holds_failed: usize,
+    pub stalled_redriven: usize,
+    pub stalled_failed: usize,
 }
 
 impl Handler {
@@ -29,11 +33,13 @@ impl Handler {
     ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
         let grace = config.hold_sweep_grace_secs().map_err(|e| e.to_string())?;
+        let stall = config.stall_sweep_after_secs().map_err(|e| e.to_string())?;
         let services = Services::new(config, sdk)?;
         Ok(Self {
             budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state)
                 .with_alerts(services.repo.store().clone()),
             hold_grace: chrono::Duration::seconds(grace as i64),
+            stall_after: chrono::Duration::seconds(stall as i64),
             services,
         })
     }
@@ -71,7 +77,22 @@ impl Handler {
             tracing::warn!(error = %e, "reservation sweep failed; next tick retries");
             Swept::default()
         });
+        let stalls = redrive_stalled(
+            &self.services.orchestrator(),
+            &self.services.repo,
+            &self.services.projections,
+            now,
+            self.stall_after,
+            deadline,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stalled-execution sweep failed; next tick retries");
+            Stalls::default()
+        });
         Ok(Tick {
+            stalled_redriven: stalls.redriven,
+            stalled_failed: stalls.failed,
             fired,
             failed,
             holds_settled: swept.settled,

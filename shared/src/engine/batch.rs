@@ -214,7 +214,7 @@ pub async fn work(
 }
 
 /// What a caught panic said, for the execution's error.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use futures::FutureExt;
+
 use chrono::{DateTime, Utc};
 
 use super::budget::Budgets;
@@ -144,4 +146,106 @@ async fn recorded(
         }
     }
     Ok(Recorded::Nothing)
+}
+
+/// What the stalled-execution sweep did in one run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stalls {
+    /// A turn appended the next events: the execution moves again.
+    pub redriven: usize,
+    /// Nothing could move it and nothing is pending: failed as `Stalled`.
+    pub failed: usize,
+    /// Idle on purpose (a task in flight, a timer, an approval): looked at again later.
+    pub waiting: usize,
+    pub errors: usize,
+}
+
+/// Finds running executions idle since before `now - idle` (the sparse `active` index) and
+/// gives each one turn: one whose events were never orchestrated (a stream record lost or given
+/// up on) moves on; one waiting on purpose is left alone; one that nothing can move is failed
+/// with `Stalled` instead of staying `running` for ever.
+pub async fn redrive_stalled(
+    orchestrator: &super::Orchestrator,
+    repo: &ExecutionRepo,
+    projections: &crate::executions::Projections,
+    now: DateTime<Utc>,
+    idle: chrono::Duration,
+    deadline: std::time::Instant,
+) -> Result<Stalls, String> {
+    let mut stalls = Stalls::default();
+    let idle_ones = projections
+        .idle_since(now - idle, PAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (tenant, id) in idle_ones {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        match redrive_one(orchestrator, repo, projections, &tenant, &id, now).await {
+            Ok(Some(true)) => stalls.redriven += 1,
+            Ok(Some(false)) => stalls.waiting += 1,
+            Ok(None) => stalls.failed += 1,
+            Err(e) => {
+                tracing::warn!(tenant, execution = id, error = %e, "stalled-execution check failed; next run retries");
+                stalls.errors += 1;
+            }
+        }
+    }
+    Ok(stalls)
+}
+
+/// `Some(true)` moved, `Some(false)` waiting (or not running after all), `None` failed.
+async fn redrive_one(
+    orchestrator: &super::Orchestrator,
+    repo: &ExecutionRepo,
+    projections: &crate::executions::Projections,
+    tenant: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<bool>, String> {
+    let stream = crate::executions::stream_id(tenant, id).map_err(|e| e.to_string())?;
+    let stalled = |why: String| crate::domain::execution::StepError::new("Stalled", why, false);
+    let turn = std::panic::AssertUnwindSafe(orchestrator.turn(&stream, &[], now))
+        .catch_unwind()
+        .await;
+    let turn = match turn {
+        Ok(turn) => turn.map_err(|e| e.to_string())?,
+        Err(panic) => {
+            let error = stalled(format!(
+                "the execution stopped making progress: its next turn cannot be computed ({})",
+                super::batch::panic_message(&*panic)
+            ));
+            orchestrator
+                .fail(&stream, None, "stalled", error, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
+    };
+    if turn.appended > 0 {
+        tracing::warn!(
+            tenant,
+            execution = id,
+            "a stalled execution was moved on by the sweep"
+        );
+        return Ok(Some(true));
+    }
+    let state = repo.load(&stream).await.map_err(|e| e.to_string())?.state;
+    let waiting = !state.pending_steps().is_empty() || state.timers.values().any(|t| !t.fired);
+    if !state.status.is_terminal() && !waiting {
+        let error = stalled(
+            "the execution stopped making progress: nothing was pending and no step could run"
+                .into(),
+        );
+        orchestrator
+            .fail(&stream, Some(&state), "", error, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(None);
+    }
+    projections
+        .touch_active(tenant, id, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(false))
 }

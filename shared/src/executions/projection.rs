@@ -46,9 +46,19 @@ struct SummaryItem {
     gsi2pk: String,
     gsi2sk: String,
     tenant: String,
+    /// Only while running: the sparse `active` index (migration 0006) lists executions by when
+    /// they last made progress, for the sweep that finds stalled ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_at: Option<i64>,
     #[serde(flatten)]
     summary: Summary,
 }
+
+/// Partitions of the `active` index.
+pub const ACTIVE_SHARDS: u32 = 8;
+pub const ACTIVE_INDEX: &str = "active";
 
 /// One page of a listing; `next_cursor` continues it.
 #[derive(Debug, Clone, Serialize)]
@@ -201,6 +211,12 @@ impl Projections {
             gsi2pk: format!("{tenant}#EXECS"),
             gsi2sk: order,
             tenant: tenant.to_owned(),
+            active_shard: (summary.status == "running").then(|| {
+                let digest =
+                    <sha2::Sha256 as sha2::Digest>::digest(summary.execution_id.as_bytes());
+                format!("ACTIVE#{}", u32::from(digest[0]) % ACTIVE_SHARDS)
+            }),
+            active_at: (summary.status == "running").then(|| Utc::now().timestamp()),
             summary: summary.clone(),
         };
         serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))
@@ -224,6 +240,66 @@ impl Projections {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Running executions that made no progress since `before`, as (tenant, execution id), at
+    /// most `limit` per shard, the longest idle first.
+    pub async fn idle_since(
+        &self,
+        before: DateTime<Utc>,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, ProjectionError> {
+        let mut found = Vec::new();
+        for shard in 0..ACTIVE_SHARDS {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active_shard = :s AND active_at < :before")
+                .expression_attribute_values(":s", s(format!("ACTIVE#{shard}")))
+                .expression_attribute_values(
+                    ":before",
+                    AttributeValue::N(before.timestamp().to_string()),
+                )
+                .limit(limit)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    if let Some((tenant, id)) = pk.split_once("#EXEC#") {
+                        found.push((tenant.to_owned(), id.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Marks a running execution as looked at now (it is waiting on purpose: a timer, a task in
+    /// flight, a person), so the sweep comes back to it only after another idle period.
+    pub async fn touch_active(
+        &self,
+        tenant: &str,
+        execution_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(tenant, execution_id)))
+            .update_expression("SET active_at = :at")
+            .condition_expression("attribute_exists(active_shard)")
+            .expression_attribute_values(":at", AttributeValue::N(at.timestamp().to_string()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
             Err(e) => Err(backend(e)),
         }
     }

@@ -521,3 +521,59 @@ async fn a_slow_task_is_handed_back_before_the_invocation_times_out_and_the_othe
     assert_eq!(status(&c, &slow_id).await, "succeeded");
     assert_eq!(peer.calls("slow"), 2);
 }
+
+#[tokio::test]
+async fn the_sweep_moves_on_an_execution_whose_records_were_lost_and_fails_one_nothing_can_move() {
+    use shared::engine::sweep::redrive_stalled;
+    let peer = Peer::start().await;
+    let app = App::start("stalled", &[]).await;
+    let tenant = "t-stalled";
+    let c = Client::new(&app, tenant).await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "lost", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/lost", peer.base)}}}))
+        .await;
+    // Stored before validation knew better: its start step does not exist.
+    let def: shared::domain::definition::Definition = serde_json::from_value(
+        json!({"name": "stuck", "start": "ghost", "steps": {"real": {"type": "succeed"}}}),
+    )
+    .unwrap();
+    f.services
+        .workflows
+        .create(tenant, "test", "stuck", def)
+        .await
+        .unwrap();
+    let lost = c.start(&wf, json!({})).await;
+    let stuck = c.start("stuck", json!({})).await;
+    // Their first records never reach the orchestrator (lost, or given up on by the mapping).
+    let _dropped = f.poll().await;
+    assert_eq!(status(&c, &lost).await, "running");
+
+    let orchestrator = f.services.orchestrator();
+    let (repo, projections) = (f.services.repo.clone(), f.services.projections.clone());
+    let sweep = async || {
+        redrive_stalled(
+            &orchestrator,
+            &repo,
+            &projections,
+            chrono::Utc::now() + chrono::Duration::seconds(2),
+            chrono::Duration::zero(),
+            std::time::Instant::now() + Duration::from_secs(20),
+        )
+        .await
+    };
+    let stalls = sweep().await.unwrap();
+    assert_eq!(stalls.redriven, 1, "{stalls:?}");
+    assert_eq!(stalls.failed, 1, "{stalls:?}");
+    let e = c.execution(&stuck).await;
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["error"]["kind"], "Stalled", "{e:#}");
+    // The moved one goes on as usual.
+    f.pump(async || status(&c, &lost).await == "succeeded")
+        .await;
+    assert_eq!(peer.calls("lost"), 1);
+    // Nothing left for the sweep.
+    let again = sweep().await.unwrap();
+    assert_eq!((again.redriven, again.failed), (0, 0), "{again:?}");
+}

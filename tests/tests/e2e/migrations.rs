@@ -80,7 +80,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0002_state_ttl",
             "0003_model_prices",
             "0004_state_executions_index",
-            "0005_state_holds_index"
+            "0005_state_holds_index",
+            "0006_state_active_index"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -96,7 +97,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 5);
+    assert_eq!(runner.ledger().await.unwrap().len(), 6);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -119,7 +120,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (2, Applied),
             (3, Pending),
             (4, Pending),
-            (5, Pending)
+            (5, Pending),
+            (6, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0);
@@ -129,6 +131,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0006_state_active_index",
             "0005_state_holds_index",
             "0004_state_executions_index",
             "0003_model_prices",
@@ -142,7 +145,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (2, Pending),
             (3, Pending),
             (4, Pending),
-            (5, Pending)
+            (5, Pending),
+            (6, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
@@ -159,12 +163,13 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (2, Pending),
             (3, Pending),
             (4, Pending),
-            (5, Pending)
+            (5, Pending),
+            (6, Pending)
         ]
     );
 
-    let err = runner.down(&ms, 7).await.unwrap_err();
-    assert!(matches!(err, MigrateError::UnknownTarget(7)), "{err}");
+    let err = runner.down(&ms, 9).await.unwrap_err();
+    assert!(matches!(err, MigrateError::UnknownTarget(9)), "{err}");
 }
 
 #[tokio::test]
@@ -191,12 +196,13 @@ async fn concurrent_runs_never_both_apply() {
             "0002_state_ttl",
             "0003_model_prices",
             "0004_state_executions_index",
-            "0005_state_holds_index"
+            "0005_state_holds_index",
+            "0006_state_active_index"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 5);
+    assert_eq!(ledger.len(), 6);
 }
 
 #[tokio::test]
@@ -227,7 +233,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 5, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 6, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -290,7 +296,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 5);
+    assert_eq!(report.applied.len(), 6);
 
     let command = |detail: Value| {
         event(json!({
@@ -306,6 +312,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
+            "0006_state_active_index",
             "0005_state_holds_index",
             "0004_state_executions_index",
             "0003_model_prices"
@@ -322,7 +329,8 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
             (2, Applied),
             (3, Pending),
             (4, Pending),
-            (5, Pending)
+            (5, Pending),
+            (6, Pending)
         ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
