@@ -772,8 +772,101 @@ def query(self, *args, **kwargs):
 Table.all_items = all_items
 Table.query = query
 
+# ---------------------------------------------------------------------------------------------
+# Persistence (MOTO_STATE_FILE): the local product keeps its data across restarts
+# ---------------------------------------------------------------------------------------------
+# moto keeps everything in memory. With MOTO_STATE_FILE set (scripts/start sets it), the
+# DynamoDB, Secrets Manager and SQS backends are pickled to that file within a couple of seconds
+# of any change and when the server is stopped, and loaded back at start: stopping or crashing the
+# local product loses at most the last moments of writes, not the workflows, executions and users.
+
+_STATE_FILE = os.environ.get("MOTO_STATE_FILE")
+_DIRTY = threading.Event()
+_SAVE_EVERY_SECONDS = 1.0
+
+
+def _persisted_backends():
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.secretsmanager.models import secretsmanager_backends
+    from moto.sqs.models import sqs_backends
+
+    return {"dynamodb": dynamodb_backends, "secretsmanager": secretsmanager_backends, "sqs": sqs_backends}
+
+
+def _register_lock_reducers():
+    """Backends hold locks, which pickle cannot store: a restored backend gets fresh ones."""
+    import copyreg
+
+    copyreg.pickle(type(threading.Lock()), lambda _: (threading.Lock, ()))
+    copyreg.pickle(type(threading.RLock()), lambda _: (threading.RLock, ()))
+    copyreg.pickle(threading.Condition, lambda _: (threading.Condition, ()))
+    copyreg.pickle(threading.Event, lambda _: (threading.Event, ()))
+
+
+def _save_state():
+    import pickle
+
+    with _LOCK:
+        _DIRTY.clear()
+        state = {
+            name: {account: dict(regions) for account, regions in backends.items()}
+            for name, backends in _persisted_backends().items()
+        }
+        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    temporary = f"{_STATE_FILE}.tmp"
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, _STATE_FILE)  # atomic: a crash mid-write keeps the previous state
+
+
+def _load_state():
+    import pickle
+
+    if not os.path.exists(_STATE_FILE):
+        return
+    with open(_STATE_FILE, "rb") as stored:
+        state = pickle.load(stored)
+    for name, backends in _persisted_backends().items():
+        for account, regions in state.get(name, {}).items():
+            for region, backend in regions.items():
+                backends[account][region] = backend
+    print(f"moto: state loaded from {_STATE_FILE}", file=sys.stderr)
+
+
+def _saver():
+    while True:
+        _DIRTY.wait()
+        time.sleep(_SAVE_EVERY_SECONDS)
+        try:
+            _save_state()
+        except Exception as e:  # noqa: BLE001 - a backend changed mid-copy: try again next round
+            _DIRTY.set()
+            print(f"moto: state not saved yet ({e})", file=sys.stderr)
+
+
+def _serve_and_mark(self, environ, start_response):
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD", "OPTIONS"):
+        _DIRTY.set()
+    return _serve(self, environ, start_response)
+
+
+def _enable_persistence():
+    import atexit
+
+    _register_lock_reducers()
+    _load_state()
+    DomainDispatcherApplication.__call__ = _serve_and_mark
+    threading.Thread(target=_saver, name="moto-state-saver", daemon=True).start()
+    # moto's server turns SIGTERM and SIGINT into a normal exit, which runs this.
+    atexit.register(_save_state)
+
+
 if __name__ == "__main__":
     from moto.server import main
 
     _load_startup_rules()
+    if _STATE_FILE:
+        _enable_persistence()
     sys.exit(main(sys.argv[1:]))

@@ -529,5 +529,55 @@ class StartupRulesTest(unittest.TestCase):
         self.assertIn("MOTO_FORCE_CONFLICTS: key_contains must be a non-empty string", server.output())
 
 
+class PersistenceTest(unittest.TestCase):
+    """MOTO_STATE_FILE: data outlives the server, whether it is stopped or killed."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp()
+        self.state = os.path.join(folder, "moto-state.pickle")
+        self.addCleanup(lambda: [os.remove(os.path.join(folder, f)) for f in os.listdir(folder)])
+
+    def server(self):
+        server = Server({"MOTO_STATE_FILE": self.state})
+        self.addCleanup(lambda: server.process.poll() is None and server.stop())
+        return server.wait_ready()
+
+    def saved_after(self, mtime, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.state) and os.path.getmtime(self.state) > mtime:
+                return
+            time.sleep(0.05)
+        self.fail("the state was not saved")
+
+    def test_data_survives_a_stop_and_a_crash(self):
+        first = self.server()
+        db = first.client()
+        create_table(db, TABLE, stream=True)
+        db.put_item(TableName=TABLE, Item={**key("kept"), "n": {"N": "1"}})
+        first.client("secretsmanager").create_secret(Name="kept-secret", SecretString="s3cret")
+        first.client("sqs").create_queue(QueueName="kept-queue")
+        first.stop()  # SIGTERM: saved on the way out
+
+        second = self.server()
+        db = second.client()
+        self.assertEqual(db.get_item(TableName=TABLE, Key=key("kept"))["Item"]["n"], {"N": "1"})
+        secret = second.client("secretsmanager").get_secret_value(SecretId="kept-secret")
+        self.assertEqual(secret["SecretString"], "s3cret")
+        self.assertIn("kept-queue", second.client("sqs").get_queue_url(QueueName="kept-queue")["QueueUrl"])
+        # Transactions (and their locks) work on the restored tables.
+        db.transact_write_items(TransactItems=[increment("kept")])
+        before = os.path.getmtime(self.state)
+        db.put_item(TableName=TABLE, Item={**key("late"), "n": {"N": "2"}})
+        self.saved_after(before)
+        second.process.kill()  # a crash: no chance to save on the way out
+        second.process.wait()
+
+        third = self.server()
+        db = third.client()
+        self.assertEqual(db.get_item(TableName=TABLE, Key=key("kept"))["Item"]["n"], {"N": "2"})
+        self.assertEqual(db.get_item(TableName=TABLE, Key=key("late"))["Item"]["n"], {"N": "2"})
+
+
 if __name__ == "__main__":
     unittest.main()
