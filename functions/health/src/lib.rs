@@ -29,6 +29,8 @@ pub struct HealthState {
     pub expected_migration: u32,
     pub version: String,
     pub cold_start_ms: u128,
+    /// Idle time after which the timer's sweep looks at a running execution.
+    pub stall_after: chrono::Duration,
 }
 
 /// Builds the function from config and clients. `started` is when the process started, for the
@@ -46,6 +48,9 @@ pub fn app(
         expected_migration: migrator::latest_version(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         cold_start_ms: started.elapsed().as_millis(),
+        stall_after: chrono::Duration::seconds(
+            config.stall_sweep_after_secs().map_err(|e| e.to_string())? as i64,
+        ),
     };
     Ok(shared::http::function_layers(router(state), None))
 }
@@ -149,13 +154,39 @@ async fn migrations(s: &HealthState) -> Result<String, String> {
     }
 }
 
+/// Executions make progress: none is running idle for twice the sweep's threshold (the stream
+/// consumers move executions on, the timer's sweep looks at the idle ones; either stopping shows
+/// here as executions left idle).
+async fn progress(s: &HealthState) -> Result<String, String> {
+    let projections =
+        shared::executions::Projections::new(s.dynamodb.clone(), s.tables.state.clone());
+    let overdue = s.stall_after * 2;
+    let idle = projections
+        .idle_since(chrono::Utc::now() - overdue, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    if idle.is_empty() {
+        Ok(format!(
+            "no running execution idle for over {} s",
+            overdue.num_seconds()
+        ))
+    } else {
+        Err(format!(
+            "running executions idle for over {} s (e.g. {}): the stream consumers or the timer function are not making progress",
+            overdue.num_seconds(),
+            idle[0].1
+        ))
+    }
+}
+
 async fn detailed(State(s): State<HealthState>) -> impl IntoResponse {
-    let (t, sec, m) = tokio::join!(
+    let (t, sec, m, p) = tokio::join!(
         timed("dynamodb", tables(&s)),
         timed("secret", secret(&s)),
-        timed("migrations", migrations(&s))
+        timed("migrations", migrations(&s)),
+        timed("progress", progress(&s))
     );
-    let checks = [t, sec, m];
+    let checks = [t, sec, m, p];
     let failing: Vec<&str> = checks
         .iter()
         .filter(|c| c.status == "fail")

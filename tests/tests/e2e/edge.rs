@@ -441,7 +441,7 @@ async fn health_and_openapi_match_the_template() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["dynamodb", "secret", "migrations"]);
+    assert_eq!(names, ["dynamodb", "secret", "migrations", "progress"]);
 
     let doc: Value = app
         .http
@@ -515,4 +515,57 @@ async fn missing_jwt_secret_stops_start_up_with_the_seed_message() {
         format!("Error: {err}"),
         "Error: Environment variable JWT_SECRET is required"
     );
+}
+
+#[tokio::test]
+async fn health_detailed_fails_when_executions_stop_making_progress() {
+    // No stream functions and no timer run here: nothing moves a started execution on.
+    let app = App::start("health-progress", &[]).await;
+    let c = crate::workflows::Client::new(&app, "t-health-progress").await;
+    let wf = c
+        .create(json!({"name": "idle", "start": "t", "steps": {"t": {"type": "template", "template": "x"}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let detailed = || async {
+        let r = app
+            .http
+            .get(app.url("/health/detailed"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(detailed().await.0, 200, "just started: not idle yet");
+    // As if an hour had passed without progress (the default threshold is twice 900 s).
+    aws_sdk_dynamodb::Client::new(&app.sdk)
+        .update_item()
+        .table_name(app.template.tables().unwrap().state)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("t-health-progress#EXEC#{id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("SUMMARY".into()),
+        )
+        .update_expression("SET active_at = :old")
+        .expression_attribute_values(
+            ":old",
+            aws_sdk_dynamodb::types::AttributeValue::N(
+                (chrono::Utc::now().timestamp() - 3600).to_string(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = detailed().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"], json!(["progress"]), "{body}");
+    let check = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "progress")
+        .unwrap();
+    assert!(check["detail"].as_str().unwrap().contains(&id), "{check}");
 }
