@@ -41,7 +41,12 @@ start() {
 stop() {
   if [[ -f "$PID_FILE" ]]; then
     local pid; pid="$(cat "$PID_FILE")"
-    if kill -0 "$pid" 2>/dev/null; then kill "$pid" && echo "local stack: stopped moto ($pid)"; fi
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      # Wait for it to exit: it saves its state (MOTO_STATE_FILE) on the way out.
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      echo "local stack: stopped moto ($pid)"
+    fi
     rm -f "$PID_FILE"
   else
     echo "local stack: nothing to stop (moto on $URL was not started by this script)"

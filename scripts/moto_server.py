@@ -782,7 +782,10 @@ Table.query = query
 
 _STATE_FILE = os.environ.get("MOTO_STATE_FILE")
 _DIRTY = threading.Event()
+_SAVING = threading.Lock()  # one save at a time: the saver thread and the exit save
 _SAVE_EVERY_SECONDS = 1.0
+# Calls that change nothing do not mark the state dirty (every AWS JSON call is a POST).
+_READS = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "TransactGet", "Receive")
 
 
 def _persisted_backends():
@@ -805,20 +808,30 @@ def _register_lock_reducers():
 
 def _save_state():
     import pickle
+    import tempfile
 
-    with _LOCK:
-        _DIRTY.clear()
-        state = {
-            name: {account: dict(regions) for account, regions in backends.items()}
-            for name, backends in _persisted_backends().items()
-        }
-        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    temporary = f"{_STATE_FILE}.tmp"
-    with open(temporary, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, _STATE_FILE)  # atomic: a crash mid-write keeps the previous state
+    with _SAVING:
+        with _LOCK:
+            _DIRTY.clear()
+            state = {
+                name: {account: dict(regions) for account, regions in backends.items()}
+                for name, backends in _persisted_backends().items()
+            }
+            data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        folder = os.path.dirname(os.path.abspath(_STATE_FILE))
+        descriptor, temporary = tempfile.mkstemp(prefix=".moto-state-", dir=folder)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, _STATE_FILE)  # atomic: a crash mid-write keeps the previous state
+
+
+def _save_at_exit():
+    try:
+        _save_state()
+    except Exception as e:  # noqa: BLE001 - the periodic save before it is what is kept
+        print(f"moto: state not saved at exit ({e})", file=sys.stderr)
 
 
 def _load_state():
@@ -826,8 +839,15 @@ def _load_state():
 
     if not os.path.exists(_STATE_FILE):
         return
-    with open(_STATE_FILE, "rb") as stored:
-        state = pickle.load(stored)
+    try:
+        with open(_STATE_FILE, "rb") as stored:
+            state = pickle.load(stored)
+    except Exception as e:  # noqa: BLE001 - an unreadable file must not keep moto down
+        aside = f"{_STATE_FILE}.unreadable-{int(time.time())}"
+        os.replace(_STATE_FILE, aside)
+        print(f"moto: {_STATE_FILE} could not be read ({e}); moved to {aside}, starting empty",
+              file=sys.stderr)
+        return
     for name, backends in _persisted_backends().items():
         for account, regions in state.get(name, {}).items():
             for region, backend in regions.items():
@@ -848,7 +868,9 @@ def _saver():
 
 def _serve_and_mark(self, environ, start_response):
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD", "OPTIONS"):
-        _DIRTY.set()
+        action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        if not action.startswith(_READS):
+            _DIRTY.set()
     return _serve(self, environ, start_response)
 
 
@@ -860,7 +882,7 @@ def _enable_persistence():
     DomainDispatcherApplication.__call__ = _serve_and_mark
     threading.Thread(target=_saver, name="moto-state-saver", daemon=True).start()
     # moto's server turns SIGTERM and SIGINT into a normal exit, which runs this.
-    atexit.register(_save_state)
+    atexit.register(_save_at_exit)
 
 
 if __name__ == "__main__":

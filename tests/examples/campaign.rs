@@ -304,6 +304,8 @@ async fn main() {
         ("OPENAI_API_KEY", "sk-campaign"),
         ("OPENAI_BASE_URL", peer.as_str()),
         ("LLM_CIRCUIT_THRESHOLD", "100000"),
+        // The stalled-execution sweep looks at idle executions during the campaign too.
+        ("STALL_SWEEP_AFTER_SECS", "60"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -465,7 +467,9 @@ async fn main() {
         *by_status
             .entry(state.status.as_str().to_owned())
             .or_default() += 1;
-        if state.status.as_str() != *expected {
+        let wrong_error =
+            *name == "throws" && state.error.as_ref().map(|e| e.kind.as_str()) != Some("HttpError");
+        if state.status.as_str() != *expected || wrong_error {
             violations.push(format!(
                 "execution {id} ({name}) ended {} instead of {expected}: {:?}",
                 state.status.as_str(),
@@ -504,7 +508,22 @@ async fn main() {
             }
         }
     }
-    // Budgets: settle what is still held (the sweep, with no grace), then compare.
+    // Budgets: every reservation settled by its own worker (before any sweep); then whatever the
+    // sweep would still find is settled, and the books compared with the events.
+    let before_sweep = budgets
+        .usage(
+            TENANT,
+            &shared::engine::budget::Scope::Tenant,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    if before_sweep.reserved_tokens != 0 {
+        violations.push(format!(
+            "{} tokens still reserved after every execution ended",
+            before_sweep.reserved_tokens
+        ));
+    }
     let swept = shared::engine::sweep::settle_stale_holds(
         &budgets,
         &services.repo,

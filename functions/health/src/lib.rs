@@ -171,10 +171,11 @@ async fn progress(s: &HealthState) -> Result<String, String> {
             overdue.num_seconds()
         ))
     } else {
+        // No ids: this check answers unauthenticated callers.
         Err(format!(
-            "running executions idle for over {} s (e.g. {}): the stream consumers or the timer function are not making progress",
-            overdue.num_seconds(),
-            idle[0].1
+            "{} or more running executions have been idle for over {} s without the timer's sweep looking at them: the timer function (or the stream consumers) are not making progress",
+            idle.len(),
+            overdue.num_seconds()
         ))
     }
 }

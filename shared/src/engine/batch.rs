@@ -159,6 +159,10 @@ pub async fn work(
     upcasters: &Upcasters,
     deadline: tokio::time::Instant,
 ) -> DynamoDbEventResponse {
+    // Side effects stop early enough to leave time for their bookkeeping (settling the budget,
+    // appending the outcome); the hand-back at `deadline` is the last resort.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let calls_until = deadline - (left / 5).min(std::time::Duration::from_secs(10));
     // Each task on its own, so only a failed one (and what follows it) is redelivered.
     let tasks: Vec<(String, Envelope)> = event
         .records
@@ -178,7 +182,7 @@ pub async fn work(
         .collect();
     let failed: Vec<String> = futures::stream::iter(tasks)
         .map(|(seq, envelope)| async move {
-            let task = AssertUnwindSafe(w.handle(&envelope)).catch_unwind();
+            let task = AssertUnwindSafe(w.handle_until(&envelope, Some(calls_until))).catch_unwind();
             let Ok(handled) = tokio::time::timeout_at(deadline, task).await else {
                 tracing::warn!(stream = %envelope.stream_id, "task not done before the invocation's deadline; handed back");
                 return Some(seq);

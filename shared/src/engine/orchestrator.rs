@@ -313,6 +313,52 @@ impl Orchestrator {
     }
 
     /// Ends an execution that cannot go on, with the reason (never blocks the stream).
+    /// Fails the execution at exactly `state.version`: `false` (nothing written) when the stream
+    /// has moved since, so a check that raced a live event never fails a moving execution.
+    pub async fn fail_at(
+        &self,
+        stream: &StreamId,
+        state: &ExecutionState,
+        error: StepError,
+        now: DateTime<Utc>,
+    ) -> Result<bool, TurnError> {
+        let tenant = stream.tenant().to_owned();
+        let cause = Cause {
+            tenant: &tenant,
+            actor: "orchestrator",
+            correlation_id: &state.id,
+            causation_id: None,
+            at: now,
+        };
+        match self
+            .repo
+            .append(
+                stream,
+                ExpectedVersion::Exact(state.version),
+                vec![E::ExecutionFailed { error, step: None }],
+                &cause,
+                Some(format!("orchestration-failure:{}", state.epoch)),
+            )
+            .await
+        {
+            Ok(r) => {
+                if !r.replayed {
+                    crate::telemetry::metrics::emit(
+                        "workflow_executions_total",
+                        1.0,
+                        crate::telemetry::metrics::Unit::Count,
+                        &[("tenant", stream.tenant()), ("event", "failed")],
+                    );
+                }
+                Ok(true)
+            }
+            Err(RepoError::Store(
+                StoreError::Conflict { .. } | StoreError::IdempotencyConflict { .. },
+            )) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// For a stream whose events cannot all be decoded: whether, by event types alone, it has
     /// ended since its last redrive (so nothing more is appended to it).
     async fn ended_by_types(&self, stream: &StreamId) -> bool {

@@ -186,7 +186,9 @@ pub async fn redrive_stalled(
             Ok(Some(false)) => stalls.waiting += 1,
             Ok(None) => stalls.failed += 1,
             Err(e) => {
-                tracing::warn!(tenant, execution = id, error = %e, "stalled-execution check failed; next run retries");
+                tracing::warn!(tenant, execution = id, error = %e, "stalled-execution check failed; looked at again after another idle period");
+                // Moved back in the queue, so a few that always fail never hide the others.
+                let _ = projections.touch_active(&tenant, &id, now).await;
                 stalls.errors += 1;
             }
         }
@@ -231,17 +233,30 @@ async fn redrive_one(
         return Ok(Some(true));
     }
     let state = repo.load(&stream).await.map_err(|e| e.to_string())?.state;
+    if state.status.is_terminal() {
+        return Ok(Some(false)); // its summary was behind; the turn above rewrote it
+    }
+    // Timer rows are written from stream batches; one whose batch never arrived is written again
+    // (idempotent: the same key).
+    for (timer_id, t) in state.timers.iter().filter(|(_, t)| !t.fired) {
+        projections
+            .put_timer(stream.as_str(), timer_id, t.due_at)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let waiting = !state.pending_steps().is_empty() || state.timers.values().any(|t| !t.fired);
-    if !state.status.is_terminal() && !waiting {
+    if !waiting {
         let error = stalled(
             "the execution stopped making progress: nothing was pending and no step could run"
                 .into(),
         );
-        orchestrator
-            .fail(&stream, Some(&state), "", error, now)
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok(None);
+        // At the version just read: if anything was appended since (an outcome, an approval),
+        // the execution is moving after all and is not failed.
+        return match orchestrator.fail_at(&stream, &state, error, now).await {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(Some(true)),
+            Err(e) => Err(e.to_string()),
+        };
     }
     projections
         .touch_active(tenant, id, now)

@@ -57,6 +57,28 @@ impl Task {
     }
 }
 
+/// The error of a call cut off at the invocation's deadline: it may or may not have taken effect.
+pub(crate) fn deadline_error() -> StepError {
+    StepError::new(
+        "Timeout",
+        "the call was still running when the worker's invocation had to end; it may or may not have taken effect",
+        true,
+    )
+}
+
+/// `call`, cut off at `deadline` if there is one.
+async fn bounded(
+    deadline: Option<tokio::time::Instant>,
+    call: impl std::future::Future<Output = Result<Value, StepError>>,
+) -> Result<Value, StepError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, call)
+            .await
+            .unwrap_or_else(|_| Err(deadline_error())),
+        None => call.await,
+    }
+}
+
 /// The budget reservation's name for one attempt: unique across executions.
 fn budget_attempt(stream: &StreamId, task: &Task) -> String {
     attempt_name(stream, &task.key, task.epoch, task.attempt)
@@ -136,6 +158,18 @@ impl Worker {
 
     /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Done, RepoError> {
+        self.handle_until(envelope, None).await
+    }
+
+    /// [`Worker::handle`], with the side effect cut off at `deadline` (what the invocation can
+    /// spend on it): the attempt then fails as a retryable `Timeout` and is recorded like any
+    /// outcome (budget settled, history written), instead of the invocation being killed with its
+    /// bookkeeping half done.
+    pub async fn handle_until(
+        &self,
+        envelope: &Envelope,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Done, RepoError> {
         let E::StepScheduled {
             key,
             step,
@@ -224,11 +258,16 @@ impl Worker {
                 // Per step instance and epoch, not per attempt: retries repeat the key, a
                 // deliberate redrive gets a new one.
                 let key = super::derived_id(&[stream.as_str(), &task.key, &task.epoch.to_string()]);
-                task.outcome(self.http.call(&task.request, Some(&key)).await)
+                task.outcome(bounded(deadline, self.http.call(&task.request, Some(&key))).await)
             }
             "llm" => match self
                 .llm
-                .call(&task.request, &tenant, &budget_attempt(stream, &task))
+                .call(
+                    &task.request,
+                    &tenant,
+                    &budget_attempt(stream, &task),
+                    deadline,
+                )
                 .await
             {
                 (result, Some(spent)) => E::outcome_with_usage(
@@ -241,7 +280,7 @@ impl Worker {
                 ),
                 (result, None) => task.outcome(result),
             },
-            "mcp" => task.outcome(self.mcp.call(&tenant, &task.request).await),
+            "mcp" => task.outcome(bounded(deadline, self.mcp.call(&tenant, &task.request)).await),
             other => task.outcome(Err(StepError::new(
                 "UnsupportedStep",
                 format!("the worker cannot perform {other} steps"),
@@ -393,6 +432,17 @@ impl Worker {
         {
             Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => {
                 Ok(Done::ChildStarted(child.to_owned()))
+            }
+            // The child's definition and input do not fit its first event: the step fails
+            // clearly instead of the task being dropped and the parent waiting for ever.
+            Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
+                let error = StepError::new(
+                    "InvalidInput",
+                    format!("the child execution cannot be stored (400 KB per event): {detail}"),
+                    false,
+                );
+                self.record(stream, task, Err(error), cause).await?;
+                Ok(Done::Performed)
             }
             Err(e) => Err(e),
         }

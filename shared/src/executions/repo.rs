@@ -142,8 +142,16 @@ impl ExecutionRepo {
         if loaded.state.version < loaded.snapshot_version + SNAPSHOT_EVERY {
             return Ok(loaded.snapshot_version);
         }
-        self.snapshot(stream, &loaded.state).await?;
-        Ok(loaded.state.version)
+        match self.snapshot(stream, &loaded.state).await {
+            Ok(()) => Ok(loaded.state.version),
+            // A state that outgrows one item is replayed from its events instead: slower to
+            // load, never a failed execution.
+            Err(RepoError::Store(StoreError::TooLarge { .. })) => {
+                tracing::warn!(stream = %stream, version = loaded.state.version, "state too large for a snapshot; replayed from events");
+                Ok(loaded.snapshot_version)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn snapshot(
@@ -180,21 +188,25 @@ impl ExecutionRepo {
         let mut events = events
             .into_iter()
             .map(|e| {
+                // A timer belongs to the event before it (a retry, a wait, a timeout): a chunk
+                // never ends between them, or a crash between chunks would leave a step waiting
+                // on a timer that was never recorded.
+                let bound = matches!(e, ExecutionEvent::TimerStarted { .. });
                 let e = new_event(e, cause);
-                (crate::events::approx_item_bytes(&e), e)
+                (crate::events::approx_item_bytes(&e), bound, e)
             })
             .peekable();
         while events.peek().is_some() {
             let mut chunk: Vec<NewEvent> = Vec::new();
             let mut bytes = 0;
-            while chunk.len() < APPEND_CHUNK {
-                let Some((size, _)) = events.peek() else {
-                    break;
-                };
-                if !chunk.is_empty() && bytes + size > crate::events::MAX_APPEND_BYTES {
+            while let Some((size, bound, _)) = events.peek() {
+                let full = chunk.len() >= APPEND_CHUNK
+                    || (!chunk.is_empty() && bytes + size > crate::events::MAX_APPEND_BYTES);
+                // APPEND_CHUNK leaves room under the 100-item limit for a bound timer.
+                if full && !(*bound && chunk.len() < crate::events::MAX_TRANSACT_ITEMS - 2) {
                     break;
                 }
-                let Some((size, event)) = events.next() else {
+                let Some((size, _, event)) = events.next() else {
                     break;
                 };
                 bytes += size;

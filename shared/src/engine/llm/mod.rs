@@ -305,8 +305,9 @@ impl Llm {
         request: &Value,
         tenant: &str,
         attempt: &str,
+        deadline: Option<tokio::time::Instant>,
     ) -> (Result<Value, StepError>, Option<Usage>) {
-        match self.complete(request, tenant, attempt).await {
+        match self.complete(request, tenant, attempt, deadline).await {
             Ok((completion, usage, schema)) => {
                 (Self::shape(completion, usage.clone(), schema), Some(usage))
             }
@@ -319,6 +320,7 @@ impl Llm {
         request: &'a Value,
         tenant: &str,
         attempt: &str,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(Completion, Usage, Option<&'a Value>), StepError> {
         let provider_name = request["provider"].as_str().unwrap_or_default();
         let Some(provider) = self.providers.get(provider_name) else {
@@ -382,7 +384,22 @@ impl Llm {
                 })?,
             None => None,
         };
-        let result = provider.complete(&prompt).await;
+        // Cut off at the invocation's deadline, the reservation is still settled below (at zero:
+        // no usage was reported) and the attempt recorded, rather than left to the sweep.
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, provider.complete(&prompt)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    if let (Some(b), Some(r)) = (&self.budgets, &reservation) {
+                        if let Err(e) = b.settle(r, 0.0, 0).await {
+                            tracing::error!(tenant, error = %e, "could not release a budget reservation");
+                        }
+                    }
+                    return Err(super::worker::deadline_error());
+                }
+            },
+            None => provider.complete(&prompt).await,
+        };
         let spent = result.as_ref().map_or((0.0, 0), |c| {
             (
                 price.map_or(0.0, |p| cost(p, c.input_tokens, c.output_tokens)),
