@@ -582,3 +582,61 @@ fn redrive_reruns_every_map_item_whose_outcome_came_after_the_end() {
     run.work(|_, _, _| Ok(json!(1)));
     assert_eq!(run.status(), "succeeded");
 }
+
+#[test]
+fn the_losing_branches_of_join_any_are_abandoned() {
+    let mut run = Run::start(
+        json!({"name": "race", "start": "race", "steps": {
+            "race": {"type": "parallel", "join": "any", "branches": [{"start": "fast"}, {"start": "slow"}, {"start": "ask"}], "next": "then"},
+            "then": {"type": "http", "url": "http://x.test/then"},
+            "fast": {"type": "http", "url": "http://x.test/fast"},
+            "slow": {"type": "http", "url": "http://x.test/slow", "timeout_seconds": 60, "next": "after"},
+            "after": {"type": "http", "url": "http://x.test/after"},
+            "ask": {"type": "approval"}}}),
+        json!({}),
+    );
+    let open: Vec<String> = run.tasks().into_iter().map(|t| t.0).collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    answer(&mut run, "fast", Ok(json!("won")));
+    run.turn();
+    assert_eq!(run.status(), "running", "the flow goes on after the race");
+    let abandoned: Vec<String> = run
+        .history
+        .iter()
+        .find_map(|e| match e {
+            E::StepsAbandoned { keys, .. } => Some(keys.clone()),
+            _ => None,
+        })
+        .expect("the losers are abandoned");
+    assert_eq!(abandoned, ["ask", "slow"]);
+    assert_eq!(
+        run.state.pending_steps(),
+        ["then"],
+        "only what follows the race"
+    );
+    assert_eq!(
+        run.state.steps["race"].output,
+        Some(json!({"branch": 0, "output": "won"}))
+    );
+    // The loser's late result and its timeout change nothing; nothing after it is scheduled.
+    let slow = &run.state.steps["slow"];
+    let late = E::outcome(
+        "slow".into(),
+        "slow".into(),
+        slow.epoch,
+        slow.attempt,
+        Ok(json!("late")),
+    );
+    run.apply(vec![late]);
+    run.advance(Duration::seconds(120));
+    run.turn();
+    assert_eq!(
+        run.state.steps["slow"].status,
+        shared::domain::execution::StepStatus::Abandoned
+    );
+    assert!(!run.state.steps.contains_key("after"));
+    assert_eq!(run.state.pending_steps(), ["then"]);
+    answer(&mut run, "then", Ok(json!("done")));
+    run.turn();
+    assert_eq!(run.status(), "succeeded");
+}

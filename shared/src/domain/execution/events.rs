@@ -166,6 +166,14 @@ pub enum ExecutionEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A parallel step ended while instances in its other branches were unfinished (a
+    /// `join: any` winner, or a failed branch): those instances are abandoned.
+    StepsAbandoned {
+        /// The parallel step's instance.
+        key: String,
+        epoch: u32,
+        keys: Vec<String>,
+    },
     /// Run again from the failed steps; everything that succeeded stays.
     ExecutionRedriven {
         by: String,
@@ -287,6 +295,7 @@ impl ExecutionEvent {
             Self::ExecutionFailed { .. } => "ExecutionFailed",
             Self::ExecutionCancelled { .. } => "ExecutionCancelled",
             Self::ExecutionRedriven { .. } => "ExecutionRedriven",
+            Self::StepsAbandoned { .. } => "StepsAbandoned",
         }
     }
 

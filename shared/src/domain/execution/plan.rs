@@ -161,9 +161,10 @@ impl Planner<'_> {
                         _ => Walk::Pending,
                     }
                 }
-                StepStatus::Scheduled | StepStatus::AwaitingApproval | StepStatus::RetryPending => {
-                    return Walk::Pending
-                }
+                StepStatus::Scheduled
+                | StepStatus::AwaitingApproval
+                | StepStatus::RetryPending
+                | StepStatus::Abandoned => return Walk::Pending,
             }
         }
         Walk::Pending
@@ -259,9 +260,68 @@ impl Planner<'_> {
             }
         };
         if let Some(result) = finished {
+            // A `join: any` winner ends the race: what is still unfinished in the other branches
+            // is abandoned (nothing more scheduled, timers inert, late results ignored). A failed
+            // parallel keeps its in-flight branches: their late results stay usable by a redrive.
+            let abandoned = if result.is_ok() {
+                self.unfinished_under(starts, scope)
+            } else {
+                Vec::new()
+            };
+            if !abandoned.is_empty() {
+                self.out.push(E::StepsAbandoned {
+                    key: key.to_owned(),
+                    epoch: inst.epoch,
+                    keys: abandoned,
+                });
+            }
             self.finish(id, key, inst, result);
         }
         Walk::Pending
+    }
+
+    /// Pending instances of the steps reachable from `starts` in `scope` (map iterations
+    /// included, by their key prefix).
+    fn unfinished_under(&self, starts: &[String], scope: &Scope) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack: Vec<String> = starts.to_vec();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(step) = self.def.steps.get(&id) else {
+                continue;
+            };
+            stack.extend(step.next.iter().cloned());
+            stack.extend(step.catch.iter().map(|c| c.next.clone()));
+            match &step.kind {
+                StepKind::Condition { branches, default } => {
+                    stack.extend(branches.iter().map(|b| b.next.clone()));
+                    stack.push(default.clone());
+                }
+                StepKind::Parallel { branches, .. } => {
+                    stack.extend(branches.iter().map(|b| b.start.clone()))
+                }
+                StepKind::Map { iterator, .. } => stack.push(iterator.start.clone()),
+                _ => {}
+            }
+        }
+        self.state
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status.is_pending() && s.epoch == self.state.epoch)
+            .filter(|(k, _)| {
+                k.strip_prefix(scope.prefix.as_str()).is_some_and(|rest| {
+                    seen.iter().any(|id| {
+                        rest == id
+                            || rest
+                                .strip_prefix(id.as_str())
+                                .is_some_and(|r| r.starts_with('['))
+                    })
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     fn map(

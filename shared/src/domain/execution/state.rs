@@ -56,6 +56,9 @@ pub enum StepStatus {
     Failed,
     /// Failed and handled by a catch: the fallback step runs next.
     Caught,
+    /// Its branch lost (`join: any`) or its parallel failed: nothing more happens to it, and
+    /// a late result is ignored.
+    Abandoned,
 }
 
 impl StepStatus {
@@ -391,6 +394,16 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
                 false,
             ));
             state.ended_at = Some(at);
+        }
+        E::StepsAbandoned { epoch, keys, .. } => {
+            for key in keys {
+                if let Some(s) = state.steps.get_mut(key) {
+                    if s.epoch == *epoch && s.status.is_pending() {
+                        s.status = StepStatus::Abandoned;
+                        s.ended_at = Some(at);
+                    }
+                }
+            }
         }
         E::ExecutionRedriven {
             reset_unfinished, ..
