@@ -14,6 +14,10 @@ use crate::domain::execution::Usage;
 use crate::events::{Envelope, StreamId};
 use crate::executions::{repo::decode, ExecutionRepo};
 
+/// Past the stream mappings' maximum record age (12 h) with a margin: no delivery of a task's
+/// record can still come.
+const TASK_LOST_AFTER_SECS: i64 = 13 * 3600;
+
 /// Reservations examined per shard and run; the rest wait for the next run.
 const PAGE: i32 = 50;
 
@@ -243,6 +247,57 @@ async fn redrive_one(
             .put_timer(stream.as_str(), timer_id, t.due_at)
             .await
             .map_err(|e| e.to_string())?;
+    }
+    // A task no worker took up long after every stream mapping would have given its record up
+    // (12 h maximum record age) is lost: its attempt fails as retryable `TaskLost`, so the step's
+    // policy decides, instead of the step waiting for ever. Written at the version read: a
+    // worker that starts it meanwhile wins.
+    let lost: Vec<E> = state
+        .steps
+        .iter()
+        .filter(|(_, s)| {
+            s.status == crate::domain::execution::StepStatus::Scheduled
+                && s.scheduled_at
+                    .is_some_and(|t| t < now - chrono::Duration::seconds(TASK_LOST_AFTER_SECS))
+        })
+        .map(|(key, s)| {
+            E::outcome(
+                key.clone(),
+                s.step.clone(),
+                s.epoch,
+                s.attempt,
+                Err(crate::domain::execution::StepError::new(
+                    "TaskLost",
+                    "no worker took this attempt up before its stream record expired",
+                    true,
+                )),
+            )
+        })
+        .collect();
+    if !lost.is_empty() {
+        let cause = crate::executions::Cause {
+            tenant,
+            actor: "sweep",
+            correlation_id: id,
+            causation_id: None,
+            at: now,
+        };
+        return match repo
+            .append(
+                &stream,
+                crate::events::ExpectedVersion::Exact(state.version),
+                lost,
+                &cause,
+                None,
+            )
+            .await
+        {
+            Ok(_)
+            | Err(crate::executions::RepoError::Store(crate::events::StoreError::Conflict {
+                ..
+            })) => Ok(Some(true)),
+            Err(e) => Err(e.to_string()),
+        };
     }
     let waiting = !state.pending_steps().is_empty() || state.timers.values().any(|t| !t.fired);
     if !waiting {

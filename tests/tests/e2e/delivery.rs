@@ -574,3 +574,46 @@ async fn the_sweep_moves_on_an_execution_whose_records_were_lost_and_fails_one_n
     let again = sweep().await.unwrap();
     assert_eq!((again.redriven, again.failed), (0, 0), "{again:?}");
 }
+
+#[tokio::test]
+async fn a_task_no_worker_ever_took_up_fails_as_lost_and_is_retried() {
+    use shared::engine::sweep::redrive_stalled;
+    let peer = Peer::start().await;
+    let app = App::start("task-lost", &[]).await;
+    let c = Client::new(&app, "t-task-lost").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "lost-task", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/lost-task", peer.base),
+                     "retry": {"max_attempts": 2, "initial_interval_ms": 100}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    // The task's record never reaches a worker (the mapping gave it up).
+    let _dropped = f.poll().await;
+
+    // The sweep, as it would run 14 hours later: past every mapping's maximum record age.
+    let orchestrator = f.services.orchestrator();
+    let later = chrono::Utc::now() + chrono::Duration::hours(14);
+    let stalls = redrive_stalled(
+        &orchestrator,
+        &f.services.repo,
+        &f.services.projections,
+        later,
+        chrono::Duration::zero(),
+        std::time::Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stalls.redriven, 1, "{stalls:?}");
+    let history = c.history(&id).await;
+    let lost = history
+        .iter()
+        .find(|e| e["type"] == "StepFailed")
+        .expect("the lost attempt is failed");
+    assert_eq!(lost["payload"]["error"]["kind"], "TaskLost", "{lost:#}");
+    // Its retry runs as usual.
+    f.pump(async || status(&c, &id).await == "succeeded").await;
+    assert_eq!(peer.calls("lost-task"), 1);
+}

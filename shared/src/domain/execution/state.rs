@@ -93,6 +93,10 @@ pub struct StepState {
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    /// When the current attempt was handed to the worker (a task no worker took up in time is
+    /// known lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +185,7 @@ fn instance(
         child_execution_id: None,
         started_at: at,
         ended_at: None,
+        scheduled_at: None,
     }
 }
 
@@ -270,6 +275,7 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
                     .map_or(at, |s| s.started_at);
                 let mut s = instance(step, *epoch, *attempt, StepStatus::Scheduled, at);
                 s.started_at = started;
+                s.scheduled_at = Some(at);
                 state.steps.insert(key.clone(), s);
             }
         }
