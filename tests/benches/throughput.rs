@@ -79,33 +79,17 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let app = runner::http_app(&template, &sdk, &env).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(runner::serve(listener, app, std::future::pending()));
+    let base = runner::serve_http(&template, &sdk, &env).await.unwrap();
     let _streams = runner::spawn_streams(&template, &sdk, &env).await.unwrap();
     let _timer = runner::spawn_schedules(&template, &sdk, &env)
         .await
         .unwrap();
 
     let tables = template.tables().unwrap();
-    let store =
-        shared::auth::AuthStore::new(aws_sdk_dynamodb::Client::new(&direct), tables.state.clone());
-    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    auth::create(&store, "bench", &password, "bench", vec![])
+    let token = runner::user_token(&template, &direct, &base, "bench", "bench")
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": "bench", "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
     shared::engine::budget::Budgets::new(
         aws_sdk_dynamodb::Client::new(&direct),
         tables.state.clone(),

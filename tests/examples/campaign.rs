@@ -310,10 +310,7 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let app = runner::http_app(&template, &sdk, &env).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(runner::serve(listener, app, std::future::pending()));
+    let base = runner::serve_http(&template, &sdk, &env).await.unwrap();
     let _streams = runner::spawn_streams_with(&template, &sdk, &env, |function, handler| {
         faulty(function, handler, dice.clone(), faults.clone())
     })
@@ -325,22 +322,10 @@ async fn main() {
 
     let tables = template.tables().unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let store = shared::auth::AuthStore::new(dynamodb.clone(), tables.state.clone());
-    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    auth::create(&store, "campaign", &password, TENANT, vec![])
+    let token = runner::user_token(&template, &sdk, &base, "campaign", TENANT)
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": "campaign", "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
     let budgets = shared::engine::budget::Budgets::new(dynamodb.clone(), tables.state.clone());
     budgets
         .set(

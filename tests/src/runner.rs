@@ -452,3 +452,52 @@ pub fn function_timeout(template: &Template, id: &str) -> Duration {
         .and_then(|p| p["Timeout"].as_u64());
     Duration::from_secs(own.or_else(|| template.global_timeout()).unwrap_or(3))
 }
+
+/// Every HTTP function served on a free loopback port until the process ends (benchmarks and the
+/// fault campaign); returns the base URL.
+pub async fn serve_http(
+    template: &Template,
+    sdk: &SdkConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let app = http_app(template, sdk, overrides).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    tokio::spawn(serve(listener, app, std::future::pending()));
+    Ok(base)
+}
+
+/// A user created straight in the store (the operator's path) and logged in through the auth
+/// function at `base`: its access token.
+pub async fn user_token(
+    template: &Template,
+    sdk: &SdkConfig,
+    base: &str,
+    username: &str,
+    tenant: &str,
+) -> Result<String, String> {
+    let tables = template.tables().map_err(|e| e.to_string())?;
+    let store = shared::auth::AuthStore::new(aws_sdk_dynamodb::Client::new(sdk), tables.state);
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    auth::create(&store, username, &password, tenant, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    login["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("login refused: {login}"))
+}
