@@ -22,7 +22,8 @@ macro_rules! event_store_contract {
             exact_version_mismatch_conflicts, any_appends_at_the_end,
             concurrent_appends_exactly_one_wins, idempotent_retry_returns_first_result,
             idempotency_key_reused_for_other_request_conflicts, thousand_events_read_across_pages,
-            read_from_any_version, snapshots_keep_the_newest, upcasters_apply_on_read,
+            read_from_any_version, snapshots_keep_the_newest, snapshots_larger_than_an_item,
+            upcasters_apply_on_read,
             tenant_mismatch_is_rejected, too_many_events_are_rejected, empty_append_is_rejected,
             streams_and_tenants_are_isolated, oversized_event_is_rejected);
     };
@@ -411,6 +412,51 @@ pub async fn snapshots_keep_the_newest(store: Store) {
             .expect("load"),
         None,
         "another tenant's stream of the same name has no snapshot"
+    );
+}
+
+/// A state larger than one DynamoDB item (400 KB) still snapshots and loads back whole, and a
+/// smaller or larger one replaces it.
+pub async fn snapshots_larger_than_an_item(store: Store) {
+    let t = tenant();
+    let s = stream(&t, "big");
+    let snap = |version: u64, kb: usize| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version: 1,
+        state: json!({
+            "version": version,
+            // Multi-byte characters, so a part boundary falls inside one.
+            "outputs": (0..kb).map(|i| format!("{i:04}-é{}", "x".repeat(1000))).collect::<Vec<_>>(),
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    };
+    store
+        .save_snapshot(snap(100, 1500))
+        .await
+        .expect("save 1.5 MB");
+    assert_eq!(
+        store.load_snapshot(&s).await.expect("load"),
+        Some(snap(100, 1500))
+    );
+    store.save_snapshot(snap(200, 2)).await.expect("save small");
+    assert_eq!(
+        store.load_snapshot(&s).await.expect("load"),
+        Some(snap(200, 2))
+    );
+    store
+        .save_snapshot(snap(300, 900))
+        .await
+        .expect("save 900 KB");
+    store
+        .save_snapshot(snap(250, 700))
+        .await
+        .expect("older is ignored");
+    assert_eq!(
+        store.load_snapshot(&s).await.expect("load"),
+        Some(snap(300, 900))
     );
 }
 

@@ -47,13 +47,33 @@ struct IdempotencyItem {
     expires_at: i64,
 }
 
+/// The head of a snapshot: the state inline when it fits one item, otherwise how many parts
+/// hold it and their digest (a torn or expired set of parts reads as no snapshot).
 #[derive(Debug, Serialize, Deserialize)]
-struct SnapshotItem {
+struct SnapshotHead {
     pk: String,
     sk: String,
-    #[serde(flatten)]
-    snapshot: Snapshot,
+    stream_id: StreamId,
+    version: u64,
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
 }
+
+/// A state up to this size (as JSON) is stored inline in the head; DynamoDB's own encoding of
+/// a map is about as large, and an item holds 400 KB.
+const SNAPSHOT_INLINE_BYTES: usize = 256 * 1024;
+/// Bytes of state JSON per part item (with its keys well under 400 KB).
+const SNAPSHOT_PART_BYTES: usize = 350 * 1024;
+/// A state larger than this is not snapshotted (replayed from its events instead).
+const SNAPSHOT_MAX_PARTS: usize = 64;
+/// Parts are an optimisation: they expire (a later turn snapshots again), so a crash between
+/// writing parts and the head leaves nothing behind for long.
+const SNAPSHOT_PART_TTL_SECS: i64 = 30 * 24 * 3600;
 
 enum Attempt {
     Done(AppendResult),
@@ -71,9 +91,17 @@ fn idempotency_key(stream: &StreamId, key: &str) -> HashMap<String, AttributeVal
 
 fn snapshot_key(stream: &StreamId) -> HashMap<String, AttributeValue> {
     HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(format!("SNAP#{stream}"))),
+        ("pk".to_owned(), AttributeValue::S(snapshot_pk(stream))),
         ("sk".to_owned(), AttributeValue::S("SNAP".to_owned())),
     ])
+}
+
+fn snapshot_pk(stream: &StreamId) -> String {
+    format!("SNAP#{stream}")
+}
+
+fn part_prefix(version: u64) -> String {
+    format!("PART#{version:020}#")
 }
 
 fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
@@ -241,6 +269,66 @@ impl DynamoEventStore {
         }
     }
 
+    /// Stores a snapshot's head unless a newer one is stored, then removes the parts of the
+    /// head it replaced.
+    async fn put_head(&self, head: &SnapshotHead) -> Result<(), StoreError> {
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(to_item(head)?))
+            .condition_expression("attribute_not_exists(pk) OR #v < :v")
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":v", AttributeValue::N(head.version.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match sent {
+            Ok(out) => out.attributes,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                return Ok(()); // a newer snapshot is already stored
+            }
+            Err(e) => {
+                let text = DisplayErrorContext(&e).to_string();
+                return Err(if text.contains("Item size") {
+                    StoreError::TooLarge {
+                        stream_id: head.stream_id.clone(),
+                        detail: text,
+                    }
+                } else {
+                    StoreError::Backend(text)
+                });
+            }
+        };
+        let old_parts = old.as_ref().and_then(|o| {
+            let n = |k: &str| match o.get(k) {
+                Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                _ => None,
+            };
+            Some((n(VERSION)?, n("parts")?))
+        });
+        if let Some((version, parts)) = old_parts {
+            for i in 0..parts {
+                // Best effort: a part left behind expires on its own.
+                let _ = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.tables.state)
+                    .key("pk", AttributeValue::S(head.pk.clone()))
+                    .key(
+                        "sk",
+                        AttributeValue::S(format!("{}{i:04}", part_prefix(version))),
+                    )
+                    .send()
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
     async fn append_at(
         &self,
         request: &AppendRequest,
@@ -364,48 +452,100 @@ impl EventStore for DynamoEventStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let stream_id = snapshot.stream_id.clone();
-        let version = snapshot.version;
-        let item = SnapshotItem {
-            pk: format!("SNAP#{stream_id}"),
+        let json =
+            serde_json::to_vec(&snapshot.state).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let mut head = SnapshotHead {
+            pk: snapshot_pk(&stream_id),
             sk: "SNAP".to_owned(),
-            snapshot,
+            stream_id: stream_id.clone(),
+            version: snapshot.version,
+            schema_version: snapshot.schema_version,
+            state: None,
+            parts: None,
+            digest: None,
         };
-        let sent = self
-            .client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(to_item(&item)?))
-            .condition_expression("attribute_not_exists(pk) OR #v < :v")
-            .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(()) // a newer snapshot is already stored
-            }
-            Err(e) => {
-                let text = DisplayErrorContext(&e).to_string();
-                if text.contains("Item size") {
-                    Err(StoreError::TooLarge {
-                        stream_id,
-                        detail: text,
-                    })
-                } else {
-                    Err(StoreError::Backend(text))
-                }
+        if json.len() <= SNAPSHOT_INLINE_BYTES {
+            head.state = Some(snapshot.state);
+            match self.put_head(&head).await {
+                Err(StoreError::TooLarge { .. }) => head.state = None,
+                done => return done,
             }
         }
+        let chunks: Vec<&[u8]> = json.chunks(SNAPSHOT_PART_BYTES).collect();
+        if chunks.len() > SNAPSHOT_MAX_PARTS {
+            return Err(StoreError::TooLarge {
+                stream_id,
+                detail: format!(
+                    "a state of {} bytes is more than {SNAPSHOT_MAX_PARTS} snapshot parts",
+                    json.len()
+                ),
+            });
+        }
+        let expires_at = chrono::Utc::now().timestamp() + SNAPSHOT_PART_TTL_SECS;
+        for (i, chunk) in chunks.iter().enumerate() {
+            // Parts first, the head last: a reader never finds a head whose parts are missing,
+            // except after they expired, which reads as no snapshot.
+            self.client
+                .put_item()
+                .table_name(&self.tables.state)
+                .item("pk", AttributeValue::S(head.pk.clone()))
+                .item(
+                    "sk",
+                    AttributeValue::S(format!("{}{i:04}", part_prefix(head.version))),
+                )
+                .item("data", AttributeValue::B(chunk.to_vec().into()))
+                .item("expires_at", AttributeValue::N(expires_at.to_string()))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
+        head.parts = Some(chunks.len() as u32);
+        head.digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json)));
+        self.put_head(&head).await
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        crate::aws::get_item::<SnapshotItem>(&self.client, &self.tables.state, snapshot_key(stream))
-            .await
-            .map(|s| s.map(|s| s.snapshot))
-            .map_err(StoreError::Backend)
+        let head: Option<SnapshotHead> =
+            crate::aws::get_item(&self.client, &self.tables.state, snapshot_key(stream))
+                .await
+                .map_err(StoreError::Backend)?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        let state = match (head.state, head.parts, head.digest) {
+            (Some(state), _, _) => state,
+            (None, Some(parts), Some(digest)) => {
+                let items = crate::aws::query_partition(
+                    &self.client,
+                    &self.tables.state,
+                    &head.pk,
+                    Some(&part_prefix(head.version)),
+                )
+                .await
+                .map_err(StoreError::Backend)?;
+                let mut json = Vec::new();
+                for item in &items {
+                    if let Some(AttributeValue::B(data)) = item.get("data") {
+                        json.extend_from_slice(data.as_ref());
+                    }
+                }
+                let whole = items.len() == parts as usize
+                    && hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json)) == digest;
+                match serde_json::from_slice(&json) {
+                    Ok(state) if whole => state,
+                    _ => {
+                        tracing::warn!(stream = %stream, version = head.version, "snapshot parts missing or torn; replaying from events");
+                        return Ok(None);
+                    }
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Snapshot {
+            stream_id: head.stream_id,
+            version: head.version,
+            schema_version: head.schema_version,
+            state,
+        }))
     }
 }

@@ -73,3 +73,73 @@ async fn stream_records_decode_into_the_appended_envelopes() {
         "stream records decode into exactly what was appended"
     );
 }
+
+/// A snapshot split over several items whose parts are gone (expired, or a torn write) reads as
+/// no snapshot, so the execution is replayed from its events, and a replaced snapshot leaves no
+/// parts behind.
+#[tokio::test]
+async fn a_snapshot_with_missing_parts_reads_as_none_and_replaced_parts_are_removed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use shared::events::Snapshot;
+    let stack = Stack::shared().await;
+    let store = store(&stack, Upcasters::new());
+    let tenant = format!("t{}", uuid::Uuid::new_v4().simple());
+    let stream = StreamId::new(&tenant, "execution", "big").unwrap();
+    let snap = |version: u64, kb: usize| Snapshot {
+        stream_id: stream.clone(),
+        version,
+        schema_version: 1,
+        state: serde_json::json!({ "blob": "y".repeat(kb * 1024) })
+            .as_object()
+            .cloned()
+            .unwrap(),
+    };
+    let parts = || async {
+        let out = stack
+            .dynamodb
+            .query()
+            .table_name(&stack.tables.state)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("SNAP#{stream}")))
+            .expression_attribute_values(":p", AttributeValue::S("PART#".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.get("sk").and_then(|s| s.as_s().ok()).cloned())
+            .collect::<Vec<String>>()
+    };
+
+    store.save_snapshot(snap(100, 800)).await.unwrap();
+    assert_eq!(parts().await.len(), 3, "800 KB in parts of 350 KB");
+    store.save_snapshot(snap(200, 500)).await.unwrap();
+    let now = parts().await;
+    assert_eq!(
+        now.len(),
+        2,
+        "the replaced head's parts are deleted: {now:?}"
+    );
+    assert!(now.iter().all(|sk| sk.contains(&format!("{:020}", 200))));
+    assert_eq!(
+        store.load_snapshot(&stream).await.unwrap(),
+        Some(snap(200, 500))
+    );
+
+    stack
+        .dynamodb
+        .delete_item()
+        .table_name(&stack.tables.state)
+        .key("pk", AttributeValue::S(format!("SNAP#{stream}")))
+        .key("sk", AttributeValue::S(now[1].clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_snapshot(&stream).await.unwrap(),
+        None,
+        "a torn snapshot is no snapshot"
+    );
+}
