@@ -640,3 +640,36 @@ fn the_losing_branches_of_join_any_are_abandoned() {
     run.turn();
     assert_eq!(run.status(), "succeeded");
 }
+
+#[test]
+fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_execution() {
+    // 40 items of 10 KB each: every output fits an event, their array (400 KB) does not.
+    let items: Vec<u32> = (0..40).collect();
+    let mut run = Run::start(
+        json!({"name": "big", "start": "each", "steps": {
+            "each": {"type": "map", "items": "input.items", "concurrency": 40, "iterator": {"start": "fetch"},
+                     "catch": [{"errors": ["OutputTooLarge"], "next": "fallback"}]},
+            "fetch": {"type": "http", "url": "http://x.test/{{ index }}"},
+            "fallback": {"type": "succeed", "output": "{{ error.kind }}: {{ error.message }}"}}}),
+        json!({"items": items}),
+    );
+    run.work(|_, _, _| Ok(json!("z".repeat(10 * 1024))));
+    assert_eq!(run.status(), "succeeded", "{:?}", run.types());
+    let out = run.state.output.clone().unwrap();
+    let text = out.as_str().unwrap();
+    assert!(
+        text.starts_with("OutputTooLarge: the combined output is") && text.contains("350 KB"),
+        "{text}"
+    );
+
+    let mut run = Run::start(
+        json!({"name": "req", "start": "call", "steps": {
+            "call": {"type": "http", "url": "http://x.test", "body": "{{ input.s }}{{ input.s }}{{ input.s }}"}}}),
+        json!({"s": "q".repeat(120 * 1024)}),
+    );
+    assert!(run.tasks().is_empty(), "nothing is scheduled");
+    assert_eq!(run.status(), "failed");
+    let error = run.state.error.clone().unwrap();
+    assert_eq!(error.kind, "RequestTooLarge");
+    assert!(!error.retryable);
+}

@@ -13,6 +13,25 @@ use crate::domain::validate::MAX_DURATION_SECS;
 
 /// Most items one map step may iterate over (each iteration's steps live in the state).
 pub const MAX_MAP_ITEMS: usize = 1000;
+/// The most JSON one step's output or request may hold: each is recorded in one event, and an
+/// event is one DynamoDB item (400 KB with its envelope).
+pub const MAX_VALUE_BYTES: usize = 350 * 1024;
+
+/// `Err(kind)` naming the limit when `value` is too large to record in one event.
+fn fits(value: &Value, what: &str, kind: &str) -> Result<(), StepError> {
+    let bytes = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    if bytes <= MAX_VALUE_BYTES {
+        return Ok(());
+    }
+    Err(StepError::new(
+        kind,
+        format!(
+            "the {what} is {bytes} bytes of JSON, more than the {} KB one event holds",
+            MAX_VALUE_BYTES / 1024
+        ),
+        false,
+    ))
+}
 
 /// How a graph (the workflow, a branch, an iteration) stands.
 enum Walk {
@@ -368,6 +387,9 @@ impl Planner<'_> {
     }
 
     fn finish(&mut self, id: &str, key: &str, inst: &StepState, result: Result<Value, StepError>) {
+        // A map or parallel gathers its branches' outputs into one: too large for its event, it
+        // fails (catchable) instead of the execution.
+        let result = result.and_then(|v| fits(&v, "combined output", "OutputTooLarge").map(|_| v));
         self.out.push(E::outcome(
             key.to_owned(),
             id.to_owned(),
@@ -534,7 +556,9 @@ impl Planner<'_> {
         let step = self.step(id).clone();
         let ctx = ctx.unwrap_or_else(|| self.context(scope, None));
         let epoch = self.state.epoch;
-        match render_request(&step.kind, &ctx) {
+        match render_request(&step.kind, &ctx)
+            .and_then(|r| fits(&r, "rendered request", "RequestTooLarge").map(|_| r))
+        {
             Ok(mut request) => {
                 if matches!(step.kind, StepKind::Llm(_)) {
                     // The budgets this call is checked against, besides the tenant's.
