@@ -121,9 +121,11 @@ impl Worker {
         })
     }
 
-    /// Whether this task is moot: its execution ended, or a redrive replaced its epoch (as last
-    /// projected; a stale read only lets a task run that could have been dropped).
-    async fn moot(&self, stream: &StreamId, epoch: u32) -> Result<bool, RepoError> {
+    /// Whether this task is moot: its execution ended, a redrive replaced its epoch (as last
+    /// projected; a stale read only lets a task run that could have been dropped), or, where
+    /// attempts were given up while in flight (a lost `join: any` branch, a lost task), the state
+    /// no longer wants this attempt.
+    async fn moot(&self, stream: &StreamId, task: &Task) -> Result<bool, RepoError> {
         let Some(projections) = &self.projections else {
             return Ok(false);
         };
@@ -131,7 +133,15 @@ impl Worker {
             .progress(stream.tenant(), stream.id(), false)
             .await
             .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
-        Ok(progress.is_some_and(|p| p.supersedes(epoch)))
+        match progress {
+            Some(p) if p.supersedes(task.epoch) => Ok(true),
+            // Rare, so the full read is paid only where it can matter.
+            Some(p) if p.stray_tasks => {
+                let loaded = self.repo.load(stream).await?;
+                Ok(!loaded.state.wants_task(&task.key, task.epoch, task.attempt))
+            }
+            _ => Ok(false),
+        }
     }
 
     fn writer(&self, stream: &StreamId) -> Arc<tokio::sync::Mutex<()>> {
@@ -199,7 +209,7 @@ impl Worker {
             causation_id: Some(&envelope.event_id),
             at: Utc::now(),
         };
-        if self.moot(stream, task.epoch).await? {
+        if self.moot(stream, &task).await? {
             tracing::info!(stream = %stream, step = %task.step, epoch = task.epoch, "the execution has ended or moved to a later epoch; task dropped");
             return Ok(Done::Dropped);
         }

@@ -74,6 +74,8 @@ pub struct Progress {
     pub ended: bool,
     /// Redrives so far.
     pub epoch: u32,
+    /// Attempts were given up while a worker may hold their task (see `ExecutionState::stray_tasks`).
+    pub stray_tasks: bool,
 }
 
 impl Progress {
@@ -349,7 +351,7 @@ impl Projections {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::summary_key(tenant, execution_id)))
-            .projection_expression("#s, epoch")
+            .projection_expression("#s, epoch, stray_tasks")
             .expression_attribute_names("#s", "status")
             .consistent_read(consistent)
             .send()
@@ -361,13 +363,14 @@ impl Projections {
         let Some(AttributeValue::S(status)) = item.get("status") else {
             return Ok(None);
         };
-        let epoch = match item.get("epoch") {
-            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+        let number = |k: &str| match item.get(k) {
+            Some(AttributeValue::N(n)) => n.parse::<u64>().unwrap_or(0),
             _ => 0,
         };
         Ok(Some(Progress {
             ended: matches!(status.as_str(), "succeeded" | "failed" | "cancelled"),
-            epoch,
+            epoch: number("epoch") as u32,
+            stray_tasks: number("stray_tasks") > 0,
         }))
     }
 

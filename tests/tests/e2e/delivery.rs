@@ -585,13 +585,15 @@ async fn a_task_no_worker_ever_took_up_fails_as_lost_and_is_retried() {
     let wf = c
         .create(json!({"name": "lost-task", "start": "call", "steps": {
             "call": {"type": "http", "method": "POST", "url": format!("{}/echo/lost-task", peer.base),
-                     "retry": {"max_attempts": 2, "initial_interval_ms": 100}}}}))
+                     "retry": {"max_attempts": 2, "initial_interval_ms": 100}, "next": "ask"},
+            // Keeps the execution running, so only the attempt's state tells the lost one apart.
+            "ask": {"type": "approval"}}}))
         .await;
     let id = c.start(&wf, json!({})).await;
     let records = f.poll().await;
     f.orchestrator.handle(Functions::event(&records)).await;
     // The task's record never reaches a worker (the mapping gave it up).
-    let _dropped = f.poll().await;
+    let dropped = f.poll().await;
 
     // The sweep, as it would run 14 hours later: past every mapping's maximum record age.
     let orchestrator = f.services.orchestrator();
@@ -614,6 +616,79 @@ async fn a_task_no_worker_ever_took_up_fails_as_lost_and_is_retried() {
         .expect("the lost attempt is failed");
     assert_eq!(lost["payload"]["error"]["kind"], "TaskLost", "{lost:#}");
     // Its retry runs as usual.
-    f.pump(async || status(&c, &id).await == "succeeded").await;
+    f.pump(async || {
+        !c.execution(&id).await["awaiting_approval"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     assert_eq!(peer.calls("lost-task"), 1);
+    // The lost record replayed from the failure queue afterwards: that attempt was given up, so
+    // its call is not made.
+    let lost_tasks = f.tasks(&dropped);
+    assert_eq!(lost_tasks.len(), 1);
+    let r = f
+        .worker
+        .handle(Functions::event(&lost_tasks), WORKER_TIMEOUT)
+        .await;
+    assert!(r.batch_item_failures.is_empty());
+    assert_eq!(
+        peer.calls("lost-task"),
+        1,
+        "the lost attempt is not performed"
+    );
+}
+
+#[tokio::test]
+async fn the_task_of_a_losing_join_any_branch_still_in_flight_is_not_performed() {
+    let peer = Peer::start().await;
+    let app = App::start("race-loser", &[]).await;
+    let c = Client::new(&app, "t-race-loser").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "race", "start": "race", "steps": {
+            "race": {"type": "parallel", "join": "any", "branches": [{"start": "fast"}, {"start": "slow"}], "next": "ask"},
+            "ask": {"type": "approval"},
+            "fast": {"type": "http", "method": "POST", "url": format!("{}/echo/race-fast", peer.base)},
+            "slow": {"type": "http", "method": "POST", "url": format!("{}/echo/race-slow", peer.base)}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let records = f.poll().await;
+    f.orchestrator.handle(Functions::event(&records)).await;
+    let scheduled = f.poll().await;
+    f.orchestrator.handle(Functions::event(&scheduled)).await;
+    let tasks = f.tasks(&scheduled);
+    assert_eq!(tasks.len(), 2, "both branches scheduled");
+    let (fast, slow): (Vec<Value>, Vec<Value>) = tasks
+        .into_iter()
+        .partition(|t| t.to_string().contains("race-fast"));
+    assert_eq!((fast.len(), slow.len()), (1, 1));
+    // The fast branch wins while the slow one's record is still on its way to a worker.
+    f.worker
+        .handle(Functions::event(&fast), WORKER_TIMEOUT)
+        .await;
+    f.pump(async || {
+        !c.execution(&id).await["awaiting_approval"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let r = f
+        .worker
+        .handle(Functions::event(&slow), WORKER_TIMEOUT)
+        .await;
+    assert!(r.batch_item_failures.is_empty());
+    assert_eq!(peer.calls("race-fast"), 1);
+    assert_eq!(peer.calls("race-slow"), 0, "the loser's call is not made");
+    let e = c.execution(&id).await;
+    let slow_step = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "slow")
+        .cloned()
+        .unwrap();
+    assert_eq!(slow_step["status"], "abandoned", "{e:#}");
 }

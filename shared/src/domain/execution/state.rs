@@ -140,11 +140,29 @@ pub struct ExecutionState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
     pub usage: Usage,
+    /// Attempts given up while a worker may still hold their task (abandoned by `join: any`, or
+    /// lost): a worker checks such an execution's state before it performs a task.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stray_tasks: u32,
     /// The version of the last event applied.
     pub version: u64,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl ExecutionState {
+    /// Whether the task of attempt `attempt` of instance `key` in `epoch` is still wanted.
+    pub fn wants_task(&self, key: &str, epoch: u32, attempt: u32) -> bool {
+        self.status == ExecutionStatus::Running
+            && self.steps.get(key).is_some_and(|s| {
+                s.epoch == epoch
+                    && s.attempt == attempt
+                    && matches!(s.status, StepStatus::Scheduled | StepStatus::Running)
+            })
+    }
+
     pub fn definition(&self) -> Option<&Definition> {
         self.definition.as_deref()
     }
@@ -297,10 +315,15 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             attempt,
             error,
             ..
-        } => end_attempt(state, key, step, *epoch, *attempt, at, |s| {
-            s.status = StepStatus::Failed;
-            s.error = Some(error.clone());
-        }),
+        } => {
+            if error.kind == "TaskLost" {
+                state.stray_tasks += 1;
+            }
+            end_attempt(state, key, step, *epoch, *attempt, at, |s| {
+                s.status = StepStatus::Failed;
+                s.error = Some(error.clone());
+            })
+        }
         E::StepRetryScheduled {
             key,
             epoch,
@@ -405,6 +428,9 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             for key in keys {
                 if let Some(s) = state.steps.get_mut(key) {
                     if s.epoch == *epoch && s.status.is_pending() {
+                        if matches!(s.status, StepStatus::Scheduled | StepStatus::Running) {
+                            state.stray_tasks += 1;
+                        }
                         s.status = StepStatus::Abandoned;
                         s.ended_at = Some(at);
                     }

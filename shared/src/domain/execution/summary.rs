@@ -53,9 +53,16 @@ pub struct Summary {
     /// Redrives so far: a worker holding a task of an earlier epoch of an ended execution drops it.
     #[serde(default)]
     pub epoch: u32,
+    /// Attempts given up while a worker may hold their task: workers check the state first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stray_tasks: u32,
     /// Every step instance (the execution view); listings leave it out, see [`Summary::listing`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepSummary>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -85,6 +92,7 @@ impl Summary {
             workflow_id: state.workflow_id.clone(),
             workflow_version: state.workflow_version,
             epoch: state.epoch,
+            stray_tasks: state.stray_tasks,
             status: state.status.as_str().to_owned(),
             current_steps: state.pending_steps(),
             awaiting_approval: state
