@@ -17,6 +17,8 @@ use crate::executions::{Cause, ExecutionRepo, Projections, TimerRow};
 const PAGE: u32 = 100;
 /// A failing timer is tried again after 5 s, doubling, at most an hour apart.
 const MAX_RETRY_PAUSE_SECS: i64 = 3600;
+/// Lost races on a busy stream before a timer is postponed (each is itself several tries).
+const FIRE_RETRIES: u32 = 3;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fired {
@@ -118,12 +120,15 @@ async fn fire_one(
     let event = ExecutionEvent::TimerFired {
         timer_id: row.timer_id.clone(),
     };
+    // A few tries only: a stream that stays contended gets its timer postponed rather than
+    // holding up every timer behind it.
     let appended = repo
-        .append_any(
+        .append_any_within(
             &stream,
             vec![event],
             &cause,
             Some(format!("fired:{}", row.timer_id)),
+            FIRE_RETRIES,
         )
         .await;
     match appended {

@@ -260,6 +260,20 @@ impl ExecutionRepo {
         cause: &Cause<'_>,
         idempotency_key: Option<String>,
     ) -> Result<AppendResult, RepoError> {
+        self.append_any_within(stream, events, cause, idempotency_key, ANY_RETRIES)
+            .await
+    }
+
+    /// `append_any` that gives up after `retries` lost races: for callers with something better
+    /// to do than wait on one busy stream (the timer function postpones that timer instead).
+    pub async fn append_any_within(
+        &self,
+        stream: &StreamId,
+        events: Vec<ExecutionEvent>,
+        cause: &Cause<'_>,
+        idempotency_key: Option<String>,
+        retries: u32,
+    ) -> Result<AppendResult, RepoError> {
         let mut attempt = 0;
         loop {
             match self
@@ -272,7 +286,7 @@ impl ExecutionRepo {
                 )
                 .await
             {
-                Err(RepoError::Store(StoreError::Conflict { .. })) if attempt < ANY_RETRIES => {
+                Err(RepoError::Store(StoreError::Conflict { .. })) if attempt < retries => {
                     attempt += 1;
                     let jitter = uuid::Uuid::new_v4().as_u128() % 20;
                     let pause = (5 * attempt as u64).min(100) + jitter as u64;

@@ -692,3 +692,89 @@ async fn the_task_of_a_losing_join_any_branch_still_in_flight_is_not_performed()
         .unwrap();
     assert_eq!(slow_step["status"], "abandoned", "{e:#}");
 }
+
+#[tokio::test]
+async fn a_timer_that_fails_every_time_does_not_hold_up_the_timers_behind_it() {
+    use crate::support::ForcedConflicts;
+    use shared::executions::projection::TimerRow;
+    let app = App::start("timer-poison", &[]).await;
+    let tenant = "t-timer-poison";
+    let c = Client::new(&app, tenant).await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "nap", "start": "nap", "steps": {
+            "nap": {"type": "wait", "seconds": 1}}}))
+        .await;
+    let shard = |id: &str| {
+        let stream = shared::executions::repo::stream_id(tenant, id).unwrap();
+        TimerRow::new(stream.as_str(), "t", chrono::Utc::now()).pk
+    };
+    // The poisoned timer, then one due after it in the same partition, and a few elsewhere.
+    let poisoned = c.start(&wf, json!({})).await;
+    let mut others = Vec::new();
+    while !others.iter().any(|o: &String| shard(o) == shard(&poisoned)) {
+        assert!(
+            others.len() < 64,
+            "no execution landed in the poisoned timer's partition"
+        );
+        others.push(c.start(&wf, json!({})).await);
+    }
+    f.pump(async || {
+        let e = c.execution(&poisoned).await;
+        e["current_steps"] == json!(["nap"])
+    })
+    .await;
+    // Every append to the poisoned execution now conflicts, so firing its timer fails each time.
+    let rule = ForcedConflicts::add(json!({"key_contains": poisoned})).await;
+    f.pump(async || {
+        for o in &others {
+            if status(&c, o).await != "succeeded" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(status(&c, &poisoned).await, "running");
+    let (rows, _) = f
+        .services
+        .projections
+        .due_timers(
+            shard(&poisoned)
+                .trim_start_matches("TIMERS#")
+                .parse()
+                .unwrap(),
+            chrono::Utc::now() + chrono::Duration::hours(2),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.stream_id.contains(&poisoned))
+        .expect("the poisoned timer is still queued");
+    assert!(row.failures >= 1, "its failures are counted: {row:?}");
+    let queued_at = row.sk.split('#').next().unwrap();
+    assert!(
+        queued_at
+            > row
+                .due_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .as_str(),
+        "and it is moved back in the queue: {row:?}"
+    );
+    let counters = rule.remove().await;
+    assert!(counters["forced"].as_u64().unwrap() >= 1, "{counters}");
+    // Once the fault is gone it fires (at its postponed time, here brought forward).
+    shared::engine::timers::fire_due(
+        &f.services.repo,
+        &f.services.projections,
+        chrono::Utc::now() + chrono::Duration::hours(2),
+        std::time::Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    f.pump(async || status(&c, &poisoned).await == "succeeded")
+        .await;
+}

@@ -811,6 +811,30 @@ async fn a_subworkflow_runs_as_a_child_execution_and_its_failure_is_catchable() 
     assert_eq!(e["output"], "child said HI!", "{e:#}");
     let e = c.finished(&boom).await;
     assert_eq!(e["output"], "child failed with ChildBoom", "{e:#}");
+
+    // A child whose output cannot be recorded (two 200 KB parts gathered into one) fails with a
+    // clear error, and its parent's step fails with it instead of waiting forever.
+    c.create(
+        json!({"id": "big-child", "name": "big child", "start": "a", "steps": {
+            "a": {"type": "template", "template": "{{ input.s }}{{ input.s }}", "next": "b"},
+            "b": {"type": "template", "template": "{{ input.s }}{{ input.s }}"}},
+        "outputs": {"a": "{{ steps.a.output }}", "b": "{{ steps.b.output }}"}}),
+    )
+    .await;
+    let big_parent = c
+        .create(json!({"name": "big parent", "start": "call", "steps": {
+            "call": {"type": "subworkflow", "workflow_id": "big-child", "input": {"s": "{{ input.s }}"}}}}))
+        .await;
+    let big = c
+        .start(&big_parent, json!({"s": "x".repeat(100 * 1024)}))
+        .await;
+    let e = c.finished(&big).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert_eq!(e["error"]["kind"], "ChildOutputTooLarge", "{e:#}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("350 KB"),
+        "the limit is named: {e:#}"
+    );
     // The child is an execution of its own, listed under its workflow and linked to the parent.
     let children: Value = c.get_json("/executions?workflow_id=child").await;
     let items = children["items"].as_array().unwrap();

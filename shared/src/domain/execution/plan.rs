@@ -80,10 +80,15 @@ pub fn plan(state: &ExecutionState, now: DateTime<Utc>) -> Vec<E> {
             let event = match &def.outputs {
                 None => E::ExecutionSucceeded { output: last },
                 Some(outputs) => match expr::render_value(outputs, &p.context(&top, None)) {
-                    Ok(output) => E::ExecutionSucceeded { output },
                     Err(e) => E::ExecutionFailed {
                         error: StepError::new("OutputError", format!("outputs: {e}"), false),
                         step: None,
+                    },
+                    // Outputs gathered from several steps can outgrow the event that records
+                    // them (and a parent's step that takes them over).
+                    Ok(output) => match fits(&output, "execution's output", "OutputTooLarge") {
+                        Ok(()) => E::ExecutionSucceeded { output },
+                        Err(error) => E::ExecutionFailed { error, step: None },
                     },
                 },
             };
