@@ -778,3 +778,80 @@ async fn a_timer_that_fails_every_time_does_not_hold_up_the_timers_behind_it() {
     f.pump(async || status(&c, &poisoned).await == "succeeded")
         .await;
 }
+
+#[tokio::test]
+async fn an_invocation_that_outlives_its_timeout_is_cut_off_and_its_batch_retried() {
+    use crate::support::ForcedConflicts;
+    use std::sync::{Arc, Mutex};
+    let peer = Peer::start().await;
+    let app = App::start("cut-off", &[]).await;
+    let tenant = format!("t-cut-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let c = Client::new(&app, &tenant).await;
+    let mut template = app.template.clone();
+    template.set_property("OrchestratorFunction", "Timeout", json!(2));
+    let env: BTreeMap<String, String> = [
+        ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("RATE_LIMIT_REQUESTS", "100000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // What each orchestrator invocation returned, as the mapping saw it.
+    let results: Arc<Mutex<Vec<Result<usize, String>>>> = Arc::default();
+    let seen = results.clone();
+    let _streams =
+        wfe_local::runner::spawn_streams_with(&template, &app.sdk, &env, move |function, h| {
+            if function != "OrchestratorFunction" {
+                return h;
+            }
+            let seen = seen.clone();
+            Arc::new(move |event| {
+                let (h, seen) = (h.clone(), seen.clone());
+                Box::pin(async move {
+                    let r = h(event).await;
+                    let summary = r
+                        .as_ref()
+                        .map(|r| r.batch_item_failures.len())
+                        .map_err(String::clone);
+                    seen.lock().unwrap().push(summary);
+                    r
+                })
+            })
+        })
+        .await
+        .unwrap();
+    let wf = c
+        .create(json!({"name": "cut", "start": "call", "steps": {
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/{tenant}", peer.base)}}}))
+        .await;
+    // Every write to this tenant's executions stalls in DynamoDB for longer than the
+    // orchestrator may run (a throttled or slow call): Lambda kills the invocation at its
+    // timeout, whatever the handler was doing.
+    let hold = ForcedConflicts::add(
+        json!({"key_contains": format!("{tenant}#execution#"), "probability": 0.0, "hold_ms": 3000}),
+    )
+    .await;
+    let id = c.start(&wf, json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !results.lock().unwrap().iter().any(Result::is_err) {
+        assert!(
+            Instant::now() < deadline,
+            "no invocation was cut off: {:?}",
+            results.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counters = hold.remove().await;
+    assert!(counters["held"].as_u64().unwrap() >= 2, "{counters}");
+    let cut = results
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|r| r.clone().err())
+        .unwrap();
+    assert_eq!(cut, "Task timed out after 2 seconds");
+    // The mapping retries the batch; the step runs once and the execution ends.
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(peer.calls(&tenant), 1);
+}
