@@ -92,6 +92,18 @@ pub enum Op {
         table: TableRef,
         keys: Vec<Map<String, Value>>,
     },
+    /// Every item matching `filter` gets `update` (DynamoDB expressions, placeholders from
+    /// `names` and `values`); the filter is the update's condition too, so an item that changed
+    /// meanwhile is left alone, and a second run finds nothing left to do.
+    UpdateItems {
+        table: TableRef,
+        filter: String,
+        update: String,
+        #[serde(default)]
+        names: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        values: Map<String, Value>,
+    },
 }
 
 /// Index creation on a large table backfills for minutes; a Lambda has at most 15.
@@ -108,6 +120,7 @@ impl Op {
             Self::DisableTtl { .. } => "disable_ttl",
             Self::PutItems { .. } => "put_items",
             Self::DeleteItems { .. } => "delete_items",
+            Self::UpdateItems { .. } => "update_items",
         }
     }
 
@@ -129,6 +142,29 @@ impl Op {
                 if attribute.is_empty() =>
             {
                 Err("ttl attribute must be named".into())
+            }
+            Self::UpdateItems {
+                filter,
+                update,
+                names,
+                values,
+                ..
+            } => {
+                if filter.trim().is_empty() || update.trim().is_empty() {
+                    return Err("update_items needs a filter and an update".into());
+                }
+                for text in [filter, update] {
+                    for token in placeholders(text) {
+                        let known = match token.chars().next() {
+                            Some('#') => names.contains_key(token),
+                            _ => values.contains_key(token),
+                        };
+                        if !known {
+                            return Err(format!("placeholder {token} in {text:?} is not defined"));
+                        }
+                    }
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -268,6 +304,120 @@ impl Op {
                     .collect::<Result<Vec<_>, String>>()?;
                 batch_write(client, table.name(tables), requests).await
             }
+            Self::UpdateItems {
+                table,
+                filter,
+                update,
+                names,
+                values,
+            } => update_items(client, table.name(tables), filter, update, names, values).await,
+        }
+    }
+}
+
+/// The `#name` and `:value` placeholders an expression uses.
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'#' || bytes[i] == b':' {
+            let start = i;
+            i += 1;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            if i > start + 1 {
+                found.push(&text[start..i]);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+async fn update_items(
+    client: &Client,
+    table: &str,
+    filter: &str,
+    update: &str,
+    names: &std::collections::BTreeMap<String, String>,
+    values: &Map<String, Value>,
+) -> Result<(), String> {
+    let err = |e: &dyn std::error::Error| DisplayErrorContext(e).to_string();
+    // DynamoDB refuses placeholders an expression does not use, so each call gets its own.
+    let used = |texts: &[&str]| -> Result<_, String> {
+        let tokens: Vec<&str> = texts.iter().flat_map(|t| placeholders(t)).collect();
+        let names: HashMap<String, String> = names
+            .iter()
+            .filter(|(k, _)| tokens.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let values = values
+            .iter()
+            .filter(|(k, _)| tokens.contains(&k.as_str()))
+            .map(|(k, v)| Ok((k.clone(), serde_dynamo::to_attribute_value(v)?)))
+            .collect::<Result<HashMap<String, AttributeValue>, serde_dynamo::Error>>()
+            .map_err(|e| e.to_string())?;
+        Ok((
+            (!names.is_empty()).then_some(names),
+            (!values.is_empty()).then_some(values),
+        ))
+    };
+    let described = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| err(&e))?;
+    let key_names: Vec<String> = described
+        .table()
+        .map(|t| t.key_schema())
+        .unwrap_or_default()
+        .iter()
+        .map(|k| k.attribute_name().to_owned())
+        .collect();
+    let (scan_names, scan_values) = used(&[filter])?;
+    let (update_names, update_values) = used(&[filter, update])?;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression(filter)
+            .set_expression_attribute_names(scan_names.clone())
+            .set_expression_attribute_values(scan_values.clone())
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| err(&e))?;
+        for item in page.items() {
+            let key: HashMap<String, AttributeValue> = key_names
+                .iter()
+                .filter_map(|k| Some((k.clone(), item.get(k)?.clone())))
+                .collect();
+            let sent = client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .update_expression(update)
+                .condition_expression(filter)
+                .set_expression_attribute_names(update_names.clone())
+                .set_expression_attribute_values(update_values.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(err(&e)),
+            }
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(()),
         }
     }
 }

@@ -81,7 +81,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0003_model_prices",
             "0004_state_executions_index",
             "0005_state_holds_index",
-            "0006_state_active_index"
+            "0006_state_active_index",
+            "0007_state_active_backfill"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -97,7 +98,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 6);
+    assert_eq!(runner.ledger().await.unwrap().len(), 7);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -121,7 +122,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (3, Pending),
             (4, Pending),
             (5, Pending),
-            (6, Pending)
+            (6, Pending),
+            (7, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0);
@@ -131,6 +133,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0007_state_active_backfill",
             "0006_state_active_index",
             "0005_state_holds_index",
             "0004_state_executions_index",
@@ -146,7 +149,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (3, Pending),
             (4, Pending),
             (5, Pending),
-            (6, Pending)
+            (6, Pending),
+            (7, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
@@ -164,7 +168,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (3, Pending),
             (4, Pending),
             (5, Pending),
-            (6, Pending)
+            (6, Pending),
+            (7, Pending)
         ]
     );
 
@@ -197,12 +202,13 @@ async fn concurrent_runs_never_both_apply() {
             "0003_model_prices",
             "0004_state_executions_index",
             "0005_state_holds_index",
-            "0006_state_active_index"
+            "0006_state_active_index",
+            "0007_state_active_backfill"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 6);
+    assert_eq!(ledger.len(), 7);
 }
 
 #[tokio::test]
@@ -233,7 +239,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 6, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 7, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -296,7 +302,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 6);
+    assert_eq!(report.applied.len(), 7);
 
     let command = |detail: Value| {
         event(json!({
@@ -312,6 +318,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
+            "0007_state_active_backfill",
             "0006_state_active_index",
             "0005_state_holds_index",
             "0004_state_executions_index",
@@ -330,11 +337,85 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
             (3, Pending),
             (4, Pending),
             (5, Pending),
-            (6, Pending)
+            (6, Pending),
+            (7, Pending)
         ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
         .await
         .unwrap_err();
     assert!(err.contains("invalid MigrationCommand detail"), "{err}");
+}
+
+#[tokio::test]
+async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep() {
+    let stack = Stack::fresh("mig-backfill").await;
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    let ms = migrations();
+    runner.up(&ms, Some(6)).await.unwrap();
+    let put = |id: &str, status: &str, active: Option<&str>| {
+        let mut req = stack
+            .dynamodb
+            .put_item()
+            .table_name(&stack.tables.state)
+            .item("pk", AttributeValue::S(format!("t-old#EXEC#{id}")))
+            .item("sk", AttributeValue::S("SUMMARY".into()))
+            .item("status", AttributeValue::S(status.into()))
+            .item("version", AttributeValue::N("3".into()));
+        if let Some(shard) = active {
+            req = req
+                .item("active_shard", AttributeValue::S(shard.into()))
+                .item("active_at", AttributeValue::N("1796000000".into()));
+        }
+        req.send()
+    };
+    put("legacy", "running", None).await.unwrap();
+    put("ended", "succeeded", None).await.unwrap();
+    put("current", "running", Some("ACTIVE#3")).await.unwrap();
+
+    let report = runner.up(&ms, None).await.unwrap();
+    assert_eq!(ids(&report.applied), ["0007_state_active_backfill"]);
+    let get = async |id: &str| {
+        stack
+            .dynamodb
+            .get_item()
+            .table_name(&stack.tables.state)
+            .key("pk", AttributeValue::S(format!("t-old#EXEC#{id}")))
+            .key("sk", AttributeValue::S("SUMMARY".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap()
+    };
+    let legacy = get("legacy").await;
+    assert_eq!(legacy["active_shard"], AttributeValue::S("ACTIVE#0".into()));
+    assert_eq!(legacy["active_at"], AttributeValue::N("0".into()));
+    assert!(!get("ended").await.contains_key("active_shard"));
+    let current = get("current").await;
+    assert_eq!(
+        current["active_shard"],
+        AttributeValue::S("ACTIVE#3".into())
+    );
+    assert_eq!(current["active_at"], AttributeValue::N("1796000000".into()));
+    // The sweep's index lists it, as idle since forever.
+    let listed = stack
+        .dynamodb
+        .query()
+        .table_name(&stack.tables.state)
+        .index_name("active")
+        .key_condition_expression("active_shard = :s AND active_at < :t")
+        .expression_attribute_values(":s", AttributeValue::S("ACTIVE#0".into()))
+        .expression_attribute_values(":t", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.items().len(), 1);
+    // Reverting it changes nothing, and applying it again is harmless.
+    runner.down(&ms, 6).await.unwrap();
+    runner.up(&ms, None).await.unwrap();
+    assert_eq!(
+        get("legacy").await["active_shard"],
+        AttributeValue::S("ACTIVE#0".into())
+    );
 }
