@@ -662,7 +662,7 @@ fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_ex
         "{text}"
     );
 
-    let mut run = Run::start(
+    let run = Run::start(
         json!({"name": "req", "start": "call", "steps": {
             "call": {"type": "http", "url": "http://x.test", "body": "{{ input.s }}{{ input.s }}{{ input.s }}"}}}),
         json!({"s": "q".repeat(120 * 1024)}),
