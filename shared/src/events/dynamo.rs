@@ -100,8 +100,16 @@ fn snapshot_pk(stream: &StreamId) -> String {
     format!("SNAP#{stream}")
 }
 
-fn part_prefix(version: u64) -> String {
-    format!("PART#{version:020}#")
+/// Each part is an item of its own partition: one partition takes about 1,000 write units a
+/// second, and a large snapshot would throttle itself.
+fn part_key(stream: &StreamId, version: u64, i: u64) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("SNAPPART#{stream}#{version:020}#{i:04}")),
+        ),
+        ("sk".to_owned(), AttributeValue::S("PART".to_owned())),
+    ])
 }
 
 fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
@@ -291,17 +299,17 @@ impl DynamoEventStore {
             {
                 return Ok(()); // a newer snapshot is already stored
             }
-            Err(e) => {
-                let text = DisplayErrorContext(&e).to_string();
-                return Err(if text.contains("Item size") {
-                    StoreError::TooLarge {
-                        stream_id: head.stream_id.clone(),
-                        detail: text,
-                    }
-                } else {
-                    StoreError::Backend(text)
-                });
+            // Too large or too deeply nested for one item: the caller stores it in parts.
+            Err(e)
+                if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
+                    == Some("ValidationException") =>
+            {
+                return Err(StoreError::TooLarge {
+                    stream_id: head.stream_id.clone(),
+                    detail: DisplayErrorContext(&e).to_string(),
+                })
             }
+            Err(e) => return Err(backend(e)),
         };
         let old_parts = old.as_ref().and_then(|o| {
             let n = |k: &str| match o.get(k) {
@@ -317,16 +325,96 @@ impl DynamoEventStore {
                     .client
                     .delete_item()
                     .table_name(&self.tables.state)
-                    .key("pk", AttributeValue::S(head.pk.clone()))
-                    .key(
-                        "sk",
-                        AttributeValue::S(format!("{}{i:04}", part_prefix(version))),
-                    )
+                    .set_key(Some(part_key(&head.stream_id, version, i)))
                     .send()
                     .await;
             }
         }
         Ok(())
+    }
+
+    /// The version of the stored snapshot, if any.
+    async fn head_version(&self, stream: &StreamId) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.state)
+            .set_key(Some(snapshot_key(stream)))
+            .projection_expression("#v")
+            .expression_attribute_names("#v", VERSION)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(match out.item.as_ref().and_then(|i| i.get(VERSION)) {
+            Some(AttributeValue::N(n)) => n.parse().ok(),
+            _ => None,
+        })
+    }
+
+    /// The parts of a snapshot in order, or `None` when any is missing.
+    async fn load_parts(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        parts: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut found: HashMap<u64, Vec<u8>> = HashMap::new();
+        let keys: Vec<_> = (0..parts).map(|i| part_key(stream, version, i)).collect();
+        for chunk in keys.chunks(100) {
+            let mut pending = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(backend)?;
+            for attempt in 0.. {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.tables.state, pending.clone())
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.tables.state))
+                    .unwrap_or_default()
+                {
+                    let index = match item.get("pk") {
+                        Some(AttributeValue::S(pk)) => {
+                            pk.rsplit_once('#').and_then(|(_, i)| i.parse::<u64>().ok())
+                        }
+                        _ => None,
+                    };
+                    if let (Some(i), Some(AttributeValue::B(data))) = (index, item.get("data")) {
+                        found.insert(i, data.clone().into_inner());
+                    }
+                }
+                match out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.tables.state))
+                {
+                    Some(rest) if !rest.keys().is_empty() => {
+                        if attempt >= 8 {
+                            return Err(StoreError::Backend(
+                                "snapshot parts stayed unprocessed after retries".into(),
+                            ));
+                        }
+                        pending = rest;
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if found.len() as u64 != parts {
+            return Ok(None);
+        }
+        let mut json = Vec::new();
+        for i in 0..parts {
+            json.extend(found.remove(&i).unwrap_or_default());
+        }
+        Ok(Some(json))
     }
 
     async fn append_at(
@@ -467,7 +555,7 @@ impl EventStore for DynamoEventStore {
         if json.len() <= SNAPSHOT_INLINE_BYTES {
             head.state = Some(snapshot.state);
             match self.put_head(&head).await {
-                Err(StoreError::TooLarge { .. }) => head.state = None,
+                Err(StoreError::TooLarge { .. }) => {}
                 done => return done,
             }
         }
@@ -481,26 +569,43 @@ impl EventStore for DynamoEventStore {
                 ),
             });
         }
+        // A writer that lost the race writes no parts for nothing.
+        if self
+            .head_version(&stream_id)
+            .await?
+            .is_some_and(|v| v >= head.version)
+        {
+            return Ok(());
+        }
         let expires_at = chrono::Utc::now().timestamp() + SNAPSHOT_PART_TTL_SECS;
-        for (i, chunk) in chunks.iter().enumerate() {
-            // Parts first, the head last: a reader never finds a head whose parts are missing,
-            // except after they expired, which reads as no snapshot.
-            self.client
-                .put_item()
-                .table_name(&self.tables.state)
-                .item("pk", AttributeValue::S(head.pk.clone()))
-                .item(
-                    "sk",
-                    AttributeValue::S(format!("{}{i:04}", part_prefix(head.version))),
-                )
-                .item("data", AttributeValue::B(chunk.to_vec().into()))
-                .item("expires_at", AttributeValue::N(expires_at.to_string()))
-                .send()
-                .await
-                .map_err(backend)?;
+        // Parts first, the head last: a reader never finds a head whose parts are missing,
+        // except after they expired, which reads as no snapshot.
+        let requests: Vec<_> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                self.client
+                    .put_item()
+                    .table_name(&self.tables.state)
+                    .set_item(Some(part_key(&stream_id, head.version, i as u64)))
+                    .item("data", AttributeValue::B(chunk.to_vec().into()))
+                    .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            })
+            .collect();
+        let writes = requests.into_iter().map(|r| r.send());
+        let written: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(writes),
+            8,
+        ))
+        .await;
+        for w in written {
+            w.map_err(backend)?;
         }
         head.parts = Some(chunks.len() as u32);
         head.digest = Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json)));
+        // An empty state beside the parts: code from before parts decodes it, finds no
+        // execution in it and replays from events.
+        head.state = Some(serde_json::Map::new());
         self.put_head(&head).await
     }
 
@@ -512,33 +617,22 @@ impl EventStore for DynamoEventStore {
         let Some(head) = head else {
             return Ok(None);
         };
-        let state = match (head.state, head.parts, head.digest) {
-            (Some(state), _, _) => state,
-            (None, Some(parts), Some(digest)) => {
-                let items = crate::aws::query_partition(
-                    &self.client,
-                    &self.tables.state,
-                    &head.pk,
-                    Some(&part_prefix(head.version)),
-                )
-                .await
-                .map_err(StoreError::Backend)?;
-                let mut json = Vec::new();
-                for item in &items {
-                    if let Some(AttributeValue::B(data)) = item.get("data") {
-                        json.extend_from_slice(data.as_ref());
-                    }
-                }
-                let whole = items.len() == parts as usize
-                    && hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json)) == digest;
-                match serde_json::from_slice(&json) {
-                    Ok(state) if whole => state,
-                    _ => {
+        let state = match (head.parts, head.digest, head.state) {
+            (Some(parts), Some(digest), _) => {
+                let json = self
+                    .load_parts(stream, head.version, u64::from(parts))
+                    .await?;
+                let whole = json
+                    .filter(|j| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(j)) == digest);
+                match whole.and_then(|j| serde_json::from_slice(&j).ok()) {
+                    Some(state) => state,
+                    None => {
                         tracing::warn!(stream = %stream, version = head.version, "snapshot parts missing or torn; replaying from events");
                         return Ok(None);
                     }
                 }
             }
+            (None, _, Some(state)) => state,
             _ => return Ok(None),
         };
         Ok(Some(Snapshot {

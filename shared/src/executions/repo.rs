@@ -144,13 +144,12 @@ impl ExecutionRepo {
         }
         match self.snapshot(stream, &loaded.state).await {
             Ok(()) => Ok(loaded.state.version),
-            // A state that outgrows one item is replayed from its events instead: slower to
-            // load, never a failed execution.
-            Err(RepoError::Store(StoreError::TooLarge { .. })) => {
-                tracing::warn!(stream = %stream, version = loaded.state.version, "state too large for a snapshot; replayed from events");
+            // A snapshot only saves replay time: one that cannot be stored (too large, or the
+            // table throttled) leaves the execution replayed from its events, never failed.
+            Err(e) => {
+                tracing::warn!(stream = %stream, version = loaded.state.version, error = %e, "no snapshot saved; replayed from events");
                 Ok(loaded.snapshot_version)
             }
-            Err(e) => Err(e),
         }
     }
 
