@@ -658,7 +658,7 @@ fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_ex
     let out = run.state.output.clone().unwrap();
     let text = out.as_str().unwrap();
     assert!(
-        text.starts_with("OutputTooLarge: the combined output is") && text.contains("350 KB"),
+        text.starts_with("OutputTooLarge: the combined output takes") && text.contains("350 KB"),
         "{text}"
     );
 
@@ -672,4 +672,14 @@ fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_ex
     let error = run.state.error.clone().unwrap();
     assert_eq!(error.kind, "RequestTooLarge");
     assert!(!error.retryable);
+
+    // Sizes are DynamoDB's, not JSON's: small numbers in lists cost more than their text.
+    use shared::domain::execution::plan::{dynamo_size, MAX_VALUE_BYTES};
+    let flags = json!((0..1000).map(|_| vec![0; 170]).collect::<Vec<_>>());
+    assert!(serde_json::to_vec(&flags).unwrap().len() < MAX_VALUE_BYTES);
+    assert!(dynamo_size(&flags) > MAX_VALUE_BYTES);
+    assert_eq!(
+        dynamo_size(&json!({"ab": "xyz", "n": [12345, true]})),
+        3 + (1 + 2 + 3) + (1 + 1 + 3 + (1 + 4) + (1 + 1))
+    );
 }

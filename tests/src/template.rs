@@ -83,14 +83,13 @@ impl Template {
     /// Sets one property of a resource (a test's variant of the template, e.g. a shorter
     /// `Timeout`).
     pub fn set_property(&mut self, id: &str, key: &str, value: Json) {
-        if let Some(props) = self
+        let props = self
             .resources
             .get_mut(id)
             .and_then(|r| r.get_mut("Properties"))
             .and_then(Json::as_object_mut)
-        {
-            props.insert(key.to_owned(), value);
-        }
+            .unwrap_or_else(|| panic!("the template has no resource {id} with Properties"));
+        props.insert(key.to_owned(), value);
     }
 
     /// Logical ids of every resource of `kind` (e.g. `AWS::SecretsManager::Secret`), sorted.

@@ -10,15 +10,17 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::execution::ExecutionEvent;
-use crate::events::StreamId;
+use crate::events::{StoreError, StreamId};
 use crate::executions::projection::TIMER_SHARDS;
-use crate::executions::{Cause, ExecutionRepo, Projections, TimerRow};
+use crate::executions::{Cause, ExecutionRepo, Projections, RepoError, TimerRow};
 
 const PAGE: u32 = 100;
 /// A failing timer is tried again after 5 s, doubling, at most an hour apart.
 const MAX_RETRY_PAUSE_SECS: i64 = 3600;
 /// Lost races on a busy stream before a timer is postponed (each is itself several tries).
 const FIRE_RETRIES: u32 = 3;
+/// How far a timer that lost its races is moved back.
+const CONTENDED_PAUSE_SECS: i64 = 2;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fired {
@@ -141,10 +143,17 @@ async fn fire_one(
             }
         },
         Err(e) => {
-            let pause = (5i64 << row.failures.min(20)).min(MAX_RETRY_PAUSE_SECS);
+            // Lost races on a busy stream are retried soon and do not lengthen the back-off;
+            // anything else backs off further each time.
+            let contended = matches!(e, RepoError::Store(StoreError::Conflict { .. }));
+            let pause = if contended {
+                CONTENDED_PAUSE_SECS
+            } else {
+                (5i64 << row.failures.min(20)).min(MAX_RETRY_PAUSE_SECS)
+            };
             tracing::warn!(timer = %row.timer_id, failures = row.failures + 1, error = %e, "could not fire timer; retried in {pause} s");
             if let Err(e) = projections
-                .postpone_timer(row, now + Duration::seconds(pause))
+                .postpone_timer(row, now + Duration::seconds(pause), !contended)
                 .await
             {
                 tracing::warn!(timer = %row.timer_id, error = %e, "could not postpone timer; next run retries");

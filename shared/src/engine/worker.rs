@@ -46,7 +46,12 @@ impl Task {
         format!("{}@{}.{}", self.key, self.epoch, self.attempt)
     }
 
+    /// The outcome event; an output the planner could not pass on (too large for one event)
+    /// fails the step here already, under the same rule as the planner's own outputs.
     fn outcome(&self, result: Result<Value, StepError>) -> E {
+        let result = result.and_then(|v| {
+            crate::domain::execution::plan::fits(&v, "output", "OutputTooLarge").map(|_| v)
+        });
         E::outcome(
             self.key.clone(),
             self.step.clone(),
@@ -122,7 +127,8 @@ impl Worker {
     }
 
     /// Whether this task is moot: its execution ended, a redrive replaced its epoch (as last
-    /// projected; a stale read only lets a task run that could have been dropped), or, where
+    /// projected, read consistently; what the orchestrator has appended but not yet projected
+    /// is not seen, the same window as a task that had just started), or, where
     /// attempts were given up while in flight (a lost `join: any` branch, a lost task), the state
     /// no longer wants this attempt.
     async fn moot(&self, stream: &StreamId, task: &Task) -> Result<bool, RepoError> {
@@ -130,7 +136,7 @@ impl Worker {
             return Ok(false);
         };
         let progress = projections
-            .progress(stream.tenant(), stream.id(), false)
+            .progress(stream.tenant(), stream.id(), true)
             .await
             .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
         match progress {
@@ -285,7 +291,10 @@ impl Worker {
                     task.step.clone(),
                     task.epoch,
                     task.attempt,
-                    result,
+                    result.and_then(|v| {
+                        crate::domain::execution::plan::fits(&v, "output", "OutputTooLarge")
+                            .map(|_| v)
+                    }),
                     spent,
                 ),
                 (result, None) => task.outcome(result),

@@ -484,13 +484,16 @@ impl Projections {
 
     /// A timer that could not be fired now: its row moves to `retry_at` (one more failure
     /// counted), so it neither blocks the rows behind it nor is retried in a tight loop.
+    /// Moves a timer's row back in its queue to `retry_at`, counting a failure when `failed`
+    /// (a lost race on a busy stream is not one).
     pub async fn postpone_timer(
         &self,
         row: &TimerRow,
         retry_at: DateTime<Utc>,
+        failed: bool,
     ) -> Result<(), ProjectionError> {
         let mut moved = TimerRow::new(&row.stream_id, &row.timer_id, retry_at);
-        moved.failures = row.failures + 1;
+        moved.failures = row.failures + u32::from(failed);
         moved.due_at = row.due_at;
         self.put_timer_row(&moved).await?;
         self.delete_timer(row).await

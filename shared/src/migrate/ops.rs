@@ -110,6 +110,8 @@ pub enum Op {
 const INDEX_WAIT: Duration = Duration::from_secs(13 * 60);
 /// BatchWriteItem takes at most 25 requests.
 const BATCH: usize = 25;
+/// Parallel scan segments of `update_items`.
+const SCAN_SEGMENTS: i32 = 4;
 
 impl Op {
     pub fn kind(&self) -> &'static str {
@@ -380,46 +382,55 @@ async fn update_items(
         .collect();
     let (scan_names, scan_values) = used(&[filter])?;
     let (update_names, update_values) = used(&[filter, update])?;
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .filter_expression(filter)
-            .set_expression_attribute_names(scan_names.clone())
-            .set_expression_attribute_values(scan_values.clone())
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| err(&e))?;
-        for item in page.items() {
-            let key: HashMap<String, AttributeValue> = key_names
-                .iter()
-                .filter_map(|k| Some((k.clone(), item.get(k)?.clone())))
-                .collect();
-            let sent = client
-                .update_item()
+    // Segments scanned side by side: a large table in the time one Lambda has. A run cut short
+    // starts over, and finds only what is still left (the filter excludes updated items).
+    let segment = async |segment: i32| -> Result<(), String> {
+        let mut start = None;
+        loop {
+            let page = client
+                .scan()
                 .table_name(table)
-                .set_key(Some(key))
-                .update_expression(update)
-                .condition_expression(filter)
-                .set_expression_attribute_names(update_names.clone())
-                .set_expression_attribute_values(update_values.clone())
+                .filter_expression(filter)
+                .set_expression_attribute_names(scan_names.clone())
+                .set_expression_attribute_values(scan_values.clone())
+                .segment(segment)
+                .total_segments(SCAN_SEGMENTS)
+                .set_exclusive_start_key(start)
                 .send()
-                .await;
-            match sent {
-                Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(err(&e)),
+                .await
+                .map_err(|e| err(&e))?;
+            for item in page.items() {
+                let key: HashMap<String, AttributeValue> = key_names
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), item.get(k)?.clone())))
+                    .collect();
+                let sent = client
+                    .update_item()
+                    .table_name(table)
+                    .set_key(Some(key))
+                    .update_expression(update)
+                    .condition_expression(filter)
+                    .set_expression_attribute_names(update_names.clone())
+                    .set_expression_attribute_values(update_values.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => {}
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                    Err(e) => return Err(err(&e)),
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(()),
             }
         }
-        match page.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return Ok(()),
-        }
-    }
+    };
+    futures::future::try_join_all((0..SCAN_SEGMENTS).map(segment))
+        .await
+        .map(|_| ())
 }
 
 fn scalar(kind: KeyType) -> ScalarAttributeType {

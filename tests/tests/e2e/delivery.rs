@@ -754,7 +754,7 @@ async fn a_timer_that_fails_every_time_does_not_hold_up_the_timers_behind_it() {
         .iter()
         .find(|r| r.stream_id.contains(&poisoned))
         .expect("the poisoned timer is still queued");
-    assert!(row.failures >= 1, "its failures are counted: {row:?}");
+    assert_eq!(row.failures, 0, "lost races are not failures: {row:?}");
     let queued_at = row.sk.split('#').next().unwrap();
     assert!(
         queued_at

@@ -13,20 +13,41 @@ use crate::domain::validate::MAX_DURATION_SECS;
 
 /// Most items one map step may iterate over (each iteration's steps live in the state).
 pub const MAX_MAP_ITEMS: usize = 1000;
-/// The most JSON one step's output or request may hold: each is recorded in one event, and an
-/// event is one DynamoDB item (400 KB with its envelope).
+/// The most one step's output or request may take as a DynamoDB attribute: each is recorded in
+/// one event, and an event is one item (400 KB with its envelope).
 pub const MAX_VALUE_BYTES: usize = 350 * 1024;
 
+/// A JSON value's size as a DynamoDB attribute, by AWS's rules: strings by their UTF-8 bytes,
+/// numbers about one byte per two digits plus one, lists and maps 3 bytes plus one per element
+/// (and the names of a map's keys).
+pub fn dynamo_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 1,
+        Value::String(s) => s.len(),
+        Value::Number(n) => {
+            let digits = n.to_string().chars().filter(char::is_ascii_digit).count();
+            digits.div_ceil(2) + 1
+        }
+        Value::Array(items) => 3 + items.iter().map(|v| 1 + dynamo_size(v)).sum::<usize>(),
+        Value::Object(map) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| 1 + k.len() + dynamo_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// `Err(kind)` naming the limit when `value` is too large to record in one event.
-fn fits(value: &Value, what: &str, kind: &str) -> Result<(), StepError> {
-    let bytes = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+pub fn fits(value: &Value, what: &str, kind: &str) -> Result<(), StepError> {
+    let bytes = dynamo_size(value);
     if bytes <= MAX_VALUE_BYTES {
         return Ok(());
     }
     Err(StepError::new(
         kind,
         format!(
-            "the {what} is {bytes} bytes of JSON, more than the {} KB one event holds",
+            "the {what} takes {bytes} bytes in DynamoDB, more than the {} KB one event holds",
             MAX_VALUE_BYTES / 1024
         ),
         false,
@@ -284,6 +305,8 @@ impl Planner<'_> {
             }
         };
         if let Some(result) = finished {
+            let result =
+                result.and_then(|v| fits(&v, "combined output", "OutputTooLarge").map(|_| v));
             // A `join: any` winner ends the race: what is still unfinished in the other branches
             // is abandoned (nothing more scheduled, timers inert, late results ignored). A failed
             // parallel keeps its in-flight branches: their late results stay usable by a redrive.
@@ -391,9 +414,9 @@ impl Planner<'_> {
         Walk::Pending
     }
 
+    /// Ends a map or parallel. Its combined output may be too large for its event: then it
+    /// fails (catchable) instead of the execution.
     fn finish(&mut self, id: &str, key: &str, inst: &StepState, result: Result<Value, StepError>) {
-        // A map or parallel gathers its branches' outputs into one: too large for its event, it
-        // fails (catchable) instead of the execution.
         let result = result.and_then(|v| fits(&v, "combined output", "OutputTooLarge").map(|_| v));
         self.out.push(E::outcome(
             key.to_owned(),
@@ -409,8 +432,10 @@ impl Planner<'_> {
         let step = self.step(id).clone();
         let ctx = self.context(scope, error.as_ref());
         let epoch = self.state.epoch;
-        let done =
-            |r: Result<Value, StepError>| E::outcome(key.to_owned(), id.to_owned(), epoch, 1, r);
+        let done = |r: Result<Value, StepError>| {
+            let r = r.and_then(|v| fits(&v, "output", "OutputTooLarge").map(|_| v));
+            E::outcome(key.to_owned(), id.to_owned(), epoch, 1, r)
+        };
         let started = |items: Option<Vec<Value>>| E::StepStarted {
             key: key.to_owned(),
             step: id.to_owned(),
@@ -449,6 +474,11 @@ impl Planner<'_> {
             StepKind::Parallel { .. } => self.out.push(started(None)),
             StepKind::Map { items, .. } => match expr::eval(items, &ctx) {
                 Ok(Value::Array(items)) if items.len() <= MAX_MAP_ITEMS => {
+                    let list = Value::Array(items);
+                    if let Err(e) = fits(&list, "list of items", "MapTooLarge") {
+                        return self.out.push(done(Err(e)));
+                    }
+                    let Value::Array(items) = list else { return };
                     self.out.push(started(Some(items)))
                 }
                 Ok(Value::Array(items)) => self.out.push(done(Err(StepError::new(

@@ -499,6 +499,7 @@ fn fire(state: &mut ExecutionState, timer_id: &str, at: DateTime<Utc>) {
     let Some(s) = state.current(&timer.key, timer.epoch, timer.attempt) else {
         return;
     };
+    let mut stray = false;
     match timer.purpose {
         TimerPurpose::Wait if s.status == StepStatus::Running => {
             s.status = StepStatus::Succeeded;
@@ -511,6 +512,8 @@ fn fire(state: &mut ExecutionState, timer_id: &str, at: DateTime<Utc>) {
         TimerPurpose::Timeout
             if matches!(s.status, StepStatus::Scheduled | StepStatus::Running) =>
         {
+            // Its task may still be queued or in flight: a worker must not perform it late.
+            stray = true;
             s.status = StepStatus::Failed;
             s.error = Some(StepError::new(
                 "Timeout",
@@ -529,5 +532,8 @@ fn fire(state: &mut ExecutionState, timer_id: &str, at: DateTime<Utc>) {
             s.ended_at = Some(at);
         }
         _ => {}
+    }
+    if stray {
+        state.stray_tasks += 1;
     }
 }
