@@ -300,7 +300,10 @@ async fn redrive_one(
         };
     }
     let waiting = !state.pending_steps().is_empty() || state.timers.values().any(|t| !t.fired);
-    if !waiting {
+    // Its turn has events to append but lost every race (a busy stream): it can move, so it
+    // is looked at again later rather than failed.
+    let movable = !crate::domain::execution::decide(&state, now).1.is_empty();
+    if !waiting && !movable {
         let error = stalled(
             "the execution stopped making progress: nothing was pending and no step could run"
                 .into(),

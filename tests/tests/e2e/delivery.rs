@@ -855,3 +855,58 @@ async fn an_invocation_that_outlives_its_timeout_is_cut_off_and_its_batch_retrie
     assert_eq!(e["status"], "succeeded", "{e:#}");
     assert_eq!(peer.calls(&tenant), 1);
 }
+
+#[tokio::test]
+async fn the_sweep_never_fails_an_execution_whose_turn_only_lost_its_races() {
+    use crate::support::ForcedConflicts;
+    use shared::engine::sweep::redrive_stalled;
+    let peer = Peer::start().await;
+    let app = App::start("sweep-races", &[]).await;
+    let c = Client::new(&app, "t-sweep-races").await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "gate", "start": "ask", "steps": {
+            "ask": {"type": "approval", "next": "after"},
+            "after": {"type": "http", "method": "POST", "url": format!("{}/echo/sweep-races", peer.base)}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    f.pump(async || c.execution(&id).await["awaiting_approval"] == json!(["ask"]))
+        .await;
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/approvals/ask"),
+            Some(json!({"decision": "approve"})),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    // The decision's record never reaches the orchestrator: nothing is pending any more, and
+    // the next step is not scheduled yet.
+    let _dropped = f.poll().await;
+    // Every append the sweep's turn tries loses its race (8 tries of 3 transactions each).
+    let races = ForcedConflicts::add(json!({"key_contains": id, "count": 24})).await;
+    let orchestrator = f.services.orchestrator();
+    let (repo, projections) = (f.services.repo.clone(), f.services.projections.clone());
+    let sweep = async || {
+        redrive_stalled(
+            &orchestrator,
+            &repo,
+            &projections,
+            chrono::Utc::now() + chrono::Duration::seconds(2),
+            chrono::Duration::zero(),
+            std::time::Instant::now() + Duration::from_secs(20),
+        )
+        .await
+        .unwrap()
+    };
+    let first = sweep().await;
+    let counters = races.remove().await;
+    assert_eq!(counters["forced"], 24, "{counters}");
+    assert_eq!(first.failed, 0, "{first:?}");
+    assert_eq!(status(&c, &id).await, "running");
+    // The next look moves it on.
+    let second = sweep().await;
+    assert_eq!(second.redriven, 1, "{second:?}");
+    f.pump(async || status(&c, &id).await == "succeeded").await;
+    assert_eq!(peer.calls("sweep-races"), 1);
+}
