@@ -664,7 +664,7 @@ fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_ex
 
     let run = Run::start(
         json!({"name": "req", "start": "call", "steps": {
-            "call": {"type": "http", "url": "http://x.test", "body": "{{ input.s }}{{ input.s }}{{ input.s }}"}}}),
+            "call": {"type": "http", "url": "http://x.test", "body": {"a": "{{ input.s }}", "b": "{{ input.s }}", "c": "{{ input.s }}"}}}}),
         json!({"s": "q".repeat(120 * 1024)}),
     );
     assert!(run.tasks().is_empty(), "nothing is scheduled");
@@ -681,5 +681,75 @@ fn a_combined_output_or_request_too_large_for_an_event_fails_its_step_not_the_ex
     assert_eq!(
         dynamo_size(&json!({"ab": "xyz", "n": [12345, true]})),
         3 + (1 + 2 + 3) + (1 + 1 + 3 + (1 + 4) + (1 + 1))
+    );
+}
+
+#[test]
+fn hostile_templates_are_refused_or_fail_their_step_quickly() {
+    // What validation can see: unknown filters, tests and functions, binding statements.
+    let def = Definition::from_value(json!({"name": "t", "start": "a", "steps": {
+        "a": {"type": "template", "template": "{{ input.x | shout }}", "next": "b"},
+        "b": {"type": "template", "template": "{% set s = input.x ~ input.x %}{{ s }}", "next": "c"},
+        "c": {"type": "condition", "branches": [{"when": "input.x is weird", "next": "d"}], "default": "d"},
+        "d": {"type": "parallel", "branches": (0..51).map(|_| json!({"start": "e"})).collect::<Vec<_>>()},
+        "e": {"type": "succeed"}}}))
+    .unwrap();
+    let problems = validate(&def);
+    let has = |ptr: &str, needle: &str| {
+        problems
+            .iter()
+            .any(|p| p.pointer == ptr && p.message.contains(needle))
+    };
+    assert!(
+        has("/steps/a/template", "unknown filter `shout`"),
+        "{problems:#?}"
+    );
+    assert!(has("/steps/b/template", "{% set %}"), "{problems:#?}");
+    assert!(
+        has("/steps/c/branches/0/when", "unknown test `weird`"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("/steps/d/branches", "at most 50 branches"),
+        "{problems:#?}"
+    );
+
+    // What only the input decides: a nested loop over input-sized ranges runs out of fuel at
+    // once and fails its step, catchably, instead of holding the orchestrator.
+    let started = std::time::Instant::now();
+    let run = Run::start(
+        json!({"name": "loop", "start": "t", "steps": {
+            "t": {"type": "template", "template": "{% for i in range(input.n) %}{% for j in range(input.n) %}{{ i * j }}{% endfor %}{% endfor %}",
+                  "catch": [{"errors": ["TemplateError"], "next": "saved"}]},
+            "saved": {"type": "succeed", "output": "{{ error.message }}"}}}),
+        json!({"n": 100000}),
+    );
+    assert_eq!(run.status(), "succeeded");
+    let message = run.state.output.clone().unwrap();
+    assert!(
+        message.as_str().unwrap().contains("out of fuel"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn every_problem_that_stops_a_definition_being_read_is_reported_at_once() {
+    let problems = Definition::parse_problems(&json!({"name": "x", "start": "a", "steps": {
+        "a": {"type": "teleport"},
+        "b": {"type": "http", "url": 3},
+        "c": {"type": "succeed"}},
+        "colour": "blue"}));
+    let pointers: Vec<&str> = problems.iter().map(|p| p.pointer.as_str()).collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(pointers.contains(&"/steps/a"), "{problems:?}");
+    assert!(
+        pointers.iter().any(|p| p.starts_with("/steps/b")),
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("teleport") || problems[1].message.contains("teleport"));
+    assert!(
+        problems.iter().any(|p| p.message.contains("colour")),
+        "{problems:?}"
     );
 }

@@ -68,11 +68,16 @@ pub fn workflow_error(e: WorkflowError) -> ApiError {
 
 /// Reads and validates a definition; every problem at once as a 422.
 fn checked(document: Value) -> ApiResult<Definition> {
-    let definition = Definition::from_value(document).map_err(|e| {
-        invalid(vec![Problem {
-            pointer: e.pointer.clone(),
-            message: e.message.clone(),
-        }])
+    let definition = Definition::from_value(document.clone()).map_err(|_| {
+        invalid(
+            Definition::parse_problems(&document)
+                .into_iter()
+                .map(|e| Problem {
+                    pointer: e.pointer,
+                    message: e.message,
+                })
+                .collect(),
+        )
     })?;
     let problems = validate(&definition);
     if problems.is_empty() {

@@ -309,6 +309,33 @@ impl Definition {
         })
     }
 
+    /// Every reason `value` does not read as a definition, not only the first: each step is
+    /// read on its own (an unknown step type in one does not hide a bad field in another), then
+    /// the rest of the document.
+    pub fn parse_problems(value: &Value) -> Vec<ParseError> {
+        let mut problems = Vec::new();
+        let mut rest = value.clone();
+        if let Some(Value::Object(steps)) = value.get("steps") {
+            for (id, step) in steps {
+                if let Err(e) = serde_path_to_error::deserialize::<_, Step>(step.clone()) {
+                    problems.push(ParseError {
+                        pointer: format!("/steps/{}{}", escape(id), pointer_of(e.path())),
+                        message: e.inner().to_string(),
+                    });
+                }
+            }
+            rest["steps"] = Value::Object(Map::new());
+        }
+        if let Err(e) = Self::from_value(rest) {
+            problems.push(e);
+        }
+        if problems.is_empty() {
+            // Whatever failed only fails in the whole (it should not happen; say it anyway).
+            problems.extend(Self::from_value(value.clone()).err());
+        }
+        problems
+    }
+
     pub fn to_map(&self) -> Map<String, Value> {
         match serde_json::to_value(self) {
             Ok(Value::Object(m)) => m,

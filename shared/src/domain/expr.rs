@@ -1,11 +1,117 @@
 //! Templates and expressions (minijinja): `{{ input.topic }}`, `{{ steps.fetch.output.body }}`,
 //! filters and defaults. The environment has no loader, no globals and no access to the process
 //! environment: a template sees only the context it is given.
+//!
+//! Templates come from tenants and run on shared functions, so their work is bounded: every
+//! render has fuel (instructions) and an output cap, the filters that can multiply a string's
+//! size check the result's size first, and statements that bind values (`set`, `with`,
+//! `namespace`) are refused, since chained bindings double a string per line. Intermediate
+//! values go through steps instead, each of which is size-checked.
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::{Kwargs, Rest};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value as JValue};
 use serde_json::Value;
+
+/// Instructions one render may execute: loops over a thousand items with a few filters each
+/// fit; a nested loop over input-sized ranges does not.
+pub const TEMPLATE_FUEL: u64 = 250_000;
+/// The most text one render may produce, and the most a size-multiplying filter may return.
+pub const MAX_RENDER_BYTES: usize = 350 * 1024;
+/// Widths and precisions in `format`, and `tojson`'s indent, are at most this.
+const MAX_PAD: usize = 1024;
+
+/// Filters a template may use: minijinja's built-ins minus the HTML ones, plus the ones a
+/// workflow needs (`tojson`, `fromjson`, `urlencode`, `b64encode`, `b64decode`).
+pub const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "b64decode",
+    "b64encode",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "first",
+    "float",
+    "format",
+    "fromjson",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "chain",
+    "zip",
+];
+/// Tests (`x is defined`).
+pub const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "equalto",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "greaterthan",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lessthan",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+    "int",
+];
+/// Functions (`range(3)`, `dict(a=1)`).
+pub const FUNCTIONS: &[&str] = &["range", "dict"];
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -14,7 +120,167 @@ fn env() -> &'static Environment<'static> {
         // A typo in a path is an error, not an empty string; `| default(...)` still works.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        for name in ["namespace", "debug", "lipsum", "cycler", "joiner"] {
+            env.remove_global(name);
+        }
+        for name in ["safe", "escape", "e", "pprint"] {
+            env.remove_filter(name);
+        }
+        env.add_filter("replace", replace);
+        env.add_filter("indent", indent);
+        env.add_filter("join", join);
+        env.add_filter("format", format);
+        env.add_filter("tojson", tojson);
+        env.add_filter("fromjson", fromjson);
+        env.add_filter("b64encode", b64encode);
+        env.add_filter("b64decode", b64decode);
         env
+    })
+}
+
+fn too_large(what: &str, bytes: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "{what} would be {bytes} bytes, more than the {} KB a template may produce",
+            MAX_RENDER_BYTES / 1024
+        ),
+    )
+}
+
+fn bounded(what: &str, bytes: usize) -> Result<(), Error> {
+    if bytes > MAX_RENDER_BYTES {
+        Err(too_large(what, bytes))
+    } else {
+        Ok(())
+    }
+}
+
+/// `replace(old, new[, count])`, its result's size checked before it is built.
+fn replace(value: String, from: String, to: String, count: Option<usize>) -> Result<String, Error> {
+    let found = if from.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(from.as_str()).count()
+    };
+    let n = count.map_or(found, |c| c.min(found));
+    bounded(
+        "replace's result",
+        (value.len() + n * to.len()).saturating_sub(n * from.len()),
+    )?;
+    Ok(value.replacen(from.as_str(), &to, n))
+}
+
+/// `indent(width=4, first=false, blank=false)`.
+fn indent(
+    value: String,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+) -> Result<String, Error> {
+    let width = width.unwrap_or(4);
+    let lines = value.lines().count() + 1;
+    if width > MAX_PAD {
+        return Err(too_large("indent's width", width));
+    }
+    bounded("indent's result", value.len() + lines * width)?;
+    let pad = " ".repeat(width);
+    let mut out = String::with_capacity(value.len() + lines * width);
+    for (i, line) in value.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let wanted =
+            (i > 0 || first.unwrap_or(false)) && (!line.is_empty() || blank.unwrap_or(false));
+        if wanted {
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    Ok(out)
+}
+
+/// `join(sep="")`, summing the parts' sizes as it goes.
+fn join(value: &JValue, sep: Option<String>) -> Result<String, Error> {
+    let sep = sep.unwrap_or_default();
+    let mut out = String::new();
+    for (i, item) in value.try_iter()?.enumerate() {
+        if i > 0 {
+            out.push_str(&sep);
+        }
+        match item.as_str() {
+            Some(s) => out.push_str(s),
+            None => out.push_str(&item.to_string()),
+        }
+        bounded("join's result", out.len())?;
+    }
+    Ok(out)
+}
+
+/// `"%-10s" | format(x)`, with widths and precisions bounded.
+fn format(state: &State, format_str: &JValue, args: Rest<JValue>) -> Result<JValue, Error> {
+    let text = format_str.as_str().unwrap_or_default();
+    let mut digits = String::new();
+    let mut in_spec = false;
+    for c in text.chars() {
+        if c == '%' {
+            in_spec = !in_spec;
+            digits.clear();
+        } else if in_spec && c.is_ascii_digit() {
+            digits.push(c);
+            if digits.len() > 4 || digits.parse::<usize>().unwrap_or(0) > MAX_PAD {
+                return Err(too_large(
+                    "a format width",
+                    digits.parse().unwrap_or(usize::MAX),
+                ));
+            }
+        } else if in_spec && c == '.' {
+            digits.clear();
+        } else if in_spec && c.is_ascii_alphabetic() {
+            in_spec = false;
+        }
+    }
+    minijinja::filters::format(state, format_str, args)
+}
+
+fn tojson(value: &JValue, indent: Option<JValue>, kwargs: Kwargs) -> Result<JValue, Error> {
+    let wide = indent
+        .as_ref()
+        .and_then(|i| usize::try_from(i.clone()).ok())
+        .is_some_and(|n| n > 16);
+    if wide {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson's indent is at most 16",
+        ));
+    }
+    let out = minijinja::filters::tojson(value, indent, kwargs)?;
+    bounded("tojson's result", out.as_str().map_or(0, str::len))?;
+    Ok(out)
+}
+
+fn fromjson(value: String) -> Result<JValue, Error> {
+    serde_json::from_str::<Value>(&value)
+        .map(JValue::from_serialize)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("fromjson: {e}")))
+}
+
+fn b64encode(value: String) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+fn b64decode(value: String) -> Result<String, Error> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("b64decode: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "b64decode: the text is not UTF-8",
+        )
     })
 }
 
@@ -23,6 +289,17 @@ fn env() -> &'static Environment<'static> {
 pub struct ExprError(pub String);
 
 fn error(e: minijinja::Error) -> ExprError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return ExprError(format!(
+            "the template ran out of fuel: it may execute at most {TEMPLATE_FUEL} instructions"
+        ));
+    }
+    if e.kind() == ErrorKind::WriteFailure {
+        return ExprError(format!(
+            "the template's output is larger than {} KB",
+            MAX_RENDER_BYTES / 1024
+        ));
+    }
     let mut message = e.kind().to_string();
     if let Some(detail) = e.detail() {
         message = format!("{message}: {detail}");
@@ -30,9 +307,89 @@ fn error(e: minijinja::Error) -> ExprError {
     ExprError(message)
 }
 
-/// Renders a text template.
+/// Takes rendered text up to the cap, then refuses the rest (which stops the render).
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDER_BYTES {
+            return Err(std::io::Error::other("template output cap"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The filters, tests and functions a template calls, and the statements it uses that bind
+/// values; each one not allowed is a problem (as `what name`).
+pub fn template_problems(template: &str, as_expression: bool) -> Result<Vec<String>, ExprError> {
+    let source = if as_expression {
+        format!("{{{{ {template} }}}}")
+    } else {
+        template.to_owned()
+    };
+    let mut problems = BTreeSet::new();
+    let tokens =
+        minijinja::machinery::tokenize(&source, false, Default::default(), Default::default());
+    let mut after_block_start = false;
+    for token in tokens {
+        let (token, _) = token.map_err(error)?;
+        if after_block_start {
+            if let minijinja::machinery::Token::Ident(
+                name @ ("set" | "with" | "macro" | "call" | "include" | "import" | "from"
+                | "extends" | "block" | "filter"),
+            ) = token
+            {
+                problems.insert(format!(
+                    "`{{% {name} %}}` is not available in templates: compute the value in a transform step"
+                ));
+            }
+        }
+        after_block_start = matches!(token, minijinja::machinery::Token::BlockStart);
+    }
+    let compiled = env().template_from_str(&source).map_err(error)?;
+    let instructions = &minijinja::machinery::get_compiled_template(&compiled).instructions;
+    let mut i = 0;
+    while let Some(instruction) = instructions.get(i) {
+        use minijinja::machinery::Instruction as I;
+        match instruction {
+            I::ApplyFilter(name, ..) if !FILTERS.contains(name) => {
+                problems.insert(format!(
+                    "unknown filter `{name}`; available: {}",
+                    FILTERS.join(", ")
+                ));
+            }
+            I::PerformTest(name, ..) if !TESTS.contains(name) => {
+                problems.insert(format!(
+                    "unknown test `{name}`; available: {}",
+                    TESTS.join(", ")
+                ));
+            }
+            I::CallFunction(name, ..) if !FUNCTIONS.contains(name) => {
+                problems.insert(format!(
+                    "unknown function `{name}`; available: {}",
+                    FUNCTIONS.join(", ")
+                ));
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(problems.into_iter().collect())
+}
+
+/// Renders a text template, within its fuel and output cap.
 pub fn render(template: &str, context: &Value) -> Result<String, ExprError> {
-    env().render_str(template, context).map_err(error)
+    let compiled = env().template_from_str(template).map_err(error)?;
+    let mut out = Capped(Vec::new());
+    compiled
+        .render_captured_to(context, &mut out)
+        .map_err(error)?;
+    String::from_utf8(out.0).map_err(|e| ExprError(e.to_string()))
 }
 
 /// Evaluates an expression to a JSON value.
@@ -115,6 +472,23 @@ pub fn expression_variables(expression: &str) -> Result<Vec<String>, ExprError> 
     Ok(vars)
 }
 
+/// The problems (unknown filters, tests and functions, binding statements) of every string
+/// template inside a JSON value.
+pub fn value_problems(template: &Value, as_expressions: bool) -> Vec<String> {
+    match template {
+        Value::String(s) => template_problems(s, as_expressions).unwrap_or_default(),
+        Value::Array(items) => items
+            .iter()
+            .flat_map(|v| value_problems(v, as_expressions))
+            .collect(),
+        Value::Object(map) => map
+            .values()
+            .flat_map(|v| value_problems(v, as_expressions))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The variables of every string template inside a JSON value, or the first compile error.
 pub fn value_variables(template: &Value, as_expressions: bool) -> Result<Vec<String>, ExprError> {
     let mut out = Vec::new();
@@ -166,6 +540,99 @@ mod tests {
             transform(&json!({"c": "input.n * 2", "k": 1}), &ctx).unwrap(),
             json!({"c": 6, "k": 1})
         );
+    }
+
+    #[test]
+    fn runaway_templates_stop_quickly_with_a_clear_error() {
+        let ctx = json!({"input": {"n": 100000, "s": "x".repeat(100 * 1024)}});
+        let started = std::time::Instant::now();
+        let e = render(
+            "{% for i in range(input.n) %}{% for j in range(input.n) %}.{% endfor %}{% endfor %}",
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("out of fuel") || e.0.contains("larger than"),
+            "{e}"
+        );
+        let e = render("{% for i in range(100) %}{{ input.s }}{% endfor %}", &ctx).unwrap_err();
+        assert!(e.0.contains("output is larger than 350 KB"), "{e}");
+        let e = render("{{ input.s | replace('x', input.s) }}", &ctx).unwrap_err();
+        assert!(e.0.contains("replace's result would be"), "{e}");
+        let e = render("{{ '%999999999s' | format('a') }}", &ctx).unwrap_err();
+        assert!(e.0.contains("format width"), "{e}");
+        let e = render("{{ input.s | indent(5000) }}", &ctx).unwrap_err();
+        assert!(e.0.contains("indent's width"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_filters_people_expect_are_there() {
+        let ctx = json!({"input": {"q": "a b&c", "o": {"k": [1, 2]}, "j": "{\"x\": 1}"}});
+        assert_eq!(
+            render("{{ input.q | urlencode }}", &ctx).unwrap(),
+            "a%20b%26c"
+        );
+        assert_eq!(
+            render("{{ input.o | tojson }}", &ctx).unwrap(),
+            r#"{"k":[1,2]}"#
+        );
+        assert_eq!(eval("(input.j | fromjson).x", &ctx).unwrap(), json!(1));
+        assert_eq!(render("{{ 'hi' | b64encode }}", &ctx).unwrap(), "aGk=");
+        assert_eq!(render("{{ 'aGk=' | b64decode }}", &ctx).unwrap(), "hi");
+        assert_eq!(
+            render("{{ 'a-b' | replace('-', '+') }}", &ctx).unwrap(),
+            "a+b"
+        );
+        assert_eq!(render("{{ ['a', 1] | join(',') }}", &ctx).unwrap(), "a,1");
+        assert_eq!(render("{{ 'a\nb' | indent(2) }}", &ctx).unwrap(), "a\n  b");
+        assert_eq!(render("{{ '%-3s|' | format('a') }}", &ctx).unwrap(), "a  |");
+    }
+
+    #[test]
+    fn unknown_filters_and_binding_statements_are_problems() {
+        assert!(template_problems("{{ input.x | upper | tojson }}", false)
+            .unwrap()
+            .is_empty());
+        let p = template_problems(
+            "{{ input.x | shout }} {{ input.y is weird }} {{ lipsum() }}",
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with("unknown filter `shout`")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("unknown test `weird`")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with("unknown function `lipsum`")),
+            "{p:?}"
+        );
+        let p = template_problems("{% set a = input.s ~ input.s %}{{ a }}", false).unwrap();
+        assert!(p[0].contains("{% set %}"), "{p:?}");
+        let p = template_problems("input.x | nope", true).unwrap();
+        assert!(p[0].starts_with("unknown filter `nope`"), "{p:?}");
+        // Everything listed is really there.
+        for f in FILTERS {
+            let r = render(&format!("{{{{ 'x' | {f} }}}}"), &json!({}));
+            assert!(
+                r.as_ref()
+                    .map_or_else(|e| !e.0.contains("unknown filter"), |_| true),
+                "{f}: {r:?}"
+            );
+        }
+        for t in TESTS {
+            let r = render(&format!("{{{{ 1 is {t} }}}}"), &json!({}));
+            assert!(
+                r.as_ref()
+                    .map_or_else(|e| !e.0.contains("unknown test"), |_| true),
+                "{t}: {r:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 pub const MAX_CONCURRENCY: u32 = 100;
 pub const MAX_ATTEMPTS: u32 = 20;
 pub const MAX_STEPS: usize = 200;
+/// Branches of one parallel step.
+pub const MAX_BRANCHES: usize = 50;
 /// The longest a wait, a timeout or an `until` may reach ahead: a year. Past it nothing is
 /// durable in practice, and unbounded values overflow the clock.
 pub const MAX_DURATION_SECS: u64 = 366 * 24 * 3600;
@@ -357,6 +359,12 @@ fn check_step(
                     "a parallel step needs at least one branch",
                 );
             }
+            if branches.len() > MAX_BRANCHES {
+                c.add(
+                    format!("{base}/branches"),
+                    format!("a parallel step has at most {MAX_BRANCHES} branches"),
+                );
+            }
         }
         StepKind::Map {
             items, concurrency, ..
@@ -634,6 +642,9 @@ fn check_template_value(
     in_map: Option<bool>,
     input: &Option<BTreeSet<String>>,
 ) {
+    for problem in expr::value_problems(value, as_expressions) {
+        c.add(pointer.clone(), problem);
+    }
     let vars = match expr::value_variables(value, as_expressions) {
         Ok(vars) => vars,
         Err(e) => {
@@ -650,6 +661,9 @@ fn check_template_value(
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();
         let child = parts.next();
+        if expr::FUNCTIONS.contains(&root) {
+            continue; // `range(...)`: a call, checked with the filters
+        }
         if !ROOTS.contains(&root) {
             c.add(
                 pointer.clone(),
