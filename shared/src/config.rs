@@ -109,6 +109,11 @@ pub struct AuthConfig {
 pub struct EngineConfig {
     pub allow_private_networks: bool,
     pub http_timeout_secs: u64,
+    /// `SUBWORKFLOW_MAX_DEPTH` (default 5, 1..=10): how deep subworkflows nest.
+    pub subworkflow_max_depth: u32,
+    /// `SUBWORKFLOW_MAX_DESCENDANTS` (default 1000, 1..=100000): child executions one top-level
+    /// execution may start, at every depth together.
+    pub subworkflow_max_descendants: u32,
 }
 
 /// All settings, merged; each function asks only for the parts it needs.
@@ -292,9 +297,21 @@ impl Config {
     /// addresses (`HTTP_ALLOW_PRIVATE_NETWORKS`, default no) and their request timeout
     /// (`HTTP_STEP_TIMEOUT` seconds, default 30).
     pub fn engine(&self) -> Result<EngineConfig, ConfigError> {
+        let bounded = |name: &'static str, default: u32, max: u32| -> Result<u32, ConfigError> {
+            let n = self.number(name, None, default)?;
+            if !(1..=max).contains(&n) {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{n} is outside 1..={max}"),
+                });
+            }
+            Ok(n)
+        };
         Ok(EngineConfig {
             allow_private_networks: self.flag("HTTP_ALLOW_PRIVATE_NETWORKS"),
             http_timeout_secs: self.number("HTTP_STEP_TIMEOUT", None, 30)?,
+            subworkflow_max_depth: bounded("SUBWORKFLOW_MAX_DEPTH", 5, 10)?,
+            subworkflow_max_descendants: bounded("SUBWORKFLOW_MAX_DESCENDANTS", 1000, 100_000)?,
         })
     }
 

@@ -127,6 +127,10 @@ impl Services {
             ),
             // Leftover tasks of ended executions are dropped (no spend after a cancel).
             Some(self.projections.clone()),
+            worker::Family {
+                max_depth: engine.subworkflow_max_depth,
+                max_descendants: engine.subworkflow_max_descendants,
+            },
         ))
     }
 }

@@ -242,6 +242,7 @@ impl Orchestrator {
             .write_summary(tenant, &Summary::of(state).listing())
             .await
             .map_err(|e| TurnError::Projection(e.to_string()))?;
+        self.cancel_children(stream, state, batch, now).await?;
         if !state.status.is_terminal() {
             return Ok(());
         }
@@ -306,6 +307,84 @@ impl Orchestrator {
                 }
                 other => {
                     other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Child executions must not outlive the step that started them: when an execution ends,
+    /// its running children are cancelled, and so are those of steps abandoned or timed out in
+    /// this batch (a cancelled family stops as a whole, at every depth, each child in its turn).
+    async fn cancel_children(
+        &self,
+        stream: &StreamId,
+        state: &ExecutionState,
+        batch: &[Envelope],
+        now: DateTime<Utc>,
+    ) -> Result<(), TurnError> {
+        let mut abandoned: Vec<String> = Vec::new();
+        let mut timers_fired = false;
+        for envelope in batch {
+            match decode(envelope) {
+                Ok(E::StepsAbandoned { keys, .. }) => abandoned.extend(keys),
+                Ok(E::TimerFired { .. }) => timers_fired = true,
+                _ => {}
+            }
+        }
+        let ended = state.status.is_terminal();
+        let doomed: Vec<&str> = state
+            .steps
+            .iter()
+            .filter_map(|(key, s)| {
+                let child = s.child_execution_id.as_deref()?;
+                let timed_out = timers_fired
+                    && s.status == crate::domain::execution::StepStatus::Failed
+                    && s.error.as_ref().is_some_and(|e| e.kind == "Timeout");
+                let gone = (ended && s.status.is_pending())
+                    || (s.status == crate::domain::execution::StepStatus::Abandoned
+                        && abandoned.contains(key))
+                    || timed_out;
+                gone.then_some(child)
+            })
+            .collect();
+        let tenant = stream.tenant();
+        for child in doomed {
+            let child_stream = stream_id(tenant, child).map_err(RepoError::from)?;
+            let cause = Cause {
+                tenant,
+                actor: "orchestrator",
+                correlation_id: child,
+                causation_id: None,
+                at: now,
+            };
+            // At the version read, so a child that ends meanwhile gets nothing after its end.
+            for _ in 0..CONFLICT_ATTEMPTS {
+                let loaded = self.repo.load(&child_stream).await?;
+                if loaded.state.status != ExecutionStatus::Running {
+                    break;
+                }
+                let event = E::ExecutionCancelled {
+                    by: "parent".into(),
+                    reason: Some(format!(
+                        "its parent execution {} no longer waits for it",
+                        state.id
+                    )),
+                };
+                match self
+                    .repo
+                    .append(
+                        &child_stream,
+                        ExpectedVersion::Exact(loaded.state.version),
+                        vec![event],
+                        &cause,
+                        None,
+                    )
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

@@ -27,6 +27,7 @@ pub struct Worker {
     pub mcp: crate::mcp::McpClients,
     /// Where the worker sees that an execution has ended, to drop its leftover tasks.
     projections: Option<crate::executions::Projections>,
+    family: Family,
     /// One writer per stream within this process: a map's tasks finishing together would
     /// otherwise race each other for the stream's next version.
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -60,6 +61,14 @@ impl Task {
             result,
         )
     }
+}
+
+/// Limits on a family of executions (`EngineConfig`): how deep subworkflows nest (a child of a
+/// top-level execution is at depth 1), and how many one top-level execution may start in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    pub max_depth: u32,
+    pub max_descendants: u32,
 }
 
 /// The error of a call cut off at the invocation's deadline: it may or may not have taken effect.
@@ -114,6 +123,7 @@ impl Worker {
         llm: super::llm::Llm,
         mcp: crate::mcp::McpClients,
         projections: Option<crate::executions::Projections>,
+        family: Family,
     ) -> Arc<Self> {
         Arc::new(Self {
             repo,
@@ -122,6 +132,7 @@ impl Worker {
             llm,
             mcp,
             projections,
+            family,
             writers: Default::default(),
         })
     }
@@ -384,16 +395,40 @@ impl Worker {
     ) -> Result<Done, RepoError> {
         let workflow_id = task.request["workflow_id"].as_str().unwrap_or_default();
         let tenant = stream.tenant();
-        let version = match task.request["version"].as_u64() {
-            Some(v) => self.workflows.version(tenant, workflow_id, v as u32).await,
-            None => match self.workflows.get(tenant, workflow_id).await {
-                Ok(w) => {
-                    self.workflows
-                        .version(tenant, workflow_id, w.latest_version)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+        let depth = task.request["depth"].as_u64().unwrap_or(1) as u32;
+        let root = task.request["root"]
+            .as_str()
+            .unwrap_or_else(|| stream.id())
+            .to_owned();
+        let refuse = |kind: &str, message: String| Err(StepError::new(kind, message, false));
+        let Family {
+            max_depth,
+            max_descendants,
+        } = self.family;
+        if depth > max_depth {
+            let e = refuse(
+                "SubworkflowTooDeep",
+                format!("subworkflows nest at most {max_depth} deep"),
+            );
+            self.record(stream, task, e, cause).await?;
+            return Ok(Done::Performed);
+        }
+        let version = match self.workflows.get(tenant, workflow_id).await {
+            Ok(w) if w.status == crate::workflows::WorkflowStatus::Archived => {
+                let e = refuse(
+                    "SubworkflowArchived",
+                    format!("workflow {workflow_id} is archived and cannot be started"),
+                );
+                self.record(stream, task, e, cause).await?;
+                return Ok(Done::Performed);
+            }
+            Ok(w) => {
+                let v = task.request["version"]
+                    .as_u64()
+                    .map_or(w.latest_version, |v| v as u32);
+                self.workflows.version(tenant, workflow_id, v).await
+            }
+            Err(e) => Err(e),
         };
         let version = match version {
             Ok(v) => v,
@@ -435,8 +470,30 @@ impl Worker {
             key: task.key.clone(),
             epoch: task.epoch,
             attempt: task.attempt,
+            depth,
+            root: Some(root.clone()),
         };
         let child_stream = stream_id(tenant, child)?;
+        // Counted once per child: a redelivery finds the child already started. (A crash between
+        // the count and the start counts one child too many: the cap errs on the safe side.)
+        if let Some(projections) = &self.projections {
+            if self.repo.store().last_version(&child_stream).await? == 0 {
+                let counted = projections
+                    .count_descendant(tenant, &root, max_descendants)
+                    .await
+                    .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
+                if !counted {
+                    let e = refuse(
+                        "TooManyDescendants",
+                        format!(
+                            "execution {root} already started {max_descendants} subworkflow executions"
+                        ),
+                    );
+                    self.record(stream, task, e, cause).await?;
+                    return Ok(Done::Performed);
+                }
+            }
+        }
         let event = crate::engine::started(child, &version, input, Some(parent));
         match self
             .repo

@@ -484,6 +484,37 @@ impl Projections {
 
     /// A timer that could not be fired now: its row moves to `retry_at` (one more failure
     /// counted), so it neither blocks the rows behind it nor is retried in a tight loop.
+    /// Counts one more subworkflow execution of the family of `root`; `false` when it already
+    /// has `max`.
+    pub async fn count_descendant(
+        &self,
+        tenant: &str,
+        root: &str,
+        max: u32,
+    ) -> Result<bool, ProjectionError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("{tenant}#EXEC#{root}")))
+            .key("sk", s("DESCENDANTS"))
+            .update_expression("ADD descendants :one SET expires_at = :expires")
+            .condition_expression("attribute_not_exists(descendants) OR descendants < :max")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
+            .expression_attribute_values(
+                ":expires",
+                AttributeValue::N((Utc::now().timestamp() + 400 * 24 * 3600).to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     /// Moves a timer's row back in its queue to `retry_at`, counting a failure when `failed`
     /// (a lost race on a busy stream is not one).
     pub async fn postpone_timer(

@@ -258,19 +258,23 @@ impl WorkflowStore {
         let head = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk(tenant, id), "HEAD".into())))
-            .update_expression("SET latest_version = :next, updated_at = :at, #name = :name, description = :d, #status = :active")
+            // The status stays as it is: a new version of an archived workflow stays archived.
+            .update_expression(
+                "SET latest_version = :next, updated_at = :at, #name = :name, description = :d",
+            )
             .condition_expression("latest_version = :expected")
             .expression_attribute_names("#name", "name")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
             .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
             .expression_attribute_values(":at", AttributeValue::S(at.clone()))
             .expression_attribute_values(":name", AttributeValue::S(definition.name.clone()))
             .expression_attribute_values(
                 ":d",
-                definition.description.clone().map_or(AttributeValue::Null(true), AttributeValue::S),
+                definition
+                    .description
+                    .clone()
+                    .map_or(AttributeValue::Null(true), AttributeValue::S),
             )
-            .expression_attribute_values(":active", AttributeValue::S("active".into()))
             .build()
             .map_err(backend)?;
         let result = self
@@ -286,7 +290,6 @@ impl WorkflowStore {
                     name: definition.name,
                     description: definition.description,
                     latest_version: next,
-                    status: WorkflowStatus::Active,
                     updated_at: at,
                     ..current
                 },

@@ -111,3 +111,148 @@ async fn templates_are_checked_before_saving_and_bounded_when_they_run() {
         );
     }
 }
+
+/// Every execution of `workflow` for this client's tenant, once none is running any more.
+async fn settled(c: &Client<'_>, workflow: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed: Value = c
+            .get_json(&format!("/executions?workflow_id={workflow}&limit=100"))
+            .await;
+        let items = listed["items"].as_array().unwrap().clone();
+        if items.iter().all(|e| e["status"] != "running") {
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{workflow}: still running: {listed:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn subworkflow_families_are_bounded_and_stop_as_a_whole() {
+    let app = App::start_engine(
+        "hostile-family",
+        &[
+            ("SUBWORKFLOW_MAX_DEPTH", "3"),
+            ("SUBWORKFLOW_MAX_DESCENDANTS", "6"),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-hostile-family").await;
+
+    // A workflow that calls itself stops at the depth limit: the root and three generations.
+    c.create(
+        json!({"id": "deep", "name": "deep", "start": "again", "steps": {
+        "again": {"type": "subworkflow", "workflow_id": "deep"}}}),
+    )
+    .await;
+    let root = c.start("deep", json!({})).await;
+    let e = c.finished(&root).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    let kind = e["error"]["kind"].as_str().unwrap();
+    assert!(kind.ends_with("SubworkflowTooDeep"), "{e:#}");
+    assert_eq!(settled(&c, "deep").await.len(), 4);
+
+    // A map that fans out past the family's cap fails, and the children it did start are
+    // cancelled with it instead of waiting on their approvals for ever.
+    c.create(
+        json!({"id": "leaf", "name": "leaf", "start": "ask", "steps": {
+        "ask": {"type": "approval"}}}),
+    )
+    .await;
+    c.create(json!({"id": "wide", "name": "wide", "start": "each", "steps": {
+        "each": {"type": "map", "items": "input.items", "concurrency": 8, "iterator": {"start": "call"}},
+        "call": {"type": "subworkflow", "workflow_id": "leaf"}}}))
+        .await;
+    let wide = c
+        .start("wide", json!({"items": [1, 2, 3, 4, 5, 6, 7, 8]}))
+        .await;
+    let e = c.finished(&wide).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("subworkflow executions"),
+        "{e:#}"
+    );
+    let leaves = settled(&c, "leaf").await;
+    assert!(leaves.len() <= 6, "{leaves:#?}");
+    assert!(
+        leaves.iter().all(|l| l["status"] == "cancelled"),
+        "{leaves:#?}"
+    );
+
+    // Cancelling the root of a two-level family cancels everyone in it, at every depth.
+    c.create(
+        json!({"id": "mid", "name": "mid", "start": "each", "steps": {
+        "each": {"type": "map", "items": "[1, 2]", "iterator": {"start": "call"}},
+        "call": {"type": "subworkflow", "workflow_id": "leaf2"}}}),
+    )
+    .await;
+    c.create(
+        json!({"id": "leaf2", "name": "leaf2", "start": "ask", "steps": {
+        "ask": {"type": "approval"}}}),
+    )
+    .await;
+    c.create(
+        json!({"id": "tree", "name": "tree", "start": "each", "steps": {
+        "each": {"type": "map", "items": "[1, 2]", "iterator": {"start": "call"}},
+        "call": {"type": "subworkflow", "workflow_id": "mid"}}}),
+    )
+    .await;
+    let tree = c.start("tree", json!({})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed: Value = c.get_json("/executions?workflow_id=leaf2").await;
+        if listed["items"].as_array().unwrap().len() == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{tree}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    for workflow in ["mid", "leaf2"] {
+        let all = settled(&c, workflow).await;
+        assert!(
+            all.iter().all(|e| e["status"] == "cancelled"),
+            "{workflow}: {all:#?}"
+        );
+    }
+
+    // An archived workflow starts no children, and a new version of it stays archived.
+    let r = c
+        .send(reqwest::Method::DELETE, "/workflows/leaf2", None)
+        .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let again = c.start("mid", json!({})).await;
+    let e = c.finished(&again).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("archived"),
+        "{e:#}"
+    );
+    let r = app
+        .http
+        .put(app.url("/workflows/leaf2"))
+        .bearer_auth(&c.token)
+        .header("if-match", "1")
+        .json(&json!({"name": "leaf2", "start": "ask", "steps": {"ask": {"type": "approval"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let w: Value = c.get_json("/workflows/leaf2").await;
+    assert_eq!(w["workflow"]["status"], "archived", "{w:#}");
+    assert_eq!(w["workflow"]["latest_version"], 2, "{w:#}");
+}

@@ -14,6 +14,16 @@ pub struct ParentRef {
     pub key: String,
     pub epoch: u32,
     pub attempt: u32,
+    /// How deep this child is: 1 for a child of a top-level execution.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    /// The top-level execution of this family (its descendants are counted against a cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -595,6 +595,16 @@ impl Planner<'_> {
             .and_then(|r| fits(&r, "rendered request", "RequestTooLarge").map(|_| r))
         {
             Ok(mut request) => {
+                if matches!(step.kind, StepKind::Subworkflow { .. }) {
+                    // The child's place in the family: subworkflows nest only so deep, and a
+                    // family has only so many members.
+                    let parent = self.state.parent.as_ref();
+                    request["depth"] = json!(parent.map_or(0, |p| p.depth.max(1)) + 1);
+                    request["root"] = json!(parent
+                        .and_then(|p| p.root.clone())
+                        .or_else(|| parent.map(|p| p.execution_id.clone()))
+                        .unwrap_or_else(|| self.state.id.clone()));
+                }
                 if matches!(step.kind, StepKind::Llm(_)) {
                     // The budgets this call is checked against, besides the tenant's.
                     let max = self.def.budget.as_ref();
