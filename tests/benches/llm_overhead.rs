@@ -126,6 +126,7 @@ async fn main() {
                 monthly_tokens: None,
             },
             chrono::Utc::now(),
+            (0.0, 0),
         )
         .await
         .unwrap();

@@ -102,6 +102,7 @@ async fn main() {
             monthly_tokens: None,
         },
         chrono::Utc::now(),
+        (0.0, 0),
     )
     .await
     .unwrap();

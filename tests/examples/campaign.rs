@@ -336,6 +336,7 @@ async fn main() {
                 monthly_tokens: Some(100_000_000),
             },
             chrono::Utc::now(),
+            (0.0, 0),
         )
         .await
         .unwrap();

@@ -1,5 +1,7 @@
-//! `auth create-admin --username NAME --tenant TENANT`: the operator creates the first admin. The
-//! password comes from `ADMIN_PASSWORD` or the first line of standard input, never from a default.
+//! `auth create-admin --username NAME --tenant TENANT [--billing]`: the operator creates the first
+//! admin (with `--billing`, one who may also set the tenant's prices below list, a role no tenant
+//! can grant itself). The password comes from `ADMIN_PASSWORD` or the first line of standard
+//! input, never from a default.
 
 use std::io::BufRead;
 
@@ -8,19 +10,24 @@ use shared::auth::AuthStore;
 pub async fn create_admin(store: &AuthStore, args: &[String]) -> i32 {
     let mut username = None;
     let mut tenant = None;
+    let mut roles = vec!["admin".to_owned()];
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--billing" {
+            roles.push("billing".into());
+            continue;
+        }
         match (flag.as_str(), it.next()) {
             ("--username", Some(v)) => username = Some(v.clone()),
             ("--tenant", Some(v)) => tenant = Some(v.clone()),
             _ => {
-                eprintln!("usage: auth create-admin --username NAME --tenant TENANT  (password from ADMIN_PASSWORD or stdin)");
+                eprintln!("usage: auth create-admin --username NAME --tenant TENANT [--billing]  (password from ADMIN_PASSWORD or stdin)");
                 return 2;
             }
         }
     }
     let (Some(username), Some(tenant)) = (username, tenant) else {
-        eprintln!("usage: auth create-admin --username NAME --tenant TENANT  (password from ADMIN_PASSWORD or stdin)");
+        eprintln!("usage: auth create-admin --username NAME --tenant TENANT [--billing]  (password from ADMIN_PASSWORD or stdin)");
         return 2;
     };
     let password = match std::env::var("ADMIN_PASSWORD") {
@@ -35,7 +42,7 @@ pub async fn create_admin(store: &AuthStore, args: &[String]) -> i32 {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    match crate::create(store, &username, &password, &tenant, vec!["admin".into()]).await {
+    match crate::create(store, &username, &password, &tenant, roles).await {
         Ok(user) => {
             println!("created admin {} in tenant {}", user.username, user.tenant);
             0

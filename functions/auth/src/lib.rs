@@ -218,7 +218,11 @@ fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
+/// Roles an admin may grant within their tenant.
 const ROLES: [&str; 2] = ["admin", "user"];
+/// Roles only the operator grants (`auth create-admin --billing`): `billing` may set a tenant's
+/// prices below list.
+const OPERATOR_ROLES: [&str; 1] = ["billing"];
 
 fn check_roles(roles: &[String]) -> ApiResult<()> {
     match roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
@@ -250,7 +254,15 @@ pub async fn create(
             "tenant must be 3-64 characters of letters, digits, '-', '_', '.'",
         ));
     }
-    check_roles(&roles)?;
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !ROLES.contains(&r.as_str()) && !OPERATOR_ROLES.contains(&r.as_str()))
+    {
+        return Err(ApiError::unprocessable(
+            "invalid-role",
+            format!("role {bad:?} does not exist; roles are {ROLES:?}"),
+        ));
+    }
     let password_hash =
         password::hash(pw).map_err(|e| ApiError::unprocessable("weak-password", e))?;
     let user = User {
@@ -281,6 +293,7 @@ async fn create_user(
             "an admin manages users of their own tenant only",
         ));
     }
+    check_roles(&req.roles)?;
     let user = create(&s.store, &req.username, &req.password, &tenant, req.roles).await?;
     tracing::info!(admin = %admin.sub, user = %user.username, "user created");
     Ok((StatusCode::CREATED, Json(user.public())))

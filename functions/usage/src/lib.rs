@@ -167,8 +167,25 @@ async fn store(
         monthly_usd: req.monthly_usd,
         monthly_tokens: req.monthly_tokens,
     };
+    let now = chrono::Utc::now();
+    // A budget set in the middle of a month starts from what the month already spent.
+    let first = now.date_naive().with_day(1).unwrap_or(now.date_naive());
+    let records = s
+        .ledger
+        .between(tenant, first, now.date_naive())
+        .await
+        .map_err(ApiError::internal)?;
+    let (spent_usd, spent_tokens) = records
+        .iter()
+        .filter(|r| match scope {
+            Scope::Workflow(w) => &r.workflow_id == w,
+            _ => true,
+        })
+        .fold((0.0, 0u64), |(usd, tokens), r| {
+            (usd + r.cost_usd, tokens + r.input_tokens + r.output_tokens)
+        });
     s.budgets
-        .set(tenant, scope, &config, chrono::Utc::now())
+        .set(tenant, scope, &config, now, (spent_usd, spent_tokens))
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(budget_view(s, tenant, scope).await?))
@@ -287,6 +304,10 @@ fn checked_model(provider: &str, model: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// No model costs more than this per million tokens (a typo of 1e308 would make every cost
+/// infinite).
+const MAX_USD_PER_MTOK: f64 = 10_000.0;
+
 /// Sets what this tenant pays for a model (per million tokens); other tenants keep theirs.
 async fn set_price(
     State(s): State<UsageState>,
@@ -299,12 +320,33 @@ async fn set_price(
         ("input_usd_per_mtok", req.input_usd_per_mtok),
         ("output_usd_per_mtok", req.output_usd_per_mtok),
     ] {
-        if !(v.is_finite() && v >= 0.0) {
+        if !(v.is_finite() && (0.0..=MAX_USD_PER_MTOK).contains(&v)) {
             return Err(ApiError::unprocessable(
                 "invalid-price",
-                format!("`{name}` is a non-negative number"),
+                format!("`{name}` is a number from 0 to {MAX_USD_PER_MTOK}"),
             ));
         }
+    }
+    // A tenant's admin may raise its own price (or price a model that has none), not pay less
+    // than list: that takes the operator's `billing` role, which no tenant can grant.
+    let list = s
+        .prices
+        .list_price(&provider, &model)
+        .await
+        .map_err(ApiError::internal)?;
+    let below_list = list.is_some_and(|l| {
+        req.input_usd_per_mtok < l.input_usd_per_mtok
+            || req.output_usd_per_mtok < l.output_usd_per_mtok
+    });
+    if below_list && !claims.has_role("billing") {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "price-below-list",
+            "Forbidden",
+            format!(
+                "{provider}/{model} would cost less than its list price; only the operator's billing role may set that"
+            ),
+        ));
     }
     let price = Price {
         provider,

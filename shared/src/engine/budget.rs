@@ -174,6 +174,9 @@ pub enum BudgetError {
     Contended(String),
     #[error("budget store: {0}")]
     Backend(String),
+    /// A USD budget applies and the call's cost cannot be known.
+    #[error("{scope} has a USD budget and this model has no price")]
+    Unpriced { scope: String },
 }
 
 #[derive(Clone)]
@@ -355,12 +358,15 @@ impl Budgets {
     }
 
     /// Sets monthly limits; this month's remaining amounts move by the change of each limit.
+    /// `month_to_date` is what the scope spent this month before (from the usage ledger): a
+    /// month's account opened by this call starts from it, not from zero.
     pub async fn set(
         &self,
         tenant: &str,
         scope: &Scope,
         config: &BudgetConfig,
         at: DateTime<Utc>,
+        month_to_date: (f64, u64),
     ) -> Result<(), BudgetError> {
         let Some(sk) = scope.config_sk() else {
             return Err(BudgetError::Backend(
@@ -423,7 +429,58 @@ impl Budgets {
                 }
             }
         }
-        Ok(())
+        // After the deltas (which move only amounts that exist): a month without an account
+        // yet opens at what it already spent.
+        self.open_period(&period_key, config, month_to_date).await
+    }
+
+    /// Opens this month's account (if it has none yet) at what the month already spent, so the
+    /// first reservation does not start from the full limit. Amounts that exist stay.
+    async fn open_period(
+        &self,
+        period_key: &HashMap<String, AttributeValue>,
+        config: &BudgetConfig,
+        (spent_usd, spent_tokens): (f64, u64),
+    ) -> Result<(), BudgetError> {
+        let mut sets = vec![
+            "spent_usd = if_not_exists(spent_usd, :su)",
+            "spent_tokens = if_not_exists(spent_tokens, :st)",
+        ];
+        let mut values = HashMap::from([
+            (":su".to_owned(), n(spent_usd)),
+            (":st".to_owned(), n(spent_tokens)),
+        ]);
+        if let Some(limit) = config.monthly_usd {
+            sets.push("available_usd = if_not_exists(available_usd, :au)");
+            values.insert(":au".into(), n(limit - spent_usd));
+        }
+        if let Some(limit) = config.monthly_tokens {
+            sets.push("available_tokens = if_not_exists(available_tokens, :at)");
+            values.insert(":at".into(), n(limit as i128 - spent_tokens as i128));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(period_key.clone()))
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .set_expression_attribute_values(Some(values.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.code() == Some("TransactionConflictException")
+                        && attempt < crate::aws::transact::CONFLICT_ATTEMPTS =>
+                {
+                    tokio::time::sleep(crate::aws::transact::pause(attempt)).await
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
     }
 
     /// Holds `usd` and `tokens` on every budget that applies to the spender, atomically; `None`
@@ -433,7 +490,7 @@ impl Budgets {
         who: &Spender<'_>,
         attempt: &str,
         at: DateTime<Utc>,
-        usd: f64,
+        usd: Option<f64>,
         tokens: u64,
     ) -> Result<Option<Reservation>, BudgetError> {
         let period = period(at);
@@ -451,7 +508,7 @@ impl Budgets {
             .filter(|(_, limits)| limits.is_set())
             .map(|(scope, limits)| Hold {
                 sk: scope.account_sk(&period),
-                usd: limits.monthly_usd.map(|_| usd),
+                usd: limits.monthly_usd.map(|_| 0.0),
                 tokens: limits.monthly_tokens.map(|_| tokens),
                 scope,
                 limits,
@@ -460,6 +517,22 @@ impl Budgets {
         if holds.is_empty() {
             return Ok(None);
         }
+        // A model without a price would spend dollars the budget never sees.
+        if usd.is_none() {
+            if let Some(h) = holds.iter().find(|h| h.limits.monthly_usd.is_some()) {
+                return Err(BudgetError::Unpriced {
+                    scope: h.scope.describe(),
+                });
+            }
+        }
+        let usd = usd.unwrap_or(0.0);
+        let holds: Vec<Hold> = holds
+            .into_iter()
+            .map(|h| Hold {
+                usd: h.usd.map(|_| usd),
+                ..h
+            })
+            .collect();
         let reservation = Reservation {
             tenant: who.tenant.to_owned(),
             attempt: attempt.to_owned(),

@@ -60,6 +60,7 @@ async fn engine_with_budget(purpose: &str, tenant: &str, tokens: u64) -> (Provid
                 monthly_tokens: Some(tokens),
             },
             chrono::Utc::now(),
+            (0.0, 0),
         )
         .await
         .unwrap();

@@ -222,7 +222,7 @@ async fn a_worker_that_dies_mid_llm_call_gives_its_budget_reservation_back() {
         monthly_tokens: Some(100_000),
     };
     budgets
-        .set(tenant, &Scope::Tenant, &limit, chrono::Utc::now())
+        .set(tenant, &Scope::Tenant, &limit, chrono::Utc::now(), (0.0, 0))
         .await
         .unwrap();
     let held = async || {

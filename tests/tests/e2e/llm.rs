@@ -88,6 +88,14 @@ async fn openai(
     } else {
         5
     };
+    if body["model"] == "no-usage" {
+        // Some compatible servers leave usage out.
+        return axum::Json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]
+        }))
+        .into_response();
+    }
     axum::Json(json!({
         "id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
@@ -851,6 +859,47 @@ async fn a_tenants_own_model_price_prices_its_calls_and_no_one_elses() {
     );
     assert_eq!(theirs["source"], "global");
 
+    // Paying less than list takes the operator's billing role, which no tenant can grant.
+    let cheaper = json!({"input_usd_per_mtok": 0.01, "output_usd_per_mtok": 0.01});
+    let p = crate::support::problem(
+        admin
+            .send(reqwest::Method::PUT, path, Some(cheaper.clone()))
+            .await,
+        403,
+    )
+    .await;
+    assert_eq!(
+        p["type"].as_str().map(|t| t.ends_with("price-below-list")),
+        Some(true),
+        "{p}"
+    );
+    crate::support::problem(
+        admin
+            .send(
+                reqwest::Method::PUT,
+                path,
+                Some(json!({"input_usd_per_mtok": 1.7e308, "output_usd_per_mtok": 1})),
+            )
+            .await,
+        422,
+    )
+    .await;
+    let r = admin
+        .send(
+            reqwest::Method::POST,
+            "/auth/users",
+            Some(json!({"username": "wannabe-billing", "password": "pw-0123456789-abc", "roles": ["billing"]})),
+        )
+        .await;
+    crate::support::problem(r, 422).await;
+    let (billing, password) = app.user("t-price-billing", &["admin", "billing"]).await;
+    let (token, _) = app.tokens(&billing, &password).await;
+    let billing = Client { app: &app, token };
+    let r = billing
+        .send(reqwest::Method::PUT, path, Some(cheaper))
+        .await;
+    assert_eq!(r.status(), 200);
+
     let own_price = (12.0 * 10.0 + 5.0 * 20.0) / 1e6;
     assert!((cost_of_a_run(&member, &def).await - own_price).abs() < 1e-12);
     assert!((cost_of_a_run(&neighbour, &def).await - list_price).abs() < 1e-12);
@@ -869,4 +918,113 @@ async fn cost_of_a_run(c: &Client<'_>, def: &Value) -> f64 {
     let e = c.finished(&id).await;
     assert_eq!(e["status"], "succeeded", "{e:#}");
     e["cost_usd"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn money_is_never_counted_as_free() {
+    let providers = Providers::start().await;
+    let app = App::start_engine(
+        "llm-money",
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let tenant = "t-money";
+    let (admin, password) = app.user(tenant, &["admin"]).await;
+    let (token, _) = app.tokens(&admin, &password).await;
+    let admin = Client { app: &app, token };
+    let run = async |model: &str, max_tokens: u64| {
+        let wf = admin
+            .create(json!({"name": "ask", "start": "ask", "steps": {
+                "ask": {"type": "llm", "provider": "openai", "model": model, "prompt": "hello", "max_tokens": max_tokens}}}))
+            .await;
+        let id = admin.start(&wf, json!({})).await;
+        admin.finished(&id).await
+    };
+
+    // Before any budget: a dated snapshot is priced as its model, and reasoning models get
+    // max_completion_tokens.
+    let e = run("gpt-4o-2024-08-06", 8).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let expected = (12.0 * 2.5 + 5.0 * 10.0) / 1e6;
+    assert!(
+        (e["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{e:#}"
+    );
+    let e = run("o3-mini", 8).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let sent = providers
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(_, _, b)| b["model"] == "o3-mini")
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    assert_eq!(sent["max_completion_tokens"], 8, "{sent}");
+    assert!(sent.get("max_tokens").is_none(), "{sent}");
+
+    // A budget set now starts from what the month already spent (the usage ledger).
+    let usage: Value = admin.get_json("/usage").await;
+    let r = admin
+        .send(
+            reqwest::Method::PUT,
+            "/budgets",
+            Some(json!({"monthly_usd": 5.0, "monthly_tokens": 100000})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let budget: Value = admin.get_json("/budgets").await;
+    let ledger_tokens = usage["total"]["input_tokens"].as_u64().unwrap()
+        + usage["total"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(
+        budget["spent_tokens"], ledger_tokens,
+        "{budget:#} vs {usage:#}"
+    );
+    assert_eq!(
+        budget["available_tokens"],
+        100000 - ledger_tokens,
+        "{budget:#}"
+    );
+
+    // Under a USD budget, a model without a price is refused before the call.
+    let calls_before = providers.seen.lock().unwrap().len();
+    let e = run("unpriced-model", 8).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert_eq!(e["error"]["kind"], "ModelUnpriced", "{e:#}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai/unpriced-model"),
+        "{e:#}"
+    );
+    assert_eq!(
+        providers.seen.lock().unwrap().len(),
+        calls_before,
+        "no call made"
+    );
+
+    // An answer that reports no usage counts as its reservation, not as zero.
+    let before: Value = admin.get_json("/budgets").await;
+    admin
+        .send(
+            reqwest::Method::PUT,
+            "/prices/openai/no-usage",
+            Some(json!({"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0})),
+        )
+        .await;
+    let e = run("no-usage", 50).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let tokens = e["input_tokens"].as_u64().unwrap() + e["output_tokens"].as_u64().unwrap();
+    assert!(e["output_tokens"].as_u64().unwrap() == 50, "{e:#}");
+    let after: Value = admin.get_json("/budgets").await;
+    assert_eq!(
+        after["spent_tokens"].as_u64().unwrap() - before["spent_tokens"].as_u64().unwrap(),
+        tokens,
+        "{after:#}"
+    );
 }

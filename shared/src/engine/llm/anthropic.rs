@@ -55,6 +55,8 @@ impl Provider for Anthropic {
             text: content,
             input_tokens: v["usage"]["input_tokens"].as_u64().unwrap_or(0),
             output_tokens: v["usage"]["output_tokens"].as_u64().unwrap_or(0),
+            usage_reported: v["usage"]["input_tokens"].is_u64()
+                && v["usage"]["output_tokens"].is_u64(),
         })
     }
 }

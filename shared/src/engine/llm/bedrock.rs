@@ -128,6 +128,7 @@ impl Provider for Bedrock {
             text,
             input_tokens: usage.as_ref().map_or(0, |u| u.input_tokens.max(0) as u64),
             output_tokens: usage.as_ref().map_or(0, |u| u.output_tokens.max(0) as u64),
+            usage_reported: usage.is_some(),
         })
     }
 }

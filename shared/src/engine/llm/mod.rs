@@ -37,6 +37,8 @@ pub struct Completion {
     pub text: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Whether the provider said what the call used (else it is counted as its reservation).
+    pub usage_reported: bool,
 }
 
 /// How a provider call failed, so the step's retry policy can decide.
@@ -348,13 +350,11 @@ impl Llm {
                 .map_err(|e| StepError::new("PriceUnavailable", e, true))?,
             None => None,
         };
-        if price.is_none() {
-            tracing::warn!(provider = provider_name, model = %prompt.model, "no price for this model; its cost counts as 0");
-        }
         // Reserve the most this call can cost before calling: over budget, nothing is spent.
+        // Without a price the cost is unknown: refused where a USD budget applies.
         let (input_estimate, _) = tokens::input_tokens(provider_name, &prompt);
         let estimate_tokens = input_estimate + prompt.max_tokens as u64;
-        let estimate_usd = price.map_or(0.0, |p| cost(p, input_estimate, prompt.max_tokens as u64));
+        let estimate_usd = price.map(|p| cost(p, input_estimate, prompt.max_tokens as u64));
         // The orchestrator names the execution, its workflow and its maximum in `budget`.
         let scope = &request["budget"];
         let who = super::budget::Spender {
@@ -380,6 +380,14 @@ impl Llm {
                     super::budget::BudgetError::Exceeded { .. } => {
                         StepError::new("BudgetExceeded", e.to_string(), false)
                     }
+                    super::budget::BudgetError::Unpriced { scope } => StepError::new(
+                        "ModelUnpriced",
+                        format!(
+                            "model {provider_name}/{} has no price, and {scope} has a USD budget: set its price (PUT /prices/{provider_name}/{}) or budget it in tokens",
+                            prompt.model, prompt.model
+                        ),
+                        false,
+                    ),
                     other => StepError::new("BudgetUnavailable", other.to_string(), true),
                 })?,
             None => None,
@@ -400,6 +408,16 @@ impl Llm {
             },
             None => provider.complete(&prompt).await,
         };
+        // An answer without usage counts as the most it could have cost (its reservation),
+        // never as free.
+        let result = result.map(|mut c| {
+            if !c.usage_reported {
+                tracing::warn!(provider = provider_name, model = %prompt.model, "the answer reported no usage; counted as its reservation");
+                c.input_tokens = input_estimate;
+                c.output_tokens = prompt.max_tokens as u64;
+            }
+            c
+        });
         let spent = result.as_ref().map_or((0.0, 0), |c| {
             (
                 price.map_or(0.0, |p| cost(p, c.input_tokens, c.output_tokens)),

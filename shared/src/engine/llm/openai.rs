@@ -23,7 +23,15 @@ impl Provider for OpenAi {
             messages.push(json!({"role": "system", "content": system}));
         }
         messages.push(json!({"role": "user", "content": p.prompt}));
-        let mut body = json!({"model": p.model, "messages": messages, "max_tokens": p.max_tokens});
+        // Reasoning models (o1, o3, o4, gpt-5) refuse `max_tokens` and take
+        // `max_completion_tokens`, which covers their hidden reasoning tokens too.
+        let limit_field = if needs_max_completion_tokens(&p.model) {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        let mut body = json!({"model": p.model, "messages": messages});
+        body[limit_field] = json!(p.max_tokens);
         if let Some(t) = p.temperature {
             body["temperature"] = json!(t);
         }
@@ -38,10 +46,47 @@ impl Provider for OpenAi {
         let content = v["choices"][0]["message"]["content"]
             .as_str()
             .ok_or_else(|| ProviderError::Malformed("no choices[0].message.content".into()))?;
+        let (input, output) = (
+            v["usage"]["prompt_tokens"].as_u64(),
+            v["usage"]["completion_tokens"].as_u64(),
+        );
         Ok(Completion {
             text: content.to_owned(),
-            input_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            output_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+            input_tokens: input.unwrap_or(0),
+            output_tokens: output.unwrap_or(0),
+            usage_reported: input.is_some() && output.is_some(),
         })
+    }
+}
+
+/// OpenAI's reasoning families, by name (a dated snapshot or a fine-tune of one included).
+pub fn needs_max_completion_tokens(model: &str) -> bool {
+    let base = model.strip_prefix("ft:").unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
+        base == *family
+            || base
+                .strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('-') || rest.starts_with(':'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reasoning_models_get_max_completion_tokens() {
+        for m in [
+            "o1",
+            "o1-mini",
+            "o3-2025-04-16",
+            "o4-mini",
+            "gpt-5",
+            "gpt-5-mini",
+            "ft:o4-mini:acme",
+        ] {
+            assert!(super::needs_max_completion_tokens(m), "{m}");
+        }
+        for m in ["gpt-4o", "gpt-4.1-mini", "gpt-50x", "o10", "omni"] {
+            assert!(!super::needs_max_completion_tokens(m), "{m}");
+        }
     }
 }

@@ -156,6 +156,7 @@ mod tests {
             text: "t".into(),
             input_tokens: 1,
             output_tokens: 1,
+            usage_reported: true,
         })
     }
 
