@@ -34,7 +34,8 @@ pub struct HealthState {
 }
 
 /// Builds the function from config and clients. `started` is when the process started, for the
-/// reported cold-start time. Health has no rate limit: it must answer when throttling would not.
+/// reported cold-start time. Callers are anonymous, so both routes are rate limited per IP (the
+/// limiter fails open, so a throttling-store outage still gets an answer).
 pub fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
@@ -52,7 +53,14 @@ pub fn app(
             config.stall_sweep_after_secs().map_err(|e| e.to_string())? as i64,
         ),
     };
-    Ok(shared::http::function_layers(router(state), None))
+    let (limit, window_secs) = config.rate_limit().map_err(|e| e.to_string())?;
+    let limiter = shared::http::rate_limit::RateLimiter::new(
+        shared::aws::dynamodb(sdk),
+        state.tables.state.clone(),
+        shared::http::rate_limit::RatePolicy { limit, window_secs },
+        std::sync::Arc::new(|_| None),
+    );
+    Ok(shared::http::function_layers(router(state), Some(limiter)))
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -105,14 +113,15 @@ async fn tables(s: &HealthState) -> Result<String, String> {
             .send()
             .await
             .map_err(|e| {
-                format!(
-                    "table {table}: {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                )
+                // The AWS error (names, request ids, ARNs) goes to the log, not to the anonymous
+                // caller.
+                tracing::warn!(table, error = %aws_sdk_dynamodb::error::DisplayErrorContext(e), "health: table check failed");
+                "a table cannot be described (see the function's log)".to_owned()
             })?;
         let status = out.table().and_then(|t| t.table_status().cloned());
         if status != Some(TableStatus::Active) {
-            return Err(format!("table {table} is {status:?}, not ACTIVE"));
+            tracing::warn!(table, ?status, "health: table not ACTIVE");
+            return Err("a table is not ACTIVE (see the function's log)".into());
         }
     }
     Ok("events, state and migrations tables are ACTIVE".into())
@@ -126,12 +135,10 @@ async fn secret(s: &HealthState) -> Result<String, String> {
             .secret_id(arn)
             .send()
             .await
-            .map(|_| format!("secret {arn} is readable"))
+            .map(|_| "the JWT secret is readable".to_owned())
             .map_err(|e| {
-                format!(
-                    "secret {arn}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
+                tracing::warn!(secret = %arn, error = %aws_sdk_secretsmanager::error::DisplayErrorContext(e), "health: secret check failed");
+                "the JWT secret cannot be read (see the function's log)".to_owned()
             }),
         Some(JwtKeySource::Secret(_)) => Ok("JWT_SECRET is set".into()),
         None => Err("neither JWT_SECRET nor JWT_SECRET_ARN is set".into()),
@@ -142,7 +149,10 @@ async fn migrations(s: &HealthState) -> Result<String, String> {
     let ledger = Migrator::new(s.dynamodb.clone(), s.tables.clone())
         .ledger()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            tracing::warn!(error = %e, "health: migration ledger unreadable");
+            "the migration ledger cannot be read (see the function's log)".to_owned()
+        })?;
     let applied = ledger.iter().map(|e| e.version).max().unwrap_or(0);
     if applied == s.expected_migration {
         Ok(format!("at version {applied}"))
@@ -164,7 +174,10 @@ async fn progress(s: &HealthState) -> Result<String, String> {
     let idle = projections
         .idle_since(chrono::Utc::now() - overdue, 1)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            tracing::warn!(error = %e, "health: progress check failed");
+            "running executions cannot be listed (see the function's log)".to_owned()
+        })?;
     if idle.is_empty() {
         Ok(format!(
             "no running execution idle for over {} s",

@@ -21,28 +21,66 @@ pub struct HttpExecutor {
     allow_private: bool,
 }
 
-/// Addresses a step may not reach unless private networks are allowed.
+/// Addresses a step may not reach unless private networks are allowed: every special-purpose
+/// range of the IANA registries (private, shared, loopback, link-local, documentation,
+/// benchmarking, multicast, reserved, unspecified, broadcast), and IPv6 forms that carry an IPv4
+/// address (mapped, compatible, NAT64, 6to4, Teredo) are judged by that address.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b))
+                || v4.is_multicast()
                 || a == 0
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+                || (a == 192 && b == 0 && c == 2) // TEST-NET-1
+                || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
+                || (a == 198 && (b == 18 || b == 19)) // benchmarking
+                || (a == 198 && b == 51 && c == 100) // TEST-NET-2
+                || (a == 203 && b == 0 && c == 113) // TEST-NET-3
+                || a >= 240 // reserved
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                is_private(IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                )))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            // IPv4-compatible (deprecated, ::a.b.c.d): never a real destination.
+            if s[..6].iter().all(|x| *x == 0) {
+                return true;
+            }
+            // NAT64 (64:ff9b::/96) reaches the IPv4 address it embeds; the local-use prefix
+            // (64:ff9b:1::/48) is private by definition.
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                return s[2] == 1 || embedded(s[6], s[7]);
+            }
+            // 6to4 (2002::/16) embeds the IPv4 address of its relay.
+            if s[0] == 0x2002 {
+                return embedded(s[1], s[2]);
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || (s[0] == 0x100 && s[1..4].iter().all(|x| *x == 0)) // discard-only
+                || (s[0] == 0x2001 && s[1] < 0x200) // IETF protocol assignments, Teredo included
+                || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+                || (s[0] == 0x3fff && s[1] < 0x1000) // documentation (2024)
         }
     }
 }
@@ -74,6 +112,9 @@ impl Resolve for GuardedResolver {
 /// A client whose connections can only reach the addresses steps may call.
 pub fn guarded_client(allow_private: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        // A proxy from the environment (HTTP_PROXY, ...) would resolve names itself, past the
+        // guarded resolver: steps never go through one.
+        .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
@@ -241,10 +282,37 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "2001::1",
+            "2001:db8::1",
+            "fec0::1",
+            "ff02::1",
+            "100::1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.88.99.1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -176,7 +176,10 @@ impl Orchestrator {
                 Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                     let error = StepError::new(
                         "StateTooLarge",
-                        format!("the next events do not fit in DynamoDB: {detail}"),
+                        {
+                            tracing::warn!(stream = %stream, %detail, "events too large");
+                            "the next events do not fit in one DynamoDB item (400 KB)".to_owned()
+                        },
                         false,
                     );
                     self.fail(stream, Some(&state), "", error, now).await?;
@@ -291,10 +294,11 @@ impl Orchestrator {
                 // The child's output does not fit the parent's outcome event: the parent's step
                 // fails, clearly, rather than waiting for an outcome that can never be written.
                 Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
+                    tracing::warn!(%detail, "child output too large for its parent");
                     let error = StepError::new(
                         "ChildOutputTooLarge",
                         format!(
-                            "child execution {}'s output does not fit in one event (400 KB): {detail}",
+                            "child execution {}'s output does not fit in one event (400 KB)",
                             state.id
                         ),
                         false,

@@ -375,7 +375,10 @@ impl Worker {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                 let error = StepError::new(
                     "OutputTooLarge",
-                    format!("the step's output does not fit in one event: {detail}"),
+                    {
+                        tracing::warn!(stream = %stream, %detail, "output too large");
+                        "the step's output does not fit in one event (400 KB)".to_owned()
+                    },
                     false,
                 );
                 self.append_one(stream, task.outcome(Err(error)), cause, key)
@@ -514,7 +517,10 @@ impl Worker {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                 let error = StepError::new(
                     "InvalidInput",
-                    format!("the child execution cannot be stored (400 KB per event): {detail}"),
+                    {
+                        tracing::warn!(%detail, "child too large");
+                        "the child execution cannot be stored (400 KB per event)".to_owned()
+                    },
                     false,
                 );
                 self.record(stream, task, Err(error), cause).await?;

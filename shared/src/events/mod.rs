@@ -69,9 +69,8 @@ pub enum StoreError {
     },
     #[error("invalid stream id: {0}")]
     InvalidStreamId(String),
-    #[error(
-        "event or snapshot on {stream_id} is too large for one DynamoDB item (400 KB): {detail}"
-    )]
+    #[error("event or snapshot on {stream_id} is too large for one DynamoDB item (400 KB)")]
+    /// `detail` is DynamoDB's own text, for logs only: it is not part of the message.
     TooLarge { stream_id: StreamId, detail: String },
     #[error("stored item could not be decoded: {0}")]
     Decode(String),

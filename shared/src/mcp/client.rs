@@ -125,11 +125,24 @@ impl McpClients {
                 false,
             ));
         }
-        Ok(json!({
+        let output = json!({
             "text": text,
             "content": result.content,
             "structured": result.structured_content,
-        }))
+        });
+        // The same cap as an HTTP step's response: a tool's answer does not bloat the history.
+        let bytes = serde_json::to_vec(&output).map_or(usize::MAX, |v| v.len());
+        if bytes > crate::engine::http::MAX_RESPONSE_BYTES {
+            return Err(StepError::new(
+                "ResponseTooLarge",
+                format!(
+                    "tool `{tool}` on `{name}` answered {bytes} bytes; at most {} KB are kept",
+                    crate::engine::http::MAX_RESPONSE_BYTES / 1024
+                ),
+                false,
+            ));
+        }
+        Ok(output)
     }
 
     /// The tools a registered server offers (name, description, input schema).

@@ -426,6 +426,14 @@ async fn health_and_openapi_match_the_template() {
     let app = App::start("health", &[]).await;
     let r = app.http.get(app.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // Anonymous, so limited per IP like any other anonymous request.
+    for h in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(r.headers().contains_key(h), "{h} on /health");
+    }
     let r = app
         .http
         .get(app.url("/health/detailed"))
