@@ -336,6 +336,20 @@ impl Config {
         Ok(secs)
     }
 
+    /// How long a process trusts what it read of a user's token version and status
+    /// (`TOKEN_REVOCATION_CACHE_SECS`, default 30, at most 300): a revoked access token stops
+    /// working within this time.
+    pub fn token_revocation_cache_secs(&self) -> Result<u64, ConfigError> {
+        let secs = self.number("TOKEN_REVOCATION_CACHE_SECS", None, 30)?;
+        if secs > 300 {
+            return Err(ConfigError::Invalid {
+                name: "TOKEN_REVOCATION_CACHE_SECS",
+                reason: format!("{secs} is more than 300 seconds"),
+            });
+        }
+        Ok(secs)
+    }
+
     /// How long a running execution may make no progress before the sweep looks at it
     /// (`STALL_SWEEP_AFTER_SECS`, default 900, at least 60).
     pub fn stall_sweep_after_secs(&self) -> Result<u64, ConfigError> {

@@ -100,6 +100,7 @@ impl AuthState {
             iat,
             exp: iat + self.token_ttl_secs as i64,
             jti: uuid::Uuid::new_v4().to_string(),
+            ver: user.token_version,
         })
     }
 
@@ -275,6 +276,7 @@ pub async fn create(
             roles
         },
         disabled: false,
+        token_version: 0,
         created_at: chrono::Utc::now().to_rfc3339(),
         password_hash,
     };

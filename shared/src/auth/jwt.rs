@@ -18,6 +18,9 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// The user's token version when this was issued (see `User::token_version`).
+    #[serde(default)]
+    pub ver: u32,
 }
 
 impl Claims {
@@ -50,6 +53,8 @@ struct Key {
 pub struct JwtKeys {
     current: Key,
     previous: Vec<Key>,
+    /// Where a verified token's user is checked for revocation (absent in unit tests).
+    sessions: Option<std::sync::Arc<super::Sessions>>,
 }
 
 /// A key's id: a short hash of it, which says which key signed a token and nothing about the key.
@@ -77,7 +82,17 @@ impl JwtKeys {
         Ok(Self {
             current: key(current)?,
             previous: previous.iter().map(|p| key(p)).collect::<Result<_, _>>()?,
+            sessions: None,
         })
+    }
+
+    pub fn with_sessions(mut self, sessions: std::sync::Arc<super::Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    pub fn sessions(&self) -> Option<&super::Sessions> {
+        self.sessions.as_deref()
     }
 
     pub fn current_kid(&self) -> &str {
@@ -152,6 +167,7 @@ mod tests {
             iat: now,
             exp: now + exp_in,
             jti: "j1".into(),
+            ver: 0,
         }
     }
 

@@ -4,7 +4,9 @@
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod sessions;
 pub mod store;
 
 pub use jwt::{Claims, JwtKeys, TokenError};
+pub use sessions::Sessions;
 pub use store::{AuthStore, User};

@@ -20,6 +20,10 @@ pub struct User {
     pub tenant: String,
     pub roles: Vec<String>,
     pub disabled: bool,
+    /// Bumped when the user is disabled, their roles change or they log out: access tokens
+    /// issued before carry an older version and stop working (see `Sessions`).
+    #[serde(default)]
+    pub token_version: u32,
     pub created_at: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub password_hash: String,
@@ -207,6 +211,12 @@ impl AuthStore {
         if let Some(d) = disabled {
             sets.push("disabled = :d");
             req = req.expression_attribute_values(":d", AttributeValue::Bool(d));
+        }
+        if disabled.is_some() || roles.is_some() {
+            sets.push("token_version = if_not_exists(token_version, :zero) + :one");
+            req = req
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into()));
         }
         if let Some(r) = roles {
             sets.push("#roles = :r");
@@ -399,9 +409,28 @@ impl AuthStore {
         ))
     }
 
-    /// Logout: revokes the family of a valid refresh token.
+    /// Logout: revokes the family of a valid refresh token, and ends the user's access tokens
+    /// (every session of theirs: an access token does not say which login it came from).
     pub async fn logout(&self, presented: &str, now: i64) -> Result<(), StoreError> {
         let item = self.token(presented, now).await?;
-        self.revoke_family(&item.family_id).await
+        self.revoke_family(&item.family_id).await?;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("USER#{}", item.username), "PROFILE")))
+            .update_expression("SET token_version = if_not_exists(token_version, :zero) + :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if conditional_failed(&e) {
+                    Ok(())
+                } else {
+                    Err(backend(e))
+                }
+            })
     }
 }

@@ -132,6 +132,8 @@ fn env() -> &'static Environment<'static> {
         env.add_filter("join", join);
         env.add_filter("format", format);
         env.add_filter("tojson", tojson);
+        env.add_filter("slice", slice);
+        env.add_filter("batch", batch);
         env.add_filter("fromjson", fromjson);
         env.add_filter("b64encode", b64encode);
         env.add_filter("b64decode", b64decode);
@@ -218,27 +220,62 @@ fn join(value: &JValue, sep: Option<String>) -> Result<String, Error> {
     Ok(out)
 }
 
-/// `"%-10s" | format(x)`, with widths and precisions bounded.
+/// The most groups `slice` and `batch` may make or take (they allocate for the count first).
+const MAX_GROUPS: usize = 10_000;
+
+fn slice(
+    state: &State,
+    value: JValue,
+    count: usize,
+    fill: Option<JValue>,
+) -> Result<JValue, Error> {
+    if count > MAX_GROUPS {
+        return Err(too_large("slice's count", count));
+    }
+    minijinja::filters::slice(state, value, count, fill)
+}
+
+fn batch(
+    state: &State,
+    value: JValue,
+    count: usize,
+    fill: Option<JValue>,
+) -> Result<JValue, Error> {
+    if count > MAX_GROUPS {
+        return Err(too_large("batch's size", count));
+    }
+    minijinja::filters::batch(state, value, count, fill)
+}
+
+/// `"%-10s" | format(x)`, with widths and precisions bounded; keyed (`%(name)s`) and `*`
+/// widths are refused.
 fn format(state: &State, format_str: &JValue, args: Rest<JValue>) -> Result<JValue, Error> {
     let text = format_str.as_str().unwrap_or_default();
-    let mut digits = String::new();
-    let mut in_spec = false;
-    for c in text.chars() {
-        if c == '%' {
-            in_spec = !in_spec;
-            digits.clear();
-        } else if in_spec && c.is_ascii_digit() {
-            digits.push(c);
-            if digits.len() > 4 || digits.parse::<usize>().unwrap_or(0) > MAX_PAD {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        let mut spec = String::new();
+        for n in chars.by_ref() {
+            if n.is_ascii_alphabetic() || n == '%' {
+                break;
+            }
+            spec.push(n);
+        }
+        if spec.starts_with('(') || spec.contains('*') {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "format supports positional specs only (no `%(name)s`, no `*` widths)",
+            ));
+        }
+        for number in spec.split(|c: char| !c.is_ascii_digit()) {
+            if number.len() > 4 || number.parse::<usize>().is_ok_and(|n| n > MAX_PAD) {
                 return Err(too_large(
                     "a format width",
-                    digits.parse().unwrap_or(usize::MAX),
+                    number.parse().unwrap_or(usize::MAX),
                 ));
             }
-        } else if in_spec && c == '.' {
-            digits.clear();
-        } else if in_spec && c.is_ascii_alphabetic() {
-            in_spec = false;
         }
     }
     minijinja::filters::format(state, format_str, args)
@@ -561,6 +598,12 @@ mod tests {
         assert!(e.0.contains("replace's result would be"), "{e}");
         let e = render("{{ '%999999999s' | format('a') }}", &ctx).unwrap_err();
         assert!(e.0.contains("format width"), "{e}");
+        let e = render("{{ '%(a)999999999s' | format(dict(a=1)) }}", &ctx).unwrap_err();
+        assert!(e.0.contains("positional"), "{e}");
+        let e = render("{{ [1] | slice(1000000000000) }}", &ctx).unwrap_err();
+        assert!(e.0.contains("slice's count"), "{e}");
+        let e = render("{{ [1] | batch(1000000000000) }}", &ctx).unwrap_err();
+        assert!(e.0.contains("batch's size"), "{e}");
         let e = render("{{ input.s | indent(5000) }}", &ctx).unwrap_err();
         assert!(e.0.contains("indent's width"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));

@@ -374,16 +374,6 @@ impl Budgets {
             ));
         };
         let old = self.config(tenant, scope).await?;
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(config).map_err(|e| BudgetError::Backend(e.to_string()))?;
-        item.extend(key(tenant, &sk));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(backend)?;
         let period_key = key(tenant, &scope.account_sk(&period(at)));
         for (attr, delta) in [
             (
@@ -430,8 +420,20 @@ impl Budgets {
             }
         }
         // After the deltas (which move only amounts that exist): a month without an account
-        // yet opens at what it already spent.
-        self.open_period(&period_key, config, month_to_date).await
+        // yet opens at what it already spent. The limits are stored last, so no reservation
+        // opens the account from the full new limit in between.
+        self.open_period(&period_key, config, month_to_date).await?;
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(config).map_err(|e| BudgetError::Backend(e.to_string()))?;
+        item.extend(key(tenant, &sk));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     /// Opens this month's account (if it has none yet) at what the month already spent, so the

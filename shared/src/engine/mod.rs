@@ -6,7 +6,7 @@ pub mod batch;
 pub mod budget;
 pub mod http;
 pub mod llm;
-mod orchestrator;
+pub mod orchestrator;
 pub mod prices;
 pub mod rebuild;
 pub mod sweep;

@@ -127,6 +127,7 @@ impl Orchestrator {
         let mut loaded = self.load(stream).await?;
         turn.replayed = loaded.replayed;
         let mut state = loaded.state.clone();
+        let mut ended_now = false;
         for _ in 0..CONFLICT_ATTEMPTS {
             let (next, events) = decide(&state, now);
             if events.is_empty() {
@@ -155,6 +156,7 @@ impl Orchestrator {
                 Ok(r) => {
                     turn.appended += count;
                     if next.status.is_terminal() && !state.status.is_terminal() {
+                        ended_now = true;
                         // Counted once: only the turn whose append ended the execution gets here.
                         crate::telemetry::metrics::emit(
                             "workflow_executions_total",
@@ -192,7 +194,15 @@ impl Orchestrator {
         if state.status == ExecutionStatus::New {
             return Ok(turn);
         }
-        self.project(stream, &state, batch, now).await?;
+        // Its end came in this batch (a cancel from the API) or from this turn.
+        let ended_now = ended_now
+            || batch.iter().any(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "ExecutionSucceeded" | "ExecutionFailed" | "ExecutionCancelled"
+                )
+            });
+        self.project(stream, &state, batch, now, ended_now).await?;
         loaded.state = state;
         let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
         self.remember(stream, &loaded.state, snapshot_version);
@@ -206,6 +216,7 @@ impl Orchestrator {
         state: &ExecutionState,
         batch: &[Envelope],
         now: DateTime<Utc>,
+        ended_now: bool,
     ) -> Result<(), TurnError> {
         let tenant = stream.tenant();
         if let Some(ledger) = &self.usage {
@@ -245,7 +256,8 @@ impl Orchestrator {
             .write_summary(tenant, &Summary::of(state).listing())
             .await
             .map_err(|e| TurnError::Projection(e.to_string()))?;
-        self.cancel_children(stream, state, batch, now).await?;
+        self.cancel_children(stream, state, batch, now, ended_now)
+            .await;
         if !state.status.is_terminal() {
             return Ok(());
         }
@@ -318,81 +330,69 @@ impl Orchestrator {
     }
 
     /// Child executions must not outlive the step that started them: when an execution ends,
-    /// its running children are cancelled, and so are those of steps abandoned or timed out in
-    /// this batch (a cancelled family stops as a whole, at every depth, each child in its turn).
+    /// its unfinished subworkflow steps' children are cancelled, and so are those of attempts
+    /// abandoned or timed out in this batch (a cancelled family stops as a whole, at every depth,
+    /// each child in its turn). A child's id is derived from its attempt, so even a child whose
+    /// start was never recorded here is found. Best effort: a failure is logged and the rest of
+    /// the ending goes on (the parent's own parent is still told).
     async fn cancel_children(
         &self,
         stream: &StreamId,
         state: &ExecutionState,
         batch: &[Envelope],
         now: DateTime<Utc>,
-    ) -> Result<(), TurnError> {
-        let mut abandoned: Vec<String> = Vec::new();
-        let mut timers_fired = false;
+        ended_now: bool,
+    ) {
+        use crate::domain::definition::StepKind;
+        let is_subworkflow = |step: &str| {
+            state
+                .definition()
+                .and_then(|d| d.steps.get(step))
+                .is_some_and(|s| matches!(s.kind, StepKind::Subworkflow { .. }))
+        };
+        let child_of = |key: &str, epoch: u32, attempt: u32| {
+            crate::engine::derived_id(&[stream.as_str(), &format!("{key}@{epoch}.{attempt}")])
+        };
+        let mut doomed: Vec<String> = Vec::new();
         for envelope in batch {
             match decode(envelope) {
-                Ok(E::StepsAbandoned { keys, .. }) => abandoned.extend(keys),
-                Ok(E::TimerFired { .. }) => timers_fired = true,
+                Ok(E::StepsAbandoned { keys, .. }) => {
+                    for key in keys {
+                        if let Some(s) = state.steps.get(&key).filter(|s| is_subworkflow(&s.step)) {
+                            doomed.push(child_of(&key, s.epoch, s.attempt));
+                        }
+                    }
+                }
+                Ok(E::TimerFired { timer_id }) => {
+                    if let Some(t) = state
+                        .timers
+                        .get(&timer_id)
+                        .filter(|t| t.purpose == crate::domain::execution::TimerPurpose::Timeout)
+                    {
+                        let step = state.steps.get(&t.key).map(|s| s.step.as_str());
+                        if step.is_some_and(is_subworkflow) {
+                            doomed.push(child_of(&t.key, t.epoch, t.attempt));
+                        }
+                    }
+                }
                 _ => {}
             }
         }
-        let ended = state.status.is_terminal();
-        let doomed: Vec<&str> = state
-            .steps
-            .iter()
-            .filter_map(|(key, s)| {
-                let child = s.child_execution_id.as_deref()?;
-                let timed_out = timers_fired
-                    && s.status == crate::domain::execution::StepStatus::Failed
-                    && s.error.as_ref().is_some_and(|e| e.kind == "Timeout");
-                let gone = (ended && s.status.is_pending())
-                    || (s.status == crate::domain::execution::StepStatus::Abandoned
-                        && abandoned.contains(key))
-                    || timed_out;
-                gone.then_some(child)
-            })
-            .collect();
-        let tenant = stream.tenant();
-        for child in doomed {
-            let child_stream = stream_id(tenant, child).map_err(RepoError::from)?;
-            let cause = Cause {
-                tenant,
-                actor: "orchestrator",
-                correlation_id: child,
-                causation_id: None,
-                at: now,
-            };
-            // At the version read, so a child that ends meanwhile gets nothing after its end.
-            for _ in 0..CONFLICT_ATTEMPTS {
-                let loaded = self.repo.load(&child_stream).await?;
-                if loaded.state.status != ExecutionStatus::Running {
-                    break;
-                }
-                let event = E::ExecutionCancelled {
-                    by: "parent".into(),
-                    reason: Some(format!(
-                        "its parent execution {} no longer waits for it",
-                        state.id
-                    )),
-                };
-                match self
-                    .repo
-                    .append(
-                        &child_stream,
-                        ExpectedVersion::Exact(loaded.state.version),
-                        vec![event],
-                        &cause,
-                        None,
-                    )
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
-                    Err(e) => return Err(e.into()),
+        if ended_now && state.status.is_terminal() {
+            for (key, s) in &state.steps {
+                if s.status.is_pending() && is_subworkflow(&s.step) {
+                    doomed.push(child_of(key, s.epoch, s.attempt));
                 }
             }
         }
-        Ok(())
+        let reason = format!("its parent execution {} no longer waits for it", state.id);
+        for child in doomed {
+            if let Err(e) =
+                cancel_running(&self.repo, stream.tenant(), &child, "parent", &reason, now).await
+            {
+                tracing::warn!(parent = %stream, child, error = %e, "could not cancel a child execution");
+            }
+        }
     }
 
     /// Ends an execution that cannot go on, with the reason (never blocks the stream).
@@ -527,4 +527,52 @@ impl Orchestrator {
         }
         Ok(())
     }
+}
+
+/// Cancels execution `id` of `tenant` if it is running, at the version read (a child that ends
+/// meanwhile gets nothing after its end); `Ok(false)` when it was not running (or does not
+/// exist yet).
+pub async fn cancel_running(
+    repo: &crate::executions::ExecutionRepo,
+    tenant: &str,
+    id: &str,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, RepoError> {
+    let child_stream = stream_id(tenant, id)?;
+    let cause = Cause {
+        tenant,
+        actor: "orchestrator",
+        correlation_id: id,
+        causation_id: None,
+        at: now,
+    };
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let loaded = repo.load(&child_stream).await?;
+        if loaded.state.status != ExecutionStatus::Running {
+            return Ok(false);
+        }
+        let event = E::ExecutionCancelled {
+            by: by.into(),
+            reason: Some(reason.to_owned()),
+        };
+        match repo
+            .append(
+                &child_stream,
+                ExpectedVersion::Exact(loaded.state.version),
+                vec![event],
+                &cause,
+                None,
+            )
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RepoError::Store(StoreError::Backend(format!(
+        "execution {id} kept moving while being cancelled"
+    ))))
 }

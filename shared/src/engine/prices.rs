@@ -150,18 +150,24 @@ impl Prices {
         Ok(chosen.map(|p| (p.input_usd_per_mtok, p.output_usd_per_mtok)))
     }
 
-    /// The list price of exactly this model, if it has one.
+    /// The list price this model name resolves to by the matching rule (see [`candidates`]),
+    /// if any: what a tenant's own price for that name replaces.
     pub async fn list_price(&self, provider: &str, model: &str) -> Result<Option<Price>, String> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(None, provider, model)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
-        out.item.map(|i| decode(i, "global")).transpose()
+        for name in candidates(provider, model) {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(None, provider, &name)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| DisplayErrorContext(e).to_string())?;
+            if let Some(item) = out.item {
+                return decode(item, "global").map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// Every price this tenant pays: list prices, with its overrides in their place.

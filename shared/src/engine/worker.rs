@@ -510,6 +510,19 @@ impl Worker {
             .await
         {
             Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => {
+                // The parent may have ended (or given this attempt up) while the child was being
+                // started, after its last look: then nobody waits for the child.
+                if self.moot(stream, task).await? {
+                    crate::engine::orchestrator::cancel_running(
+                        &self.repo,
+                        tenant,
+                        child,
+                        "parent",
+                        "its parent execution ended while it was being started",
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                }
                 Ok(Done::ChildStarted(child.to_owned()))
             }
             // The child's definition and input do not fit its first event: the step fails

@@ -60,7 +60,7 @@ where
                 Arc::<JwtKeys>::from_ref(state).verify(token)
             }
         };
-        result.map(Authenticated).map_err(|e| {
+        let claims = result.map_err(|e| {
             ApiError::unauthorized(match e {
                 TokenError::Expired => "the access token has expired; refresh it".to_owned(),
                 TokenError::UnknownKey => {
@@ -68,7 +68,14 @@ where
                 }
                 TokenError::Invalid(_) => "the access token is not valid".to_owned(),
             })
-        })
+        })?;
+        if let Some(sessions) = Arc::<JwtKeys>::from_ref(state).sessions() {
+            sessions
+                .check(&claims)
+                .await
+                .map_err(ApiError::unauthorized)?;
+        }
+        Ok(Authenticated(claims))
     }
 }
 

@@ -34,8 +34,19 @@ pub async fn authenticated(
     sdk: &crate::aws::SdkConfig,
 ) -> Result<(std::sync::Arc<crate::auth::JwtKeys>, RateLimiter), String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
+    let tables = config.tables().map_err(|e| e.to_string())?;
+    let sessions = crate::auth::Sessions::new(
+        crate::auth::AuthStore::new(crate::aws::dynamodb(sdk), tables.state),
+        std::time::Duration::from_secs(
+            config
+                .token_revocation_cache_secs()
+                .map_err(|e| e.to_string())?,
+        ),
+    );
     let keys = std::sync::Arc::new(
-        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk)).await?,
+        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk))
+            .await?
+            .with_sessions(std::sync::Arc::new(sessions)),
     );
     let limiter = RateLimiter::from_config(config, sdk, keys.clone())?;
     Ok((keys, limiter))

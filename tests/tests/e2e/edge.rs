@@ -121,6 +121,7 @@ async fn expired_tampered_none_and_wrong_key_tokens_get_401() {
     let keys = app.keys().await;
     let now = chrono::Utc::now().timestamp();
     let claims = |exp: i64| Claims {
+        ver: 0,
         sub: name.clone(),
         tenant: t.clone(),
         roles: vec!["user".into()],

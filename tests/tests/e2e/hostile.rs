@@ -230,6 +230,26 @@ async fn subworkflow_families_are_bounded_and_stop_as_a_whole() {
         );
     }
 
+    // A child whose step timed out (and was caught) is cancelled, not left waiting.
+    c.create(
+        json!({"id": "leaf3", "name": "leaf3", "start": "ask", "steps": {
+        "ask": {"type": "approval"}}}),
+    )
+    .await;
+    c.create(
+        json!({"id": "hasty", "name": "hasty", "start": "call", "steps": {
+        "call": {"type": "subworkflow", "workflow_id": "leaf3", "timeout_seconds": 1,
+                 "catch": [{"errors": ["Timeout"], "next": "done"}]},
+        "done": {"type": "succeed"}}}),
+    )
+    .await;
+    let hasty = c.start("hasty", json!({})).await;
+    let e = c.finished(&hasty).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let leaf3 = settled(&c, "leaf3").await;
+    assert_eq!(leaf3.len(), 1, "{leaf3:#?}");
+    assert_eq!(leaf3[0]["status"], "cancelled", "{leaf3:#?}");
+
     // An archived workflow starts no children, and a new version of it stays archived.
     let r = c
         .send(reqwest::Method::DELETE, "/workflows/leaf2", None)
@@ -255,4 +275,84 @@ async fn subworkflow_families_are_bounded_and_stop_as_a_whole() {
     let w: Value = c.get_json("/workflows/leaf2").await;
     assert_eq!(w["workflow"]["status"], "archived", "{w:#}");
     assert_eq!(w["workflow"]["latest_version"], 2, "{w:#}");
+}
+
+#[tokio::test]
+async fn access_tokens_stop_working_when_the_user_is_disabled_changed_or_logs_out() {
+    let app = App::start("hostile-revoke", &[("TOKEN_REVOCATION_CACHE_SECS", "0")]).await;
+    let tenant = "t-hostile-revoke";
+    let (admin, password) = app.user(tenant, &["admin"]).await;
+    let (token, _) = app.tokens(&admin, &password).await;
+    let admin = Client { app: &app, token };
+    let works = async |token: &str| {
+        app.http
+            .get(app.url("/workflows"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let (disabled, pw) = app.user(tenant, &["user"]).await;
+    let (token, _) = app.tokens(&disabled, &pw).await;
+    assert_eq!(works(&token).await, 200);
+    let r = admin
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/auth/users/{disabled}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        works(&token).await,
+        401,
+        "a disabled user's token stops working"
+    );
+
+    let (changed, pw) = app.user(tenant, &["admin"]).await;
+    let (token, _) = app.tokens(&changed, &pw).await;
+    assert_eq!(works(&token).await, 200);
+    let r = admin
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/auth/users/{changed}"),
+            Some(json!({"roles": ["user"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        works(&token).await,
+        401,
+        "a token with the old roles stops working"
+    );
+    let (fresh, _) = app.tokens(&changed, &pw).await;
+    assert_eq!(works(&fresh).await, 200, "a new login works");
+
+    let (leaving, pw) = app.user(tenant, &["user"]).await;
+    let (token, refresh) = app.tokens(&leaving, &pw).await;
+    assert_eq!(works(&token).await, 200);
+    let r = app
+        .http
+        .post(app.url("/auth/logout"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .http
+        .get(app.url("/workflows"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "logged out");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
 }

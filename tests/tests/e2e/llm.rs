@@ -873,6 +873,18 @@ async fn a_tenants_own_model_price_prices_its_calls_and_no_one_elses() {
         Some(true),
         "{p}"
     );
+    // Not around the rule either: a snapshot's name is priced as its model's.
+    crate::support::problem(
+        admin
+            .send(
+                reqwest::Method::PUT,
+                "/prices/openai/gpt-4o-mini-2024-07-18",
+                Some(json!({"input_usd_per_mtok": 0, "output_usd_per_mtok": 0})),
+            )
+            .await,
+        403,
+    )
+    .await;
     crate::support::problem(
         admin
             .send(
