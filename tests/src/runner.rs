@@ -484,9 +484,16 @@ pub async fn user_token(
     let tables = template.tables().map_err(|e| e.to_string())?;
     let store = shared::auth::AuthStore::new(aws_sdk_dynamodb::Client::new(sdk), tables.state);
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    auth::create(&store, username, &password, tenant, vec![])
-        .await
-        .map_err(|e| e.to_string())?;
+    // A member who also decides approvals (the campaign and the benches approve).
+    auth::create(
+        &store,
+        username,
+        &password,
+        tenant,
+        vec!["user".into(), "approver".into()],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let login: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/auth/login"))
         .json(&serde_json::json!({"username": username, "password": password}))

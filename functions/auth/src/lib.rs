@@ -219,17 +219,33 @@ fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
-/// Roles an admin may grant within their tenant.
-const ROLES: [&str; 2] = ["admin", "user"];
+/// Built-in roles: `admin` manages the tenant, `user` authors and runs workflows, `approver`
+/// decides approvals. An admin may also grant the tenant's own roles (lower-case names, e.g.
+/// `finance`), which a workflow can name as its approvers.
+const ROLES: [&str; 3] = ["admin", "user", "approver"];
 /// Roles only the operator grants (`auth create-admin --billing`): `billing` may set a tenant's
 /// prices below list.
 const OPERATOR_ROLES: [&str; 1] = ["billing"];
 
+fn valid_role(role: &str) -> bool {
+    (2..=32).contains(&role.len())
+        && role.starts_with(|c: char| c.is_ascii_lowercase())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Roles an admin may grant: built-in or the tenant's own, never the operator's.
 fn check_roles(roles: &[String]) -> ApiResult<()> {
-    match roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+    match roles
+        .iter()
+        .find(|r| OPERATOR_ROLES.contains(&r.as_str()) || !valid_role(r))
+    {
         Some(bad) => Err(ApiError::unprocessable(
             "invalid-role",
-            format!("role {bad:?} does not exist; roles are {ROLES:?}"),
+            format!(
+                "role {bad:?} cannot be granted: use {ROLES:?} or a name of 2-32 lower-case letters, digits, '-' or '_' (not an operator role)"
+            ),
         )),
         None => Ok(()),
     }
@@ -255,13 +271,10 @@ pub async fn create(
             "tenant must be 3-64 characters of letters, digits, '-', '_', '.'",
         ));
     }
-    if let Some(bad) = roles
-        .iter()
-        .find(|r| !ROLES.contains(&r.as_str()) && !OPERATOR_ROLES.contains(&r.as_str()))
-    {
+    if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
         return Err(ApiError::unprocessable(
             "invalid-role",
-            format!("role {bad:?} does not exist; roles are {ROLES:?}"),
+            format!("role {bad:?} is not a role name; built-in roles are {ROLES:?}"),
         ));
     }
     let password_hash =

@@ -550,6 +550,14 @@ async fn decide_approval(
 ) -> ApiResult<impl IntoResponse> {
     let by = claims.sub.clone();
     let r = command(&s, &claims, &id, |state| {
+        if let Some(def) = state.definition() {
+            if !def.may_approve(&claims.roles) {
+                return Err(ApiError::forbidden(format!(
+                    "deciding this workflow's approvals needs one of the roles {:?} (or admin)",
+                    def.approver_roles()
+                )));
+            }
+        }
         if state.status != ExecutionStatus::Running {
             return Err(not_running(state));
         }

@@ -31,6 +31,33 @@ pub struct Definition {
     /// `BudgetExceeded` before the provider is asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<ExecutionBudget>,
+    /// Roles whose members may decide this workflow's approvals (default `approver`); `admin`
+    /// always may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Vec<String>>,
+}
+
+/// Who decides approvals when a workflow does not say.
+pub const DEFAULT_APPROVERS: &[&str] = &["approver"];
+
+impl Definition {
+    /// Whether a caller with `roles` may approve or reject this workflow's approval steps.
+    pub fn may_approve(&self, roles: &[String]) -> bool {
+        roles.iter().any(|r| r == "admin")
+            || match &self.approvers {
+                Some(allowed) => roles.iter().any(|r| allowed.contains(r)),
+                None => roles
+                    .iter()
+                    .any(|r| DEFAULT_APPROVERS.contains(&r.as_str())),
+            }
+    }
+
+    /// The roles that may approve, for messages.
+    pub fn approver_roles(&self) -> Vec<String> {
+        self.approvers
+            .clone()
+            .unwrap_or_else(|| DEFAULT_APPROVERS.iter().map(|r| (*r).to_owned()).collect())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,26 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
         def,
         problems: Vec::new(),
     };
+    if let Some(roles) = &def.approvers {
+        if roles.is_empty() {
+            c.add(
+                "/approvers",
+                "name at least one role, or leave `approvers` out",
+            );
+        }
+        for (n, role) in roles.iter().enumerate() {
+            let ok = (2..=32).contains(&role.len())
+                && role.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                c.add(
+                    format!("/approvers/{n}"),
+                    "a role is 2-32 lower-case letters, digits, '-' or '_'",
+                );
+            }
+        }
+    }
     if def.name.trim().is_empty() {
         c.add("/name", "a workflow needs a name");
     }

@@ -356,3 +356,63 @@ async fn access_tokens_stop_working_when_the_user_is_disabled_changed_or_logs_ou
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn approvals_take_an_approver_role_that_starting_does_not_give() {
+    let app = App::start_engine("hostile-approve", &[]).await;
+    let tenant = "t-hostile-approve";
+    let as_user = async |roles: &[&str]| {
+        let (name, password) = app.user(tenant, roles).await;
+        let (token, _) = app.tokens(&name, &password).await;
+        Client { app: &app, token }
+    };
+    let starter = as_user(&["user"]).await;
+    let approver = as_user(&["user", "approver"]).await;
+    let finance = as_user(&["finance"]).await;
+    let decide = async |c: &Client<'_>, id: &str| {
+        c.send(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/approvals/ask"),
+            Some(json!({"decision": "approve"})),
+        )
+        .await
+        .status()
+        .as_u16()
+    };
+    let waiting = async |c: &Client<'_>, wf: &str| {
+        let id = c.start(wf, json!({})).await;
+        c.until(&id, "an approval request", |e| {
+            e["awaiting_approval"] == json!(["ask"])
+        })
+        .await;
+        id
+    };
+
+    let plain = starter
+        .create(json!({"name": "plain", "start": "ask", "steps": {"ask": {"type": "approval"}}}))
+        .await;
+    let id = waiting(&starter, &plain).await;
+    assert_eq!(
+        decide(&starter, &id).await,
+        403,
+        "starting is not approving"
+    );
+    assert_eq!(decide(&finance, &id).await, 403);
+    assert_eq!(decide(&approver, &id).await, 202);
+
+    let gated = starter
+        .create(
+            json!({"name": "gated", "approvers": ["finance"], "start": "ask",
+            "steps": {"ask": {"type": "approval"}}}),
+        )
+        .await;
+    let id = waiting(&starter, &gated).await;
+    assert_eq!(
+        decide(&approver, &id).await,
+        403,
+        "this workflow names its own approvers"
+    );
+    assert_eq!(decide(&finance, &id).await, 202);
+    let e = starter.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+}

@@ -121,8 +121,9 @@ pub struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
+    /// A member who authors, runs and approves (roles `user` and `approver`).
     pub async fn new(app: &'a App, tenant: &str) -> Client<'a> {
-        let (name, password) = app.user(tenant, &[]).await;
+        let (name, password) = app.user(tenant, &["user", "approver"]).await;
         let (token, _) = app.tokens(&name, &password).await;
         Client { app, token }
     }
