@@ -48,6 +48,16 @@ async fn main() {
                 println!("export {k}={v}");
             }
             println!("export AWS_ENDPOINT_URL={}", endpoint_url());
+            // moto takes any credentials; a shell without any would otherwise go looking for
+            // instance credentials and fail.
+            for (k, default) in [
+                ("AWS_ACCESS_KEY_ID", "local"),
+                ("AWS_SECRET_ACCESS_KEY", "local"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
+                let v = std::env::var(k).unwrap_or_else(|_| default.to_owned());
+                println!("export {k}={v}");
+            }
         }
         "rebuild" => {
             let tenant = std::env::args().nth(2);
