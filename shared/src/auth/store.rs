@@ -108,6 +108,9 @@ pub struct IssuedRefresh {
     pub family_id: String,
 }
 
+/// The one spelling of "end this user's access tokens" (with `:zero` and `:one` bound).
+const BUMP_TOKEN_VERSION: &str = "token_version = if_not_exists(token_version, :zero) + :one";
+
 #[derive(Clone)]
 pub struct AuthStore {
     client: Client,
@@ -213,7 +216,7 @@ impl AuthStore {
             req = req.expression_attribute_values(":d", AttributeValue::Bool(d));
         }
         if disabled.is_some() || roles.is_some() {
-            sets.push("token_version = if_not_exists(token_version, :zero) + :one");
+            sets.push(BUMP_TOKEN_VERSION);
             req = req
                 .expression_attribute_values(":zero", AttributeValue::N("0".into()))
                 .expression_attribute_values(":one", AttributeValue::N("1".into()));
@@ -418,7 +421,7 @@ impl AuthStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("USER#{}", item.username), "PROFILE")))
-            .update_expression("SET token_version = if_not_exists(token_version, :zero) + :one")
+            .update_expression(format!("SET {BUMP_TOKEN_VERSION}"))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))

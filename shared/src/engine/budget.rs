@@ -392,32 +392,14 @@ impl Budgets {
             ),
         ] {
             let Some(delta) = delta else { continue };
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let r = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(period_key.clone()))
-                    .update_expression(format!("SET {attr} = {attr} + :d"))
-                    .condition_expression(format!("attribute_exists({attr})"))
-                    .expression_attribute_values(":d", AttributeValue::N(delta.clone()))
-                    .send()
-                    .await;
-                match r {
-                    Ok(_) => break,
-                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => break,
-                    // A reservation's transaction holds the account right now.
-                    Err(e)
-                        if e.code() == Some("TransactionConflictException")
-                            && attempt < crate::aws::transact::CONFLICT_ATTEMPTS =>
-                    {
-                        tokio::time::sleep(crate::aws::transact::pause(attempt)).await
-                    }
-                    Err(e) => return Err(backend(e)),
-                }
-            }
+            // Only an amount that exists moves (a month not opened yet opens below).
+            self.update_account(
+                &period_key,
+                format!("SET {attr} = {attr} + :d"),
+                Some(format!("attribute_exists({attr})")),
+                HashMap::from([(":d".to_owned(), AttributeValue::N(delta))]),
+            )
+            .await?;
         }
         // After the deltas (which move only amounts that exist): a month without an account
         // yet opens at what it already spent. The limits are stored last, so no reservation
@@ -460,6 +442,20 @@ impl Budgets {
             sets.push("available_tokens = if_not_exists(available_tokens, :at)");
             values.insert(":at".into(), n(limit as i128 - spent_tokens as i128));
         }
+        self.update_account(period_key, format!("SET {}", sets.join(", ")), None, values)
+            .await
+            .map(|_| ())
+    }
+
+    /// One UpdateItem on a budget account, retried while a reservation's transaction holds the
+    /// item; `false` when `condition` does not hold.
+    async fn update_account(
+        &self,
+        key: &HashMap<String, AttributeValue>,
+        update: String,
+        condition: Option<String>,
+        values: HashMap<String, AttributeValue>,
+    ) -> Result<bool, BudgetError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -467,13 +463,15 @@ impl Budgets {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(period_key.clone()))
-                .update_expression(format!("SET {}", sets.join(", ")))
+                .set_key(Some(key.clone()))
+                .update_expression(update.clone())
+                .set_condition_expression(condition.clone())
                 .set_expression_attribute_values(Some(values.clone()))
                 .send()
                 .await;
             match r {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => return Ok(false),
                 Err(e)
                     if e.code() == Some("TransactionConflictException")
                         && attempt < crate::aws::transact::CONFLICT_ATTEMPTS =>
