@@ -753,3 +753,42 @@ fn every_problem_that_stops_a_definition_being_read_is_reported_at_once() {
         "{problems:?}"
     );
 }
+
+/// Work a template does inside operators and filters is paid for in fuel, and no operator
+/// builds a string over 1 MiB or a sequence over 100,000 items (vendor/minijinja/PATCHES.md).
+#[test]
+fn templates_cannot_allocate_or_iterate_past_their_fuel() {
+    use shared::domain::expr::{eval, render};
+    let context = json!({"input": {"n": 100000}});
+    let refused = [
+        "{{ 'x' * 100000000 }}",
+        "{{ ('x' * 1000000) ~ ('x' * 1000000) }}",
+        "{{ ('x' * 1000000) + ('x' * 1000000) }}",
+        "{{ ([0] * 1000000000000000000) | sum }}",
+        "{{ ([0] * 4611686018427387904) | length }}",
+        "{{ (range(100000) | list) + (range(100000) | list) }}",
+        "{% for i in range(input.n) %}{{ ([1] * 100000) | sum }}{% endfor %}",
+        "{% for i in range(input.n) %}{{ range(100000) | list | length }}{% endfor %}",
+        "{{ [('x' * 1000000), ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), \
+           ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), \
+           ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), \
+           ('x' * 1000000), ('x' * 1000000), ('x' * 1000000), ('x' * 1000000)] | length }}",
+    ];
+    for template in refused {
+        assert!(render(template, &context).is_err(), "rendered: {template}");
+    }
+    let single = "([0] * 1000000000000000000)";
+    assert!(eval(single, &context).is_err());
+    assert!(eval(
+        "'ab' ~ ([0] * 100000) ~ ([0] * 100000) ~ ([0] * 100000) ~ ([0] * 100000)",
+        &context
+    )
+    .is_err());
+
+    // What people do still works.
+    assert_eq!(
+        render("{{ range(1000) | sum }} {{ ('ab' * 3) ~ 'c' }}", &context).unwrap(),
+        "499500 abababc"
+    );
+    assert_eq!(eval("([1, 2] * 2) | sum", &context).unwrap(), json!(6));
+}
