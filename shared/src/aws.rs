@@ -215,3 +215,79 @@ pub mod transact {
         }
     }
 }
+
+/// Secrets Manager writes shared by the stores that keep tenants' secrets (MCP tokens, tenant
+/// secrets): errors are the SDK's error context, for logs only.
+pub mod secrets {
+    use aws_sdk_dynamodb::error::DisplayErrorContext;
+
+    /// Sets the secret `name` to `value`, creating it the first time; returns its ARN.
+    pub async fn put(
+        client: &aws_sdk_secretsmanager::Client,
+        name: &str,
+        value: &str,
+        description: &str,
+    ) -> Result<String, String> {
+        match client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+        {
+            Ok(out) => return out.arn.ok_or_else(|| "no ARN".to_owned()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(DisplayErrorContext(e).to_string()),
+        }
+        client
+            .create_secret()
+            .name(name)
+            .description(description)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(e).to_string())?
+            .arn
+            .ok_or_else(|| "no ARN".to_owned())
+    }
+
+    /// Deletes the secret `name` at once (no recovery window: a deleted tenant secret must
+    /// not be readable); a missing one is not an error.
+    pub async fn delete(client: &aws_sdk_secretsmanager::Client, name: &str) -> Result<(), String> {
+        match client
+            .delete_secret()
+            .secret_id(name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
+    }
+
+    /// The secret's current value; `None` when there is no such secret.
+    pub async fn get(
+        client: &aws_sdk_secretsmanager::Client,
+        id: &str,
+    ) -> Result<Option<String>, String> {
+        match client.get_secret_value().secret_id(id).send().await {
+            Ok(out) => Ok(out.secret_string),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
+    }
+}

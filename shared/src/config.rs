@@ -393,6 +393,26 @@ impl Config {
         ))
     }
 
+    /// Where tenants' secrets are kept in Secrets Manager (`TENANT_SECRET_PREFIX`, default
+    /// `workflow-engine/tenant`; the template sets `<stack>/tenant`, which its policies cover).
+    pub fn tenant_secret_prefix(&self) -> String {
+        self.value("TENANT_SECRET_PREFIX")
+            .unwrap_or_else(|| "workflow-engine/tenant".to_owned())
+    }
+
+    /// Tenants' secrets on this deployment's state table and Secrets Manager.
+    pub fn tenant_secrets(
+        &self,
+        sdk: &crate::aws::SdkConfig,
+    ) -> Result<crate::secrets::TenantSecrets, ConfigError> {
+        Ok(crate::secrets::TenantSecrets::new(
+            crate::aws::dynamodb(sdk),
+            crate::aws::secretsmanager(sdk),
+            self.tables()?.state,
+            self.tenant_secret_prefix(),
+        ))
+    }
+
     /// A provider's API key: `<PREFIX>_API_KEY_ARN` (Secrets Manager) or `<PREFIX>_API_KEY`;
     /// `None` when neither is set (the provider is then not configured).
     pub async fn provider_key(

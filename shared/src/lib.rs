@@ -10,5 +10,6 @@ pub mod executions;
 pub mod http;
 pub mod mcp;
 pub mod migrate;
+pub mod secrets;
 pub mod telemetry;
 pub mod workflows;

@@ -113,6 +113,7 @@ async fn function_app(
         "ExecutionsFunction" => executions::app(config, sdk).await,
         "UsageFunction" => usage::app(config, sdk).await,
         "McpFunction" => mcp::app(config, sdk).await,
+        "SecretsFunction" => secrets::app(config, sdk).await,
         other => Err(format!("the local runner does not know how to run {other}")),
     }
 }

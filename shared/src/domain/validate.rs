@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::definition::{escape, Definition, Step, StepKind, LLM_PROVIDERS};
-use super::expr;
+use super::{expr, secret_ref};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -177,6 +177,42 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
         );
     }
     c.problems
+}
+
+/// Every string under `value` that names a secret must name it well (see [`secret_ref`]).
+fn secret_names(c: &mut Checker, at: &str, value: &Value) {
+    match value {
+        Value::String(s) if secret_ref::mentions(s) => {
+            if let Err(e) = secret_ref::names(s) {
+                c.add(at.to_owned(), e);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                secret_names(c, &format!("{at}/{i}"), v);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                secret_names(c, &format!("{at}/{}", escape(k)), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Secrets go into headers and MCP arguments only: a URL or body is recorded as sent.
+fn secrets_not_here(c: &mut Checker, at: &str, value: &Value) {
+    let mentions = match value {
+        Value::String(s) => secret_ref::mentions(s),
+        other => secret_ref::mentions(&other.to_string()),
+    };
+    if mentions {
+        c.add(
+            at.to_owned(),
+            "`${secret:...}` may be used in an http step's headers and an mcp step's arguments only",
+        );
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -436,16 +472,18 @@ fn check_step(
                 c.add(format!("{base}/url"), "a URL is required");
             }
             tv(c, "url", &Value::String(url.clone()), false);
+            secrets_not_here(c, &format!("{base}/url"), &Value::String(url.clone()));
             for (k, v) in headers {
-                tv(
-                    c,
-                    &format!("headers/{}", escape(k)),
-                    &Value::String(v.clone()),
-                    false,
-                );
+                let at = format!("headers/{}", escape(k));
+                if secret_ref::mentions(v) {
+                    secret_names(c, &format!("{base}/{at}"), &Value::String(v.clone()));
+                } else {
+                    tv(c, &at, &Value::String(v.clone()), false);
+                }
             }
             if let Some(body) = body {
                 tv(c, "body", body, false);
+                secrets_not_here(c, &format!("{base}/body"), body);
             }
         }
         StepKind::Subworkflow {
@@ -486,7 +524,10 @@ fn check_step(
             }
             match arguments {
                 None => {}
-                Some(v @ Value::Object(_)) => tv(c, "arguments", v, false),
+                Some(v @ Value::Object(_)) => {
+                    tv(c, "arguments", v, false);
+                    secret_names(c, &format!("{base}/arguments"), v);
+                }
                 Some(_) => c.add(
                     format!("{base}/arguments"),
                     "arguments must be an object (the tool's named parameters)",

@@ -125,6 +125,7 @@ impl Services {
                     config.mcp_timeout_secs().map_err(|e| e.to_string())?,
                 ),
             ),
+            config.tenant_secrets(sdk).map_err(|e| e.to_string())?,
             // Leftover tasks of ended executions are dropped (no spend after a cancel).
             Some(self.projections.clone()),
             worker::Family {

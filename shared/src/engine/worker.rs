@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::http::HttpExecutor;
 use crate::domain::execution::{ExecutionEvent as E, ParentRef, StepError};
-use crate::domain::validate_input;
+use crate::domain::{secret_ref, validate_input};
 use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
 use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, RepoError};
 use crate::workflows::{WorkflowError, WorkflowStore};
@@ -25,6 +25,8 @@ pub struct Worker {
     pub http: HttpExecutor,
     pub llm: super::llm::Llm,
     pub mcp: crate::mcp::McpClients,
+    /// The tenants' secrets that http headers and mcp arguments name.
+    pub secrets: crate::secrets::TenantSecrets,
     /// Where the worker sees that an execution has ended, to drop its leftover tasks.
     projections: Option<crate::executions::Projections>,
     family: Family,
@@ -93,6 +95,30 @@ async fn bounded(
     }
 }
 
+fn secret_error(message: String) -> StepError {
+    StepError::new("InvalidSecretReference", message, false)
+}
+
+/// An answer with every secret the request used taken out (a server may echo a header back).
+fn redacted(
+    result: Result<Value, StepError>,
+    used: &[(String, String)],
+) -> Result<Value, StepError> {
+    if used.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(mut v) => {
+            secret_ref::redact(&mut v, used);
+            Ok(v)
+        }
+        Err(mut e) => {
+            secret_ref::redact_text(&mut e.message, used);
+            Err(e)
+        }
+    }
+}
+
 /// The budget reservation's name for one attempt: unique across executions.
 fn budget_attempt(stream: &StreamId, task: &Task) -> String {
     attempt_name(stream, &task.key, task.epoch, task.attempt)
@@ -122,6 +148,7 @@ impl Worker {
         http: HttpExecutor,
         llm: super::llm::Llm,
         mcp: crate::mcp::McpClients,
+        secrets: crate::secrets::TenantSecrets,
         projections: Option<crate::executions::Projections>,
         family: Family,
     ) -> Arc<Self> {
@@ -131,6 +158,7 @@ impl Worker {
             http,
             llm,
             mcp,
+            secrets,
             projections,
             family,
             writers: Default::default(),
@@ -285,7 +313,14 @@ impl Worker {
                 // Per step instance and epoch, not per attempt: retries repeat the key, a
                 // deliberate redrive gets a new one.
                 let key = super::derived_id(&[stream.as_str(), &task.key, &task.epoch.to_string()]);
-                task.outcome(bounded(deadline, self.http.call(&task.request, Some(&key))).await)
+                let result = match self.with_secrets(&tenant, &task.request).await {
+                    Ok((request, used)) => redacted(
+                        bounded(deadline, self.http.call(&request, Some(&key))).await,
+                        &used,
+                    ),
+                    Err(e) => Err(e),
+                };
+                task.outcome(result)
             }
             "llm" => match self
                 .llm
@@ -310,7 +345,16 @@ impl Worker {
                 ),
                 (result, None) => task.outcome(result),
             },
-            "mcp" => task.outcome(bounded(deadline, self.mcp.call(&tenant, &task.request)).await),
+            "mcp" => {
+                let result = match self.with_secrets(&tenant, &task.request).await {
+                    Ok((request, used)) => redacted(
+                        bounded(deadline, self.mcp.call(&tenant, &request)).await,
+                        &used,
+                    ),
+                    Err(e) => Err(e),
+                };
+                task.outcome(result)
+            }
             other => task.outcome(Err(StepError::new(
                 "UnsupportedStep",
                 format!("the worker cannot perform {other} steps"),
@@ -319,6 +363,57 @@ impl Worker {
         };
         self.record_event(stream, &task, outcome, &cause).await?;
         Ok(Done::Performed)
+    }
+
+    /// The request as sent: the secrets it names (at the pointers the planner listed) put in.
+    /// Also returns them by name, to take them out of the answer again.
+    async fn with_secrets(
+        &self,
+        tenant: &str,
+        request: &Value,
+    ) -> Result<(Value, Vec<(String, String)>), StepError> {
+        let Some(refs) = request.get("secret_refs").and_then(Value::as_array) else {
+            return Ok((request.clone(), Vec::new()));
+        };
+        let mut sent = request.clone();
+        let mut used: Vec<(String, String)> = Vec::new();
+        for pointer in refs.iter().filter_map(Value::as_str) {
+            let Some(Value::String(text)) = sent.pointer(pointer).cloned() else {
+                continue;
+            };
+            for name in secret_ref::names(&text).map_err(secret_error)? {
+                if used.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                let value = self.secrets.value(tenant, name).await.map_err(|e| {
+                    tracing::warn!(error = %e, "reading a tenant secret failed");
+                    StepError::new(
+                        "SecretUnavailable",
+                        format!("secret `{name}` could not be read just now"),
+                        true,
+                    )
+                })?;
+                let value = value.ok_or_else(|| {
+                    StepError::new(
+                        "SecretNotFound",
+                        format!("secret `{name}` is not set for this tenant (PUT /secrets/{name})"),
+                        false,
+                    )
+                })?;
+                used.push((name.to_owned(), value));
+            }
+            let filled = secret_ref::substitute(&text, |n| {
+                used.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+            })
+            .map_err(secret_error)?;
+            if let Some(slot) = sent.pointer_mut(pointer) {
+                *slot = Value::String(filled);
+            }
+        }
+        if let Some(map) = sent.as_object_mut() {
+            map.remove("secret_refs");
+        }
+        Ok((sent, used))
     }
 
     async fn outcome_recorded(

@@ -172,53 +172,19 @@ impl McpRegistry {
     }
 
     async fn store_token(&self, name: &str, token: &str) -> Result<String, RegistryError> {
-        match self
-            .secrets
-            .put_secret_value()
-            .secret_id(name)
-            .secret_string(token)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                return out
-                    .arn
-                    .ok_or_else(|| RegistryError::Backend("no ARN".into()))
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) => {}
-            Err(e) => return Err(backend(e)),
-        }
-        self.secrets
-            .create_secret()
-            .name(name)
-            .description("Bearer token of a tenant's MCP server (workflow engine registry)")
-            .secret_string(token)
-            .send()
-            .await
-            .map_err(backend)?
-            .arn
-            .ok_or_else(|| RegistryError::Backend("no ARN".into()))
+        crate::aws::secrets::put(
+            &self.secrets,
+            name,
+            token,
+            "Bearer token of a tenant's MCP server (workflow engine registry)",
+        )
+        .await
+        .map_err(RegistryError::Backend)
     }
 
     async fn delete_token(&self, name: &str) -> Result<(), RegistryError> {
-        match self
-            .secrets
-            .delete_secret()
-            .secret_id(name)
-            .force_delete_without_recovery(true)
-            .send()
+        crate::aws::secrets::delete(&self.secrets, name)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(backend(e)),
-        }
+            .map_err(RegistryError::Backend)
     }
 }

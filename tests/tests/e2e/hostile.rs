@@ -416,3 +416,168 @@ async fn approvals_take_an_approver_role_that_starting_does_not_give() {
     let e = starter.finished(&id).await;
     assert_eq!(e["status"], "succeeded", "{e:#}");
 }
+
+async fn put_secret(c: &Client<'_>, name: &str, body: Value) -> reqwest::Response {
+    c.send(
+        reqwest::Method::PUT,
+        &format!("/secrets/{name}"),
+        Some(body),
+    )
+    .await
+}
+
+/// What the echo server saw: the headers of every call.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A server that answers with the headers it got, as some real services do in error pages.
+async fn start_echo() -> (String, Seen) {
+    let seen: Seen = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/echo",
+        axum::routing::any(move |headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                let got: Vec<(String, String)> = ["authorization", "x-input"]
+                    .iter()
+                    .filter_map(|h| {
+                        Some((h.to_string(), headers.get(*h)?.to_str().ok()?.to_owned()))
+                    })
+                    .collect();
+                record.lock().unwrap().extend(got.clone());
+                axum::Json(json!({"you_sent": got.into_iter().collect::<std::collections::BTreeMap<_, _>>()}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/echo", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
+    let logs = crate::support::captured_logs();
+    let app = App::start_engine("hostile-secrets", &[]).await;
+    let (echo, seen) = start_echo().await;
+    let member = Client::new(&app, "t-secrets").await;
+    let (admin, password) = app.user("t-secrets", &["admin"]).await;
+    let admin = Client {
+        app: &app,
+        token: app.tokens(&admin, &password).await.0,
+    };
+    let other = Client::new(&app, "t-secrets-other").await;
+    let secret = format!("crm-{}", uuid::Uuid::new_v4().simple());
+
+    // The API: admins set values; nobody reads one back.
+    crate::support::problem(
+        put_secret(&member, "crm", json!({"value": secret})).await,
+        403,
+    )
+    .await;
+    crate::support::problem(
+        put_secret(&admin, "no/slash", json!({"value": "x"})).await,
+        404,
+    )
+    .await;
+    crate::support::problem(put_secret(&admin, "a.b", json!({"value": "x"})).await, 422).await;
+    crate::support::problem(put_secret(&admin, "crm", json!({"value": ""})).await, 422).await;
+    let r = put_secret(
+        &admin,
+        "crm",
+        json!({"value": "first-value", "description": "CRM API"}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = put_secret(&admin, "crm", json!({"value": secret})).await;
+    assert_eq!(r.status(), 200);
+    let shown: Value = r.json().await.unwrap();
+    assert_eq!(shown["version"], 2, "{shown}");
+    assert_eq!(shown["description"], "CRM API", "{shown}");
+    assert_eq!(shown["reference"], "${secret:crm}");
+    let listing = member.get_json("/secrets").await;
+    assert_eq!(listing["secrets"][0]["name"], "crm", "{listing}");
+    for answer in [listing, member.get_json("/secrets/crm").await, shown] {
+        assert!(!answer.to_string().contains(&secret), "{answer}");
+        assert!(!answer.to_string().contains("first-value"), "{answer}");
+    }
+    other
+        .refused(reqwest::Method::GET, "/secrets/crm", None, 404)
+        .await;
+
+    // Where a secret may be named, and how.
+    let body = admin
+        .refused(
+            reqwest::Method::POST,
+            "/workflows",
+            Some(json!({"name": "bad", "start": "a", "steps": {
+                "a": {"type": "http", "url": format!("{echo}?k=${{secret:crm}}"),
+                      "headers": {"Authorization": "Bearer ${secret:crm} {{ input.x }}",
+                                  "X-Other": "${secret:bad name}"}}}})),
+            422,
+        )
+        .await;
+    let found = pointers(&body);
+    for pointer in [
+        "/steps/a/url",
+        "/steps/a/headers/Authorization",
+        "/steps/a/headers/X-Other",
+    ] {
+        assert!(
+            found.iter().any(|(p, _)| p == pointer),
+            "{pointer}: {body:#}"
+        );
+    }
+
+    // A call with the secret: the server gets it; an input naming a secret is sent as text;
+    // the echoed value is redacted before anything is recorded.
+    let def = json!({"name": "crm call", "start": "call", "steps": {
+        "call": {"type": "http", "method": "POST", "url": echo,
+                 "headers": {"Authorization": "Bearer ${secret:crm}", "X-Input": "{{ input.x }}"}}},
+        "outputs": {"echo": "{{ steps.call.output.body }}"}});
+    let wf = member.create(def.clone()).await;
+    let id = member.start(&wf, json!({"x": "${secret:crm}"})).await;
+    let e = member.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    {
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.contains(&("authorization".into(), format!("Bearer {secret}"))),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&("x-input".into(), "${secret:crm}".into())),
+            "{seen:?}"
+        );
+    }
+    assert_eq!(
+        e["output"]["echo"]["you_sent"]["authorization"], "Bearer [secret:crm]",
+        "{e:#}"
+    );
+    let history = serde_json::to_string(&member.history(&id).await).unwrap();
+    assert!(!history.contains(&secret), "{history}");
+    assert!(
+        history.contains("Bearer ${secret:crm}"),
+        "history shows the reference"
+    );
+    assert!(!e.to_string().contains(&secret));
+
+    // Another tenant's workflow naming the same secret gets none.
+    let theirs = other.create(def).await;
+    let id = other.start(&theirs, json!({"x": "1"})).await;
+    let e = other.finished(&id).await;
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert_eq!(e["error"]["kind"], "SecretNotFound", "{e:#}");
+
+    // Deleting: metadata and value go; the name is free again.
+    let r = admin
+        .send(reqwest::Method::DELETE, "/secrets/crm", None)
+        .await;
+    assert_eq!(r.status(), 204);
+    member
+        .refused(reqwest::Method::GET, "/secrets/crm", None, 404)
+        .await;
+
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(!logs.contains(&secret), "a secret reached the logs");
+}

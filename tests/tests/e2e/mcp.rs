@@ -305,3 +305,47 @@ async fn mcp_tool_results_feed_the_next_step_over_a_reused_session() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn mcp_arguments_can_name_tenant_secrets_which_never_reach_history() {
+    let token = "mcp-token-secret-args";
+    let (url, _seen) = start_server(token).await;
+    let app = App::start_engine("mcp-secrets", &[("MCP_TIMEOUT", "2")]).await;
+    let (admin, password) = app.user("t-mcp-secrets", &["admin", "user"]).await;
+    let admin = Client {
+        app: &app,
+        token: app.tokens(&admin, &password).await.0,
+    };
+    let r = admin
+        .send(
+            reqwest::Method::PUT,
+            "/mcp/servers/orders",
+            Some(json!({"url": url, "token": token})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let order = format!("ORD-{}", uuid::Uuid::new_v4().simple());
+    let r = admin
+        .send(
+            reqwest::Method::PUT,
+            "/secrets/vip_order",
+            Some(json!({"value": order})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let wf = admin
+        .create(json!({"name": "vip", "start": "lookup", "steps": {
+            "lookup": {"type": "mcp", "server": "orders", "tool": "lookup_order",
+                       "arguments": {"order_id": "${secret:vip_order}"}}},
+            "outputs": {"order": "{{ steps.lookup.output.structured.order_id }}",
+                        "status": "{{ steps.lookup.output.structured.status }}"}}))
+        .await;
+    let id = admin.start(&wf, json!({})).await;
+    let e = admin.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    // The tool got the value (it answered about that order), and echoed it: redacted.
+    assert_eq!(e["output"]["status"], "shipped", "{e:#}");
+    assert_eq!(e["output"]["order"], "[secret:vip_order]", "{e:#}");
+    let history = serde_json::to_string(&admin.history(&id).await).unwrap();
+    assert!(!history.contains(&order), "{history}");
+}

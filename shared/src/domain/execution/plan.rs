@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use super::events::{ExecutionEvent as E, StepError, TimerPurpose};
 use super::state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
 use crate::domain::definition::{Definition, Join, RetryPolicy, Step, StepKind};
-use crate::domain::expr;
 use crate::domain::validate::MAX_DURATION_SECS;
+use crate::domain::{expr, secret_ref};
 
 /// Most items one map step may iterate over (each iteration's steps live in the state).
 pub const MAX_MAP_ITEMS: usize = 1000;
@@ -688,15 +688,26 @@ fn render_request(kind: &StepKind, ctx: &Value) -> Result<Value, StepError> {
             body,
         } => {
             let mut rendered = Map::new();
+            let mut secrets = Vec::new();
             for (k, v) in headers {
-                rendered.insert(k.clone(), Value::String(t(v)?));
+                let value = if secret_ref::mentions(v) {
+                    // Sent as written; the worker puts the secret in at call time.
+                    secrets.push(format!("/headers/{}", pointer_token(k)));
+                    v.clone()
+                } else {
+                    t(v)?
+                };
+                rendered.insert(k.clone(), Value::String(value));
             }
-            json!({
-                "method": method.to_ascii_uppercase(),
-                "url": t(url)?,
-                "headers": rendered,
-                "body": body.as_ref().map(r).transpose()?,
-            })
+            with_secret_refs(
+                json!({
+                    "method": method.to_ascii_uppercase(),
+                    "url": t(url)?,
+                    "headers": rendered,
+                    "body": body.as_ref().map(r).transpose()?,
+                }),
+                secrets,
+            )
         }
         StepKind::Subworkflow {
             workflow_id,
@@ -720,12 +731,64 @@ fn render_request(kind: &StepKind, ctx: &Value) -> Result<Value, StepError> {
             server,
             tool,
             arguments,
-        } => json!({
-            "server": server,
-            "tool": tool,
-            "arguments": arguments.as_ref().map(r).transpose()?.unwrap_or(Value::Object(Map::new())),
-        }),
+        } => {
+            let mut secrets = Vec::new();
+            let arguments = match arguments {
+                Some(a) => render_keeping_secrets(a, ctx, "/arguments", &mut secrets)?,
+                None => Value::Object(Map::new()),
+            };
+            with_secret_refs(
+                json!({"server": server, "tool": tool, "arguments": arguments}),
+                secrets,
+            )
+        }
         other => json!({"type": other.name()}),
+    })
+}
+
+/// A request, with where its secret references are when it has any (requests without keep
+/// their old shape).
+fn with_secret_refs(mut request: Value, refs: Vec<String>) -> Value {
+    if !refs.is_empty() {
+        request["secret_refs"] = json!(refs);
+    }
+    request
+}
+
+/// A JSON pointer's escaping of one key.
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// [`expr::render_value`], except that strings naming a secret stay as written and their
+/// pointers are collected.
+fn render_keeping_secrets(
+    template: &Value,
+    ctx: &Value,
+    at: &str,
+    refs: &mut Vec<String>,
+) -> Result<Value, StepError> {
+    Ok(match template {
+        Value::String(s) if secret_ref::mentions(s) => {
+            refs.push(at.to_owned());
+            template.clone()
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| render_keeping_secrets(v, ctx, &format!("{at}/{i}"), refs))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let at = format!("{at}/{}", pointer_token(k));
+                    Ok((k.clone(), render_keeping_secrets(v, ctx, &at, refs)?))
+                })
+                .collect::<Result<_, StepError>>()?,
+        ),
+        other => expr::render_value(other, ctx).map_err(|e| template_error(&e))?,
     })
 }
 

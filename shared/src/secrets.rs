@@ -1,0 +1,207 @@
+//! A tenant's secrets: values steps send (`${secret:NAME}` in http headers and mcp arguments,
+//! see [`crate::domain::secret_ref`]), kept in Secrets Manager under
+//! `<TENANT_SECRET_PREFIX>/<tenant>/<name>`. The API writes and deletes them but never reads a
+//! value back (its IAM policy cannot); the worker reads them at call time.
+//!
+//! Metadata (state table, `<tenant>#SECRET` / `SECRET#<name>`): name, description, when it was
+//! created and last set, and how many times. It is what listings show.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+
+/// The longest value a secret may hold, in characters (headers and tokens, not files).
+pub const MAX_VALUE_CHARS: usize = 8 * 1024;
+/// How long a worker keeps a value it read: a changed secret is used within this time.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Times the value was set; a changed secret shows a new version.
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("no secret named `{0}` is set")]
+    NotFound(String),
+    #[error("secrets: {0}")]
+    Backend(String),
+}
+
+pub struct TenantSecrets {
+    dynamodb: aws_sdk_dynamodb::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    table: String,
+    prefix: String,
+    cache: Mutex<HashMap<(String, String), (Instant, Option<String>)>>,
+}
+
+fn key(tenant: &str, name: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{tenant}#SECRET")),
+        ),
+        ("sk".to_owned(), AttributeValue::S(format!("SECRET#{name}"))),
+    ])
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> SecretError {
+    SecretError::Backend(DisplayErrorContext(e).to_string())
+}
+
+impl TenantSecrets {
+    pub fn new(
+        dynamodb: aws_sdk_dynamodb::Client,
+        secrets: aws_sdk_secretsmanager::Client,
+        table: String,
+        prefix: String,
+    ) -> Self {
+        Self {
+            dynamodb,
+            secrets,
+            table,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where the value is kept. Tenant ids and secret names cannot hold `/`, so no two
+    /// (tenant, name) pairs share a secret.
+    fn secret_id(&self, tenant: &str, name: &str) -> Result<String, SecretError> {
+        if tenant.contains('/') || !crate::domain::secret_ref::valid_name(name) {
+            return Err(SecretError::NotFound(name.to_owned()));
+        }
+        Ok(format!("{}/{tenant}/{name}", self.prefix))
+    }
+
+    pub async fn get(&self, tenant: &str, name: &str) -> Result<SecretInfo, SecretError> {
+        crate::aws::get_item(&self.dynamodb, &self.table, key(tenant, name))
+            .await
+            .map_err(SecretError::Backend)?
+            .ok_or_else(|| SecretError::NotFound(name.to_owned()))
+    }
+
+    pub async fn list(&self, tenant: &str) -> Result<Vec<SecretInfo>, SecretError> {
+        let items = crate::aws::query_partition(
+            &self.dynamodb,
+            &self.table,
+            &format!("{tenant}#SECRET"),
+            Some("SECRET#"),
+        )
+        .await
+        .map_err(SecretError::Backend)?;
+        serde_dynamo::from_items(items).map_err(|e| SecretError::Backend(e.to_string()))
+    }
+
+    /// Sets a secret's value (creating it the first time). The value goes to Secrets Manager
+    /// first, so metadata never names a secret that is not there. Returns the metadata and
+    /// whether the secret is new.
+    pub async fn put(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        description: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(SecretInfo, bool), SecretError> {
+        let id = self.secret_id(tenant, name)?;
+        let previous = match self.get(tenant, name).await {
+            Ok(info) => Some(info),
+            Err(SecretError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        crate::aws::secrets::put(
+            &self.secrets,
+            &id,
+            value,
+            "A tenant's secret for workflow steps (workflow engine)",
+        )
+        .await
+        .map_err(SecretError::Backend)?;
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let info = SecretInfo {
+            name: name.to_owned(),
+            description: description.or_else(|| previous.as_ref()?.description.clone()),
+            created_at: previous
+                .as_ref()
+                .map_or_else(|| at.clone(), |p| p.created_at.clone()),
+            updated_at: at,
+            version: previous.as_ref().map_or(1, |p| p.version + 1),
+        };
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(&info).map_err(|e| SecretError::Backend(e.to_string()))?;
+        item.extend(key(tenant, name));
+        self.dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        self.forget(tenant, name);
+        Ok((info, previous.is_none()))
+    }
+
+    /// Deletes a secret: its value at once (no recovery window), then its metadata.
+    pub async fn delete(&self, tenant: &str, name: &str) -> Result<(), SecretError> {
+        self.get(tenant, name).await?;
+        let id = self.secret_id(tenant, name)?;
+        crate::aws::secrets::delete(&self.secrets, &id)
+            .await
+            .map_err(SecretError::Backend)?;
+        self.dynamodb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, name)))
+            .send()
+            .await
+            .map_err(backend)?;
+        self.forget(tenant, name);
+        Ok(())
+    }
+
+    fn forget(&self, tenant: &str, name: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&(tenant.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// The value of a tenant's secret, for the worker; `None` when it is not set. Values are
+    /// kept for [`CACHE_TTL`] per warm worker.
+    pub async fn value(&self, tenant: &str, name: &str) -> Result<Option<String>, SecretError> {
+        let cache_key = (tenant.to_owned(), name.to_owned());
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((at, value)) = cache.get(&cache_key) {
+                if at.elapsed() < CACHE_TTL {
+                    return Ok(value.clone());
+                }
+            }
+        }
+        let value = match self.secret_id(tenant, name) {
+            Ok(id) => crate::aws::secrets::get(&self.secrets, &id)
+                .await
+                .map_err(SecretError::Backend)?,
+            Err(_) => None,
+        };
+        // Only found values are kept: a secret set after a step failed for want of it is used
+        // by the step's next attempt.
+        if let (Some(found), Ok(mut cache)) = (&value, self.cache.lock()) {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(cache_key, (Instant::now(), Some(found.clone())));
+        }
+        Ok(value)
+    }
+}
