@@ -497,7 +497,7 @@ pub async fn user_token(
     .map_err(|e| e.to_string())?;
     let login: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/auth/login"))
-        .json(&serde_json::json!({"username": username, "password": password}))
+        .json(&serde_json::json!({"tenant": tenant, "username": username, "password": password}))
         .send()
         .await
         .map_err(|e| e.to_string())?

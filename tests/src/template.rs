@@ -379,6 +379,7 @@ mod tests {
                 "ExecutionsFunction",
                 "HealthFunction",
                 "McpFunction",
+                "SecretsFunction",
                 "UsageFunction",
                 "WorkflowsFunction"
             ]

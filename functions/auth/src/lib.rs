@@ -76,6 +76,8 @@ fn store_error(e: StoreError) -> ApiError {
 struct LoginRequest {
     username: String,
     password: String,
+    /// User names are unique per tenant, so a login names both.
+    tenant: String,
 }
 
 #[derive(Serialize)]
@@ -124,7 +126,11 @@ async fn login(
     State(s): State<AuthState>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let user = s.store.user(&req.username).await.map_err(store_error)?;
+    let user = s
+        .store
+        .user(&req.tenant, &req.username)
+        .await
+        .map_err(store_error)?;
     // Verify against a decoy when the user is unknown: same work, same answer, no user probing.
     let hash = user
         .as_ref()
@@ -139,7 +145,10 @@ async fn login(
     };
     let refresh = s
         .store
-        .new_family(&user.username, s.refresh_expiry())
+        .new_family(
+            &shared::auth::user_ref(&user.tenant, &user.username),
+            s.refresh_expiry(),
+        )
         .await
         .map_err(store_error)?;
     tracing::info!(user = %user.username, tenant = %user.tenant, "login");
@@ -156,7 +165,7 @@ async fn refresh(
     State(s): State<AuthState>,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let (username, next) = s
+    let (reference, next) = s
         .store
         .rotate(&req.refresh_token, now(), s.refresh_expiry())
         .await
@@ -168,7 +177,7 @@ async fn refresh(
         })?;
     let user = s
         .store
-        .user(&username)
+        .user_by_ref(&reference)
         .await
         .map_err(store_error)?
         .filter(|u| !u.disabled)
@@ -193,10 +202,10 @@ async fn me(
 ) -> ApiResult<Json<serde_json::Value>> {
     let user = s
         .store
-        .user(&claims.sub)
+        .user(&claims.tenant, &claims.sub)
         .await
         .map_err(store_error)?
-        .filter(|u| u.tenant == claims.tenant && !u.disabled)
+        .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::unauthorized("this user no longer exists or is disabled"))?;
     Ok(Json(user.public()))
 }
@@ -350,10 +359,9 @@ async fn get_user(
     Path(username): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     s.store
-        .user(&username)
+        .user(&admin.tenant, &username)
         .await
         .map_err(store_error)?
-        .filter(|u| u.tenant == admin.tenant)
         .map(|u| Json(u.public()))
         .ok_or_else(|| ApiError::not_found(format!("no such user {username}")))
 }

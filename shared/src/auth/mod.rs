@@ -9,4 +9,4 @@ pub mod store;
 
 pub use jwt::{Claims, JwtKeys, TokenError};
 pub use sessions::Sessions;
-pub use store::{AuthStore, User};
+pub use store::{user_ref, AuthStore, User};

@@ -36,9 +36,10 @@ impl Sessions {
 
     /// `Err(why)` when the token's user is gone, disabled or has revoked it.
     pub async fn check(&self, claims: &Claims) -> Result<(), String> {
+        let who = super::user_ref(&claims.tenant, &claims.sub);
         let cached = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(&claims.sub) {
+            match cache.get(&who) {
                 Some(Some(seen)) if seen.at.elapsed() < self.ttl => {
                     Some(Some((seen.tenant.clone(), seen.version, seen.disabled)))
                 }
@@ -50,7 +51,7 @@ impl Sessions {
             None => {
                 let user = self
                     .store
-                    .user(&claims.sub)
+                    .user(&claims.tenant, &claims.sub)
                     .await
                     .map_err(|e| format!("the user store cannot be read: {e}"))?;
                 let seen = user.map(|u| (u.tenant, u.token_version, u.disabled));
@@ -59,7 +60,7 @@ impl Sessions {
                     cache.clear();
                 }
                 cache.insert(
-                    claims.sub.clone(),
+                    who,
                     seen.clone().map(|(tenant, version, disabled)| Seen {
                         tenant,
                         version,

@@ -1,6 +1,8 @@
 //! Users and refresh-token families in the state table.
 //!
-//! - `USER#<username>` / `PROFILE`: the user, listed per tenant through gsi1 (`<tenant>#USERS`).
+//! - `USER#<tenant>#<username>` / `PROFILE`: the user (names are unique per tenant), listed per
+//!   tenant through gsi1 (`<tenant>#USERS`). Users created before names were per tenant stay at
+//!   `USER#<username>` and are found there too (tenant ids and user names hold no `#`).
 //! - `REFRESH#<token id>` / `TOKEN`: one refresh token (only a hash of its secret), single use.
 //! - `FAMILY#<family id>` / `FAMILY`: a login's chain of refresh tokens; revoked as a whole on logout
 //!   or when a spent token is presented again (reuse means it was stolen).
@@ -102,6 +104,11 @@ where
         .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
+/// How refresh tokens name their user: `<tenant>#<username>`.
+pub fn user_ref(tenant: &str, username: &str) -> String {
+    format!("{tenant}#{username}")
+}
+
 /// A refresh token as handed to the client: `<token id>.<secret>`.
 pub struct IssuedRefresh {
     pub token: String,
@@ -124,13 +131,16 @@ impl AuthStore {
 
     pub async fn create_user(&self, user: User) -> Result<(), StoreError> {
         let item = UserItem {
-            pk: format!("USER#{}", user.username),
+            pk: format!("USER#{}", user_ref(&user.tenant, &user.username)),
             sk: "PROFILE".into(),
             gsi1pk: format!("{}#USERS", user.tenant),
             gsi1sk: user.username.clone(),
             user,
         };
         let username = item.user.username.clone();
+        if self.legacy(&item.user.tenant, &username).await?.is_some() {
+            return Err(StoreError::UserExists(username));
+        }
         let item = serde_dynamo::to_item(&item).map_err(|e| StoreError::Backend(e.to_string()))?;
         match self
             .client
@@ -147,15 +157,53 @@ impl AuthStore {
         }
     }
 
-    pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        crate::aws::get_item::<UserItem>(
-            &self.client,
-            &self.table,
-            key(format!("USER#{username}"), "PROFILE"),
-        )
-        .await
-        .map(|u| u.map(|u| u.user))
-        .map_err(StoreError::Backend)
+    /// The user `username` of `tenant`; another tenant's user of that name is no user.
+    pub async fn user(&self, tenant: &str, username: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.locate(tenant, username).await?.map(|(_, u)| u))
+    }
+
+    /// The user a refresh token was issued to ([`user_ref`], or a bare name from before).
+    pub async fn user_by_ref(&self, reference: &str) -> Result<Option<User>, StoreError> {
+        match reference.split_once('#') {
+            Some((tenant, username)) => self.user(tenant, username).await,
+            None => Ok(self
+                .get_user_item(format!("USER#{reference}"))
+                .await?
+                .map(|u| u.user)),
+        }
+    }
+
+    /// Where the user's item is, and the user.
+    async fn locate(
+        &self,
+        tenant: &str,
+        username: &str,
+    ) -> Result<Option<(String, User)>, StoreError> {
+        let pk = format!("USER#{}", user_ref(tenant, username));
+        if let Some(item) = self.get_user_item(pk.clone()).await? {
+            return Ok(Some((pk, item.user)));
+        }
+        self.legacy(tenant, username).await
+    }
+
+    /// A user of `tenant` created before names were per tenant.
+    async fn legacy(
+        &self,
+        tenant: &str,
+        username: &str,
+    ) -> Result<Option<(String, User)>, StoreError> {
+        let pk = format!("USER#{username}");
+        Ok(self
+            .get_user_item(pk.clone())
+            .await?
+            .filter(|item| item.user.tenant == tenant)
+            .map(|item| (pk, item.user)))
+    }
+
+    async fn get_user_item(&self, pk: String) -> Result<Option<UserItem>, StoreError> {
+        crate::aws::get_item::<UserItem>(&self.client, &self.table, key(pk, "PROFILE"))
+            .await
+            .map_err(StoreError::Backend)
     }
 
     /// Users of one tenant, by username, one page at a time (`after` is the last username seen).
@@ -177,7 +225,10 @@ impl AuthStore {
             query = query
                 .exclusive_start_key("gsi1pk", AttributeValue::S(format!("{tenant}#USERS")))
                 .exclusive_start_key("gsi1sk", AttributeValue::S(after.to_owned()))
-                .exclusive_start_key("pk", AttributeValue::S(format!("USER#{after}")))
+                .exclusive_start_key(
+                    "pk",
+                    AttributeValue::S(format!("USER#{}", user_ref(tenant, after))),
+                )
                 .exclusive_start_key("sk", AttributeValue::S("PROFILE".into()));
         }
         let out = query.send().await.map_err(backend)?;
@@ -202,12 +253,15 @@ impl AuthStore {
         disabled: Option<bool>,
         roles: Option<Vec<String>>,
     ) -> Result<User, StoreError> {
+        let Some((pk, current)) = self.locate(tenant, username).await? else {
+            return Err(StoreError::NoSuchUser(username.to_owned()));
+        };
         let mut sets = Vec::new();
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("USER#{username}"), "PROFILE")))
+            .set_key(Some(key(pk, "PROFILE")))
             .condition_expression("attribute_exists(pk) AND tenant = :tenant")
             .expression_attribute_values(":tenant", AttributeValue::S(tenant.to_owned()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
@@ -231,11 +285,7 @@ impl AuthStore {
                 );
         }
         if sets.is_empty() {
-            return self
-                .user(username)
-                .await?
-                .filter(|u| u.tenant == tenant)
-                .ok_or_else(|| StoreError::NoSuchUser(username.to_owned()));
+            return Ok(current);
         }
         match req
             .update_expression(format!("SET {}", sets.join(", ")))
@@ -369,7 +419,7 @@ impl AuthStore {
         Ok(item)
     }
 
-    /// Spends `presented` and returns (username, family, next token). A second use of a spent
+    /// Spends `presented` and returns (the user's reference, family, next token). A second use of a spent
     /// token revokes its whole family.
     pub async fn rotate(
         &self,
@@ -417,10 +467,17 @@ impl AuthStore {
     pub async fn logout(&self, presented: &str, now: i64) -> Result<(), StoreError> {
         let item = self.token(presented, now).await?;
         self.revoke_family(&item.family_id).await?;
+        let pk = match item.username.split_once('#') {
+            Some((tenant, username)) => match self.locate(tenant, username).await? {
+                Some((pk, _)) => pk,
+                None => return Ok(()),
+            },
+            None => format!("USER#{}", item.username),
+        };
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("USER#{}", item.username), "PROFILE")))
+            .set_key(Some(key(pk, "PROFILE")))
             .update_expression(format!("SET {BUMP_TOKEN_VERSION}"))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))

@@ -114,7 +114,8 @@ async fn auth_and_health_answer_real_gateway_events() {
         &[],
     );
     let json_type = json!({"content-type": "application/json"});
-    let login = format!(r#"{{"username": "{admin}", "password": "{password}"}}"#);
+    let login =
+        format!(r#"{{"tenant": "{tenant}", "username": "{admin}", "password": "{password}"}}"#);
 
     // HTTP API (2.0): stage prefix and a base64 body.
     let (status, headers, body) = call(

@@ -237,7 +237,51 @@ async fn admin_manages_users_of_their_tenant_only() {
     problem(r, 403).await;
 
     let new_name = new_user["username"].as_str().unwrap();
+    app.remember(new_name, &t);
     assert_eq!(app.login(new_name, "a-long-password-1").await.status(), 200);
+
+    // Names are unique per tenant: another tenant may have the same name, and neither
+    // tenant learns anything about the other's.
+    let u = tenant();
+    let (other_admin, other_pw) = app.user(&u, &["admin"]).await;
+    let (other_token, _) = app.tokens(&other_admin, &other_pw).await;
+    let get = |token: &str, name: &str| {
+        app.http
+            .get(app.url(&format!("/auth/users/{name}")))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    problem(get(&other_token, new_name).await.unwrap(), 404).await;
+    let same_name = json!({"username": new_name, "password": "another-password-2"});
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&other_token)
+        .json(&same_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the same name in another tenant");
+    assert_eq!(
+        app.login_in(&u, new_name, "another-password-2")
+            .await
+            .status(),
+        200
+    );
+    problem(app.login_in(&u, new_name, "a-long-password-1").await, 401).await;
+    assert_eq!(
+        app.login_in(&t, new_name, "a-long-password-1")
+            .await
+            .status(),
+        200
+    );
+    let theirs: Value = get(&other_token, new_name)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["tenant"], u.as_str(), "{theirs}");
 
     let list: Value = app
         .http

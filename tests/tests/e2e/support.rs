@@ -62,6 +62,8 @@ pub struct App {
     pub sdk: SdkConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each user's tenant, so that tests log in by name (a login names both).
+    tenants: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl App {
@@ -103,6 +105,7 @@ impl App {
             sdk,
             stop: Some(stop),
             tasks: Vec::new(),
+            tenants: Default::default(),
         }
     }
 
@@ -156,13 +159,29 @@ impl App {
         )
         .await
         .unwrap();
+        self.remember(&name, tenant);
         (name, password)
     }
 
+    /// Notes a user's tenant (for users created through the API).
+    pub fn remember(&self, name: &str, tenant: &str) {
+        self.tenants
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), tenant.to_owned());
+    }
+
+    /// Logs in as `name` in the tenant it was created in (an unknown name in a tenant of none).
     pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
+        let tenant = self.tenants.lock().unwrap().get(name).cloned();
+        let tenant = tenant.unwrap_or_else(|| "t-no-such-tenant".to_owned());
+        self.login_in(&tenant, name, password).await
+    }
+
+    pub async fn login_in(&self, tenant: &str, name: &str, password: &str) -> reqwest::Response {
         self.http
             .post(self.url("/auth/login"))
-            .json(&serde_json::json!({"username": name, "password": password}))
+            .json(&serde_json::json!({"tenant": tenant, "username": name, "password": password}))
             .send()
             .await
             .unwrap()
