@@ -82,12 +82,13 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0004_state_executions_index",
             "0005_state_holds_index",
             "0006_state_active_index",
-            "0007_state_active_backfill"
+            "0007_state_active_backfill",
+            "0008_snapshot_prices"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
     assert_eq!(ttl(&stack).await, Some(TimeToLiveStatus::Enabled));
-    assert_eq!(prices(&stack).await, 13);
+    assert_eq!(prices(&stack).await, 14);
     assert!(first
         .status
         .iter()
@@ -98,7 +99,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 7);
+    assert_eq!(runner.ledger().await.unwrap().len(), 8);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -123,7 +124,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (4, Pending),
             (5, Pending),
             (6, Pending),
-            (7, Pending)
+            (7, Pending),
+            (8, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0);
@@ -133,6 +135,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
             "0005_state_holds_index",
@@ -150,7 +153,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (4, Pending),
             (5, Pending),
             (6, Pending),
-            (7, Pending)
+            (7, Pending),
+            (8, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
@@ -169,7 +173,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (4, Pending),
             (5, Pending),
             (6, Pending),
-            (7, Pending)
+            (7, Pending),
+            (8, Pending)
         ]
     );
 
@@ -203,12 +208,13 @@ async fn concurrent_runs_never_both_apply() {
             "0004_state_executions_index",
             "0005_state_holds_index",
             "0006_state_active_index",
-            "0007_state_active_backfill"
+            "0007_state_active_backfill",
+            "0008_snapshot_prices"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 7);
+    assert_eq!(ledger.len(), 8);
 }
 
 #[tokio::test]
@@ -239,7 +245,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 7, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 8, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -302,7 +308,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 7);
+    assert_eq!(report.applied.len(), 8);
 
     let command = |detail: Value| {
         event(json!({
@@ -318,6 +324,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
+            "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
             "0005_state_holds_index",
@@ -338,7 +345,8 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
             (4, Pending),
             (5, Pending),
             (6, Pending),
-            (7, Pending)
+            (7, Pending),
+            (8, Pending)
         ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
@@ -374,7 +382,10 @@ async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep
     put("current", "running", Some("ACTIVE#3")).await.unwrap();
 
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(ids(&report.applied), ["0007_state_active_backfill"]);
+    assert_eq!(
+        ids(&report.applied),
+        ["0007_state_active_backfill", "0008_snapshot_prices"]
+    );
     let get = async |id: &str| {
         stack
             .dynamodb
