@@ -12,7 +12,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
-use shared::domain::{validate, Definition, Problem};
+use shared::domain::{Definition, Problem};
 use shared::executions::Projections;
 use shared::http::{ApiError, ApiResult, Authenticated, Document, Json};
 use shared::workflows::{WorkflowError, WorkflowStore};
@@ -68,23 +68,7 @@ pub fn workflow_error(e: WorkflowError) -> ApiError {
 
 /// Reads and validates a definition; every problem at once as a 422.
 fn checked(document: Value) -> ApiResult<Definition> {
-    let definition = Definition::from_value(document.clone()).map_err(|_| {
-        invalid(
-            Definition::parse_problems(&document)
-                .into_iter()
-                .map(|e| Problem {
-                    pointer: e.pointer,
-                    message: e.message,
-                })
-                .collect(),
-        )
-    })?;
-    let problems = validate(&definition);
-    if problems.is_empty() {
-        Ok(definition)
-    } else {
-        Err(invalid(problems))
-    }
+    shared::domain::validate::check(&document).map_err(invalid)
 }
 
 fn invalid(problems: Vec<Problem>) -> ApiError {

@@ -759,6 +759,56 @@ fn check_template_value(
 
 /// Checks an execution input against the workflow's input schema; every violation, each with
 /// the JSON pointer (under `/input`) of the value at fault.
+/// Reads and validates a definition document: the definition, or every problem at once. When
+/// some steps cannot be read, the rest is still validated (templates, references, limits), so
+/// one answer lists the unreadable steps and the other problems together.
+pub fn check(document: &Value) -> Result<Definition, Vec<Problem>> {
+    if let Ok(def) = Definition::from_value(document.clone()) {
+        let problems = validate(&def);
+        return if problems.is_empty() {
+            Ok(def)
+        } else {
+            Err(problems)
+        };
+    }
+    let parse = Definition::parse_problems(document);
+    let mut problems: Vec<Problem> = parse
+        .iter()
+        .map(|e| Problem {
+            pointer: e.pointer.clone(),
+            message: e.message.clone(),
+        })
+        .collect();
+    // Validate what can be read: the steps that parse, under the same top level.
+    let mut readable = document.clone();
+    let mut dropped = Vec::new();
+    if let Some(Value::Object(steps)) = readable.get_mut("steps") {
+        steps.retain(|id, step| {
+            let ok = serde_json::from_value::<Step>(step.clone()).is_ok();
+            if !ok {
+                dropped.push(id.clone());
+            }
+            ok
+        });
+    }
+    if let Ok(partial) = Definition::from_value(readable) {
+        // What only follows from leaving the unreadable steps out is not a problem of its own.
+        let mentions_dropped = |p: &Problem| {
+            dropped
+                .iter()
+                .any(|id| p.message.starts_with(&format!("unknown step `{id}`")))
+                || p.message.starts_with("unreachable step")
+                || (p.pointer == "/steps" && partial.steps.is_empty())
+        };
+        problems.extend(
+            validate(&partial)
+                .into_iter()
+                .filter(|p| !mentions_dropped(p)),
+        );
+    }
+    Err(problems)
+}
+
 pub fn validate_input(def: &Definition, input: &Value) -> Vec<Problem> {
     let Some(schema) = &def.input_schema else {
         return Vec::new();

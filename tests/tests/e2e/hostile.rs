@@ -46,6 +46,16 @@ async fn templates_are_checked_before_saving_and_bounded_when_they_run() {
             && found.iter().any(|(p, _)| p.starts_with("/steps/d")),
         "parse problems of two steps at once: {body:#}"
     );
+    assert!(
+        found
+            .iter()
+            .any(|(p, m)| p == "/steps/a/template" && m.starts_with("unknown filter `shout`")),
+        "and the readable steps' problems in the same answer: {body:#}"
+    );
+    assert!(
+        !found.iter().any(|(_, m)| m.contains("unknown step `c`")),
+        "no echo of the unreadable step: {body:#}"
+    );
     let body = evil
         .refused(
             reqwest::Method::POST,
