@@ -66,7 +66,7 @@ pub fn needs_max_completion_tokens(model: &str) -> bool {
         base == *family
             || base
                 .strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('-') || rest.starts_with(':'))
+                .is_some_and(|rest| rest.starts_with(['-', ':', '.']))
     })
 }
 
