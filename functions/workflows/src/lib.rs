@@ -51,6 +51,7 @@ pub fn router(state: WorkflowsState) -> Router {
         .route("/workflows/validate", post(validate_only))
         .route("/workflows/{id}", get(get_one).put(update).delete(archive))
         .route("/workflows/{id}/versions/{version}", get(get_version))
+        .route("/workflows/{id}/restore", post(restore))
         .with_state(state)
 }
 
@@ -245,6 +246,19 @@ async fn archive(
     let workflow = s
         .workflows
         .archive(&claims.tenant, &id)
+        .await
+        .map_err(workflow_error)?;
+    Ok(Json(json!({"workflow": workflow})))
+}
+
+async fn restore(
+    State(s): State<WorkflowsState>,
+    Authenticated(claims): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let workflow = s
+        .workflows
+        .restore(&claims.tenant, &id)
         .await
         .map_err(workflow_error)?;
     Ok(Json(json!({"workflow": workflow})))

@@ -304,15 +304,29 @@ impl WorkflowStore {
 
     /// Archives a workflow: it stays readable, and new executions are refused.
     pub async fn archive(&self, tenant: &str, id: &str) -> Result<Workflow, WorkflowError> {
+        self.set_status(tenant, id, "archived").await
+    }
+
+    /// Makes an archived workflow startable again (saving a new version does not).
+    pub async fn restore(&self, tenant: &str, id: &str) -> Result<Workflow, WorkflowError> {
+        self.set_status(tenant, id, "active").await
+    }
+
+    async fn set_status(
+        &self,
+        tenant: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<Workflow, WorkflowError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(pk(tenant, id), "HEAD".into())))
-            .update_expression("SET #status = :archived, updated_at = :at")
+            .update_expression("SET #status = :status, updated_at = :at")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":archived", AttributeValue::S("archived".into()))
+            .expression_attribute_values(":status", AttributeValue::S(status.into()))
             .expression_attribute_values(":at", AttributeValue::S(now()))
             .send()
             .await;

@@ -285,6 +285,15 @@ async fn subworkflow_families_are_bounded_and_stop_as_a_whole() {
     let w: Value = c.get_json("/workflows/leaf2").await;
     assert_eq!(w["workflow"]["status"], "archived", "{w:#}");
     assert_eq!(w["workflow"]["latest_version"], 2, "{w:#}");
+    // Restoring is its own, explicit act.
+    let r = c
+        .send(reqwest::Method::POST, "/workflows/leaf2/restore", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let w: Value = c.get_json("/workflows/leaf2").await;
+    assert_eq!(w["workflow"]["status"], "active", "{w:#}");
+    c.refused(reqwest::Method::POST, "/workflows/nope/restore", None, 404)
+        .await;
 }
 
 #[tokio::test]
