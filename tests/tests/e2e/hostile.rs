@@ -600,3 +600,119 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     assert!(!logs.contains(&secret), "a secret reached the logs");
 }
+
+/// Every route that takes an id, called by another tenant's admin with this tenant's ids: 404
+/// each time (never 403, which would say the id exists), and nothing of this tenant changes.
+#[tokio::test]
+async fn another_tenants_ids_are_not_found_on_every_route() {
+    use reqwest::Method as M;
+    let app = App::start_engine("hostile-ids", &[]).await;
+    let admin_of = async |tenant: &str| {
+        let (name, password) = app.user(tenant, &["admin", "user", "approver"]).await;
+        let token = app.tokens(&name, &password).await.0;
+        (Client { app: &app, token }, name)
+    };
+    let (owner, owner_name) = admin_of("t-ids-owner").await;
+    let (stranger, _) = admin_of("t-ids-stranger").await;
+
+    let wf = owner
+        .create(json!({"name": "mine", "start": "ask", "steps": {"ask": {"type": "approval"}}}))
+        .await;
+    let id = owner.start(&wf, json!({})).await;
+    owner
+        .until(&id, "an approval request", |e| {
+            e["awaiting_approval"] == json!(["ask"])
+        })
+        .await;
+    assert_eq!(
+        put_secret(&owner, "mine", json!({"value": "owner-secret-value"}))
+            .await
+            .status(),
+        201
+    );
+    let r = owner
+        .send(
+            M::PUT,
+            "/mcp/servers/mine",
+            Some(json!({"url": "http://127.0.0.1:9/mcp"})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let def = json!({"name": "theirs", "start": "a", "steps": {"a": {"type": "succeed"}}});
+    let calls: Vec<(M, String, Option<Value>)> = vec![
+        (M::GET, format!("/workflows/{wf}"), None),
+        (M::PUT, format!("/workflows/{wf}"), Some(def)),
+        (M::DELETE, format!("/workflows/{wf}"), None),
+        (M::POST, format!("/workflows/{wf}/restore"), None),
+        (M::GET, format!("/workflows/{wf}/versions/1"), None),
+        (
+            M::POST,
+            format!("/workflows/{wf}/executions"),
+            Some(json!({"input": {}})),
+        ),
+        (M::GET, format!("/executions/{id}"), None),
+        (M::GET, format!("/executions/{id}/events"), None),
+        (M::POST, format!("/executions/{id}/cancel"), None),
+        (
+            M::POST,
+            format!("/executions/{id}/approvals/ask"),
+            Some(json!({"decision": "reject"})),
+        ),
+        (M::POST, format!("/executions/{id}/redrive"), None),
+        (M::GET, format!("/budgets/workflows/{wf}"), None),
+        (
+            M::PUT,
+            format!("/budgets/workflows/{wf}"),
+            Some(json!({"monthly_tokens": 1})),
+        ),
+        (M::GET, "/mcp/servers/mine".into(), None),
+        (M::DELETE, "/mcp/servers/mine".into(), None),
+        (M::GET, "/mcp/servers/mine/tools".into(), None),
+        (M::GET, "/secrets/mine".into(), None),
+        (M::DELETE, "/secrets/mine".into(), None),
+        (M::GET, format!("/auth/users/{owner_name}"), None),
+        (
+            M::PATCH,
+            format!("/auth/users/{owner_name}"),
+            Some(json!({"disabled": true})),
+        ),
+    ];
+    for (method, path, body) in calls {
+        let r = stranger.send(method.clone(), &path, body).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 404, "{method} {path}: {text}");
+        assert!(
+            !text.contains("owner-secret-value"),
+            "{method} {path}: {text}"
+        );
+    }
+
+    // Listings show none of it.
+    for path in [
+        "/workflows",
+        "/executions",
+        "/secrets",
+        "/mcp/servers",
+        "/auth/users",
+    ] {
+        let listing = stranger.get_json(path).await.to_string();
+        assert!(
+            !listing.contains(&wf) && !listing.contains(&id) && !listing.contains("mine"),
+            "{path}: {listing}"
+        );
+    }
+
+    // And nothing changed for the owner.
+    let w = owner.get_json(&format!("/workflows/{wf}")).await;
+    assert_eq!(w["workflow"]["status"], "active", "{w:#}");
+    assert_eq!(w["workflow"]["latest_version"], 1, "{w:#}");
+    let e = owner.execution(&id).await;
+    assert_eq!(e["status"], "running", "{e:#}");
+    assert_eq!(e["awaiting_approval"], json!(["ask"]), "{e:#}");
+    assert_eq!(owner.get_json("/secrets/mine").await["version"], 1);
+    assert_eq!(owner.get_json("/mcp/servers/mine").await["name"], "mine");
+    let me = owner.get_json("/auth/me").await;
+    assert_eq!(me["disabled"], false, "{me}");
+}
