@@ -777,6 +777,18 @@ fn templates_cannot_allocate_or_iterate_past_their_fuel() {
     for template in refused {
         assert!(render(template, &context).is_err(), "rendered: {template}");
     }
+    // Nested: the outer length is small, the items are not.
+    for template in [
+        "{{ [range(100000)] * 100000 }}",
+        "{{ ([range(100000)] * 100000) | string | length }}",
+        "{{ ([range(100000)] * 100000) | tojson | length }}",
+        "{{ (([range(100000)] * 100000) == ([range(100000)] * 100000)) }}",
+        "{{ 3 in ([range(100000)] * 100000) | map('sum') }}",
+        "{{ ([range(100000)] * 100000) | unique | length }}",
+    ] {
+        assert!(render(template, &context).is_err(), "rendered: {template}");
+    }
+    assert!(eval("[range(100000)] * 100000", &context).is_err());
     let single = "([0] * 1000000000000000000)";
     assert!(eval(single, &context).is_err());
     assert!(eval(

@@ -436,7 +436,14 @@ pub fn eval(expression: &str, context: &Value) -> Result<Value, ExprError> {
     if value.is_undefined() {
         return Err(ExprError(format!("`{expression}` is undefined")));
     }
-    serde_json::to_value(&value).map_err(|e| ExprError(e.to_string()))
+    // Serializing walks the value again (a lazily repeated sequence is only built here), so it
+    // is paid for too.
+    let (json, exhausted) =
+        minijinja::machinery::with_fuel(TEMPLATE_FUEL, || serde_json::to_value(&value));
+    if exhausted {
+        return Err(error(Error::from(ErrorKind::OutOfFuel)));
+    }
+    json.map_err(|e| ExprError(e.to_string()))
 }
 
 /// Evaluates an expression as a condition (Jinja truthiness).

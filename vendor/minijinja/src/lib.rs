@@ -270,6 +270,9 @@ pub mod machinery {
     /// Charges fuel to the evaluation running on this thread (patched: see PATCHES.md).
     #[cfg(feature = "fuel")]
     pub use crate::vm::consume_fuel;
+    /// Fuel for work on a template's result outside its evaluation (patched).
+    #[cfg(feature = "fuel")]
+    pub use crate::vm::fuel::with_fuel;
 
     use crate::Output;
 

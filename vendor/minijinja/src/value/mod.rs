@@ -1937,8 +1937,9 @@ impl Iterator for ValueIter {
     fn next(&mut self) -> Option<Self::Item> {
         // every item a filter or operator iterates is paid for; the evaluation fails once
         // the fuel is gone (patched).
+        // (objects' items are charged by their iterator, `object.rs`)
         #[cfg(feature = "fuel")]
-        if !matches!(self.imp, ValueIterImpl::Empty) && !crate::vm::fuel::charge_item() {
+        if matches!(self.imp, ValueIterImpl::Chars(..)) && !crate::vm::fuel::charge_item() {
             return None;
         }
         match self.imp {

@@ -329,6 +329,23 @@ macro_rules! impl_object_helpers {
         where
             Self: 'static,
         {
+            // Every item of every object iterated (by a filter, an operator, Display, equality,
+            // hashing or serialization) is paid for in fuel (patched: see PATCHES.md).
+            #[cfg(feature = "fuel")]
+            return self.try_iter_unpaid().map(|inner| {
+                Box::new(crate::vm::fuel::Charged(inner))
+                    as Box<dyn Iterator<Item = Value> + Send + Sync>
+            });
+            #[cfg(not(feature = "fuel"))]
+            return self.try_iter_unpaid();
+        }
+
+        /// [`try_iter`](Self::try_iter) without paying fuel (patched).
+        #[doc(hidden)]
+        fn try_iter_unpaid(self: $self_ty) -> Option<Box<dyn Iterator<Item = Value> + Send + Sync>>
+        where
+            Self: 'static,
+        {
             match self.enumerate() {
                 Enumerator::NonEnumerable => None,
                 Enumerator::Empty => Some(Box::new(None::<Value>.into_iter())),
@@ -365,7 +382,15 @@ macro_rules! impl_object_helpers {
         ) -> Option<Box<dyn Iterator<Item = (Value, Value)> + Send + Sync>> {
             if let ObjectRepr::Map = self.repr() {
                 match self.enumerate() {
+                    #[cfg(feature = "fuel")]
+                    Enumerator::KeyValueIter(iter) => Some(Box::new(crate::vm::fuel::Charged(iter))),
+                    #[cfg(feature = "fuel")]
+                    Enumerator::RevKeyValueIter(iter) => {
+                        Some(Box::new(crate::vm::fuel::Charged(iter)))
+                    }
+                    #[cfg(not(feature = "fuel"))]
                     Enumerator::KeyValueIter(iter) => Some(iter),
+                    #[cfg(not(feature = "fuel"))]
                     Enumerator::RevKeyValueIter(iter) => Some(Box::new(iter)),
                     _ => {
                         let iter = some!(self.try_iter());

@@ -98,6 +98,44 @@ pub(crate) fn charge_item() -> bool {
     consume_current(1).is_ok()
 }
 
+/// An iterator that pays one unit per item and ends when the fuel is gone (patched). The
+/// evaluation then fails with `OutOfFuel` (see `Vm::eval` and `with_fuel`), so a shortened
+/// iteration never passes for a whole one.
+pub(crate) struct Charged<I>(pub I);
+
+impl<I: Iterator> Iterator for Charged<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        if !charge_item() {
+            return None;
+        }
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<I: DoubleEndedIterator> DoubleEndedIterator for Charged<I> {
+    fn next_back(&mut self) -> Option<I::Item> {
+        if !charge_item() {
+            return None;
+        }
+        self.0.next_back()
+    }
+}
+
+/// Runs `f` with its own fuel current on this thread, for work done on a template's result
+/// outside the evaluation (serializing it); returns whether the fuel ran out (patched).
+pub fn with_fuel<R>(fuel: u64, f: impl FnOnce() -> R) -> (R, bool) {
+    let tracker = FuelTracker::new(fuel);
+    let _current = enter(Some(tracker.clone()));
+    let rv = f();
+    (rv, tracker.exhausted())
+}
+
 /// How much fuel does an instruction consume?
 fn fuel_for_instruction(instruction: &Instruction) -> isize {
     match instruction {
