@@ -28,6 +28,37 @@ pub struct SecretInfo {
     pub updated_at: String,
     /// Times the value was set; a changed secret shows a new version.
     pub version: u64,
+    /// Hosts an http step may send the secret to (exact names, case-insensitive).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// MCP servers (registry names) an mcp step may send the secret to.
+    #[serde(default)]
+    pub mcp_servers: Vec<String>,
+}
+
+/// Where a step is about to send a secret.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    Host(&'a str),
+    McpServer(&'a str),
+}
+
+impl SecretInfo {
+    /// Whether the admin who set the secret allowed it to go to `to`: a workflow author can
+    /// name a secret, but not send it anywhere else.
+    pub fn allows(&self, to: Destination<'_>) -> bool {
+        match to {
+            Destination::Host(host) => self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+            Destination::McpServer(name) => self.mcp_servers.iter().any(|s| s == name),
+        }
+    }
+}
+
+/// A secret as the worker uses it.
+#[derive(Clone)]
+pub struct Resolved {
+    pub value: String,
+    pub info: SecretInfo,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +74,7 @@ pub struct TenantSecrets {
     secrets: aws_sdk_secretsmanager::Client,
     table: String,
     prefix: String,
-    cache: Mutex<HashMap<(String, String), (Instant, Option<String>)>>,
+    cache: Mutex<HashMap<(String, String), (Instant, Resolved)>>,
 }
 
 fn key(tenant: &str, name: &str) -> HashMap<String, AttributeValue> {
@@ -113,6 +144,7 @@ impl TenantSecrets {
         name: &str,
         value: &str,
         description: Option<String>,
+        allowed: Option<(Vec<String>, Vec<String>)>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(SecretInfo, bool), SecretError> {
         let id = self.secret_id(tenant, name)?;
@@ -130,7 +162,14 @@ impl TenantSecrets {
         .await
         .map_err(SecretError::Backend)?;
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let (hosts, mcp_servers) = match (allowed, &previous) {
+            (Some(a), _) => a,
+            (None, Some(p)) => (p.hosts.clone(), p.mcp_servers.clone()),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
         let info = SecretInfo {
+            hosts,
+            mcp_servers,
             name: name.to_owned(),
             description: description.or_else(|| previous.as_ref()?.description.clone()),
             created_at: previous
@@ -177,31 +216,38 @@ impl TenantSecrets {
         }
     }
 
-    /// The value of a tenant's secret, for the worker; `None` when it is not set. Values are
-    /// kept for [`CACHE_TTL`] per warm worker.
-    pub async fn value(&self, tenant: &str, name: &str) -> Result<Option<String>, SecretError> {
+    /// A tenant's secret with where it may go, for the worker; `None` when it is not set.
+    /// Kept for [`CACHE_TTL`] per warm worker.
+    pub async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<Resolved>, SecretError> {
         let cache_key = (tenant.to_owned(), name.to_owned());
         if let Ok(cache) = self.cache.lock() {
-            if let Some((at, value)) = cache.get(&cache_key) {
+            if let Some((at, found)) = cache.get(&cache_key) {
                 if at.elapsed() < CACHE_TTL {
-                    return Ok(value.clone());
+                    return Ok(Some(found.clone()));
                 }
             }
         }
-        let value = match self.secret_id(tenant, name) {
-            Ok(id) => crate::aws::secrets::get(&self.secrets, &id)
-                .await
-                .map_err(SecretError::Backend)?,
-            Err(_) => None,
+        let info = match self.get(tenant, name).await {
+            Ok(info) => info,
+            Err(SecretError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
-        // Only found values are kept: a secret set after a step failed for want of it is used
-        // by the step's next attempt.
-        if let (Some(found), Ok(mut cache)) = (&value, self.cache.lock()) {
+        let id = self.secret_id(tenant, name)?;
+        let Some(value) = crate::aws::secrets::get(&self.secrets, &id)
+            .await
+            .map_err(SecretError::Backend)?
+        else {
+            return Ok(None);
+        };
+        let found = Resolved { value, info };
+        // Only found secrets are kept: one set after a step failed for want of it is used by
+        // the step's next attempt.
+        if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(cache_key, (Instant::now(), Some(found.clone())));
+            cache.insert(cache_key, (Instant::now(), found.clone()));
         }
-        Ok(value)
+        Ok(Some(found))
     }
 }

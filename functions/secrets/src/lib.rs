@@ -70,6 +70,8 @@ fn view(info: &SecretInfo) -> Value {
         "description": info.description,
         "reference": format!("${{secret:{}}}", info.name),
         "version": info.version,
+        "hosts": info.hosts,
+        "mcp_servers": info.mcp_servers,
         "created_at": info.created_at,
         "updated_at": info.updated_at,
     })
@@ -105,6 +107,33 @@ struct SetSecret {
     /// Write-only: stored in Secrets Manager, never returned.
     value: String,
     description: Option<String>,
+    /// Hosts http steps may send it to; kept from the last PUT when left out.
+    hosts: Option<Vec<String>>,
+    /// MCP servers (registry names) mcp steps may send it to; kept when left out.
+    mcp_servers: Option<Vec<String>>,
+}
+
+/// The most destinations one secret may list.
+const MAX_DESTINATIONS: usize = 20;
+
+/// Hosts as URLs name them (lower case), checked.
+fn checked_hosts(hosts: Vec<String>) -> ApiResult<Vec<String>> {
+    hosts
+        .into_iter()
+        .map(|h| {
+            let lower = h.trim().to_ascii_lowercase();
+            let parsed = url::Url::parse(&format!("https://{lower}/"))
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned));
+            match parsed {
+                Some(host) if host == lower && !lower.is_empty() => Ok(lower),
+                _ => Err(ApiError::unprocessable(
+                    "invalid-secret-hosts",
+                    format!("`hosts`: `{h}` is not a host name (no scheme, port or path)"),
+                )),
+            }
+        })
+        .collect()
 }
 
 async fn set(
@@ -136,6 +165,41 @@ async fn set(
             "`description` is at most 256 characters",
         ));
     }
+    let allowed = match (req.hosts, req.mcp_servers) {
+        (None, None) => None,
+        (hosts, servers) => {
+            let hosts = checked_hosts(hosts.unwrap_or_default())?;
+            let servers = servers.unwrap_or_default();
+            if let Some(bad) = servers.iter().find(|n| !secret_ref::valid_name(n)) {
+                return Err(ApiError::unprocessable(
+                    "invalid-secret-mcp-servers",
+                    format!("`mcp_servers`: `{bad}` is not a server name"),
+                ));
+            }
+            if hosts.len() + servers.len() > MAX_DESTINATIONS {
+                return Err(ApiError::unprocessable(
+                    "too-many-destinations",
+                    format!("a secret lists at most {MAX_DESTINATIONS} hosts and servers"),
+                ));
+            }
+            Some((hosts, servers))
+        }
+    };
+    let exists = match s.secrets.get(&claims.tenant, &name).await {
+        Ok(_) => true,
+        Err(SecretError::NotFound(_)) => false,
+        Err(e) => return Err(secret_error(e)),
+    };
+    if !exists
+        && allowed
+            .as_ref()
+            .is_none_or(|(h, m)| h.is_empty() && m.is_empty())
+    {
+        return Err(ApiError::unprocessable(
+            "secret-destinations-required",
+            "a new secret names where it may be sent: `hosts` (http steps) and/or `mcp_servers` (mcp steps)",
+        ));
+    }
     let (info, created) = s
         .secrets
         .put(
@@ -143,6 +207,7 @@ async fn set(
             &name,
             &req.value,
             req.description,
+            allowed,
             chrono::Utc::now(),
         )
         .await

@@ -17,6 +17,7 @@ use crate::domain::execution::{ExecutionEvent as E, ParentRef, StepError};
 use crate::domain::{secret_ref, validate_input};
 use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
 use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, RepoError};
+use crate::secrets::Destination;
 use crate::workflows::{WorkflowError, WorkflowStore};
 
 pub struct Worker {
@@ -92,6 +93,34 @@ async fn bounded(
             .await
             .unwrap_or_else(|_| Err(deadline_error())),
         None => call.await,
+    }
+}
+
+/// The most places one step's request may name secrets in.
+const MAX_SECRET_REFS: usize = 16;
+
+/// Reading a secret, within the invocation's deadline.
+async fn bounded_secret(
+    deadline: Option<tokio::time::Instant>,
+    read: impl std::future::Future<
+        Output = Result<Option<crate::secrets::Resolved>, crate::secrets::SecretError>,
+    >,
+) -> Result<Option<crate::secrets::Resolved>, StepError> {
+    let read = async {
+        read.await.map_err(|e| {
+            tracing::warn!(error = %e, "reading a tenant secret failed");
+            StepError::new(
+                "SecretUnavailable",
+                "a secret the step names could not be read just now",
+                true,
+            )
+        })
+    };
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, read)
+            .await
+            .unwrap_or_else(|_| Err(deadline_error())),
+        None => read.await,
     }
 }
 
@@ -313,7 +342,7 @@ impl Worker {
                 // Per step instance and epoch, not per attempt: retries repeat the key, a
                 // deliberate redrive gets a new one.
                 let key = super::derived_id(&[stream.as_str(), &task.key, &task.epoch.to_string()]);
-                let result = match self.with_secrets(&tenant, &task.request).await {
+                let result = match self.with_secrets(&tenant, &task.request, deadline).await {
                     Ok((request, used)) => redacted(
                         bounded(deadline, self.http.call(&request, Some(&key))).await,
                         &used,
@@ -346,7 +375,7 @@ impl Worker {
                 (result, None) => task.outcome(result),
             },
             "mcp" => {
-                let result = match self.with_secrets(&tenant, &task.request).await {
+                let result = match self.with_secrets(&tenant, &task.request, deadline).await {
                     Ok((request, used)) => redacted(
                         bounded(deadline, self.mcp.call(&tenant, &request)).await,
                         &used,
@@ -365,15 +394,32 @@ impl Worker {
         Ok(Done::Performed)
     }
 
-    /// The request as sent: the secrets it names (at the pointers the planner listed) put in.
-    /// Also returns them by name, to take them out of the answer again.
+    /// The request as sent: the secrets it names (at the pointers the planner listed) put in,
+    /// each only if its admin allowed this destination. Also returns them by name, to take them
+    /// out of the answer again.
     async fn with_secrets(
         &self,
         tenant: &str,
         request: &Value,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(Value, Vec<(String, String)>), StepError> {
         let Some(refs) = request.get("secret_refs").and_then(Value::as_array) else {
             return Ok((request.clone(), Vec::new()));
+        };
+        if refs.len() > MAX_SECRET_REFS {
+            return Err(secret_error(format!(
+                "a step may name at most {MAX_SECRET_REFS} secrets"
+            )));
+        }
+        let host = request
+            .get("url")
+            .and_then(Value::as_str)
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let destination = match (request.get("server").and_then(Value::as_str), &host) {
+            (Some(server), _) => Destination::McpServer(server),
+            (None, Some(host)) => Destination::Host(host),
+            (None, None) => return Err(secret_error("the request has no destination".into())),
         };
         let mut sent = request.clone();
         let mut used: Vec<(String, String)> = Vec::new();
@@ -385,22 +431,29 @@ impl Worker {
                 if used.iter().any(|(n, _)| n == name) {
                     continue;
                 }
-                let value = self.secrets.value(tenant, name).await.map_err(|e| {
-                    tracing::warn!(error = %e, "reading a tenant secret failed");
-                    StepError::new(
-                        "SecretUnavailable",
-                        format!("secret `{name}` could not be read just now"),
-                        true,
-                    )
-                })?;
-                let value = value.ok_or_else(|| {
-                    StepError::new(
-                        "SecretNotFound",
-                        format!("secret `{name}` is not set for this tenant (PUT /secrets/{name})"),
+                let resolved = bounded_secret(deadline, self.secrets.resolve(tenant, name))
+                    .await?
+                    .ok_or_else(|| {
+                        StepError::new(
+                            "SecretNotFound",
+                            format!(
+                                "secret `{name}` is not set for this tenant (PUT /secrets/{name})"
+                            ),
+                            false,
+                        )
+                    })?;
+                if !resolved.info.allows(destination) {
+                    let to = match destination {
+                        Destination::Host(h) => format!("host `{h}`"),
+                        Destination::McpServer(s) => format!("MCP server `{s}`"),
+                    };
+                    return Err(StepError::new(
+                        "SecretNotAllowed",
+                        format!("secret `{name}` may not be sent to {to}: its admin lists where it may go (`hosts`, `mcp_servers`)"),
                         false,
-                    )
-                })?;
-                used.push((name.to_owned(), value));
+                    ));
+                }
+                used.push((name.to_owned(), resolved.value));
             }
             let filled = secret_ref::substitute(&text, |n| {
                 used.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())

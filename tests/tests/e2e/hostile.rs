@@ -504,7 +504,7 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
     let r = put_secret(
         &admin,
         "crm",
-        json!({"value": "first-value", "description": "CRM API"}),
+        json!({"value": "first-value", "description": "CRM API", "hosts": ["127.0.0.1"]}),
     )
     .await;
     assert_eq!(r.status(), 201);
@@ -512,6 +512,7 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
     assert_eq!(r.status(), 200);
     let shown: Value = r.json().await.unwrap();
     assert_eq!(shown["version"], 2, "{shown}");
+    assert_eq!(shown["hosts"], json!(["127.0.0.1"]), "kept: {shown}");
     assert_eq!(shown["description"], "CRM API", "{shown}");
     assert_eq!(shown["reference"], "${secret:crm}");
     let listing = member.get_json("/secrets").await;
@@ -581,6 +582,18 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
     );
     assert!(!e.to_string().contains(&secret));
 
+    // A member's workflow cannot send it anywhere its admin did not list.
+    let elsewhere = member
+        .create(json!({"name": "exfiltrate", "start": "call", "steps": {
+            "call": {"type": "http", "url": echo.replace("127.0.0.1", "localhost"),
+                     "headers": {"X-Input": "${secret:crm}"}}}}))
+        .await;
+    let calls_before = seen.lock().unwrap().len();
+    let id = member.start(&elsewhere, json!({})).await;
+    let e = member.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "SecretNotAllowed", "{e:#}");
+    assert_eq!(seen.lock().unwrap().len(), calls_before, "nothing was sent");
+
     // Another tenant's workflow naming the same secret gets none.
     let theirs = other.create(def).await;
     let id = other.start(&theirs, json!({"x": "1"})).await;
@@ -625,9 +638,13 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         })
         .await;
     assert_eq!(
-        put_secret(&owner, "mine", json!({"value": "owner-secret-value"}))
-            .await
-            .status(),
+        put_secret(
+            &owner,
+            "mine",
+            json!({"value": "owner-secret-value", "hosts": ["example.com"]})
+        )
+        .await
+        .status(),
         201
     );
     let r = owner

@@ -329,7 +329,7 @@ async fn mcp_arguments_can_name_tenant_secrets_which_never_reach_history() {
         .send(
             reqwest::Method::PUT,
             "/secrets/vip_order",
-            Some(json!({"value": order})),
+            Some(json!({"value": order, "mcp_servers": ["orders"]})),
         )
         .await;
     assert_eq!(r.status(), 201);
