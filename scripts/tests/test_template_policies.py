@@ -133,7 +133,7 @@ EXPECTED = {
         **RATE_LIMIT,
         **JWT,
         "secrets:tenant/*": actions(
-            "CreateSecret", "PutSecretValue", "DeleteSecret", "DescribeSecret",
+            "CreateSecret", "PutSecretValue", "DeleteSecret",
             service="secretsmanager",
         ),
     },
@@ -398,7 +398,7 @@ class TemplatePolicies(unittest.TestCase):
         self.assertEqual(p.resources_of("secretsmanager:GetSecretValue"), {"jwt-secret"})
         self.assertEqual(
             p.by_resource()["secrets:tenant/*"],
-            actions("CreateSecret", "PutSecretValue", "DeleteSecret", "DescribeSecret",
+            actions("CreateSecret", "PutSecretValue", "DeleteSecret",
                     service="secretsmanager"),
         )
 

@@ -241,16 +241,32 @@ pub mod secrets {
                     .is_some_and(|s| s.is_resource_not_found_exception()) => {}
             Err(e) => return Err(DisplayErrorContext(e).to_string()),
         }
-        client
+        match client
             .create_secret()
             .name(name)
             .description(description)
             .secret_string(value)
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?
-            .arn
-            .ok_or_else(|| "no ARN".to_owned())
+        {
+            Ok(out) => out.arn.ok_or_else(|| "no ARN".to_owned()),
+            // Another writer created it meanwhile: set the value on theirs.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_exists_exception()) =>
+            {
+                client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value)
+                    .send()
+                    .await
+                    .map_err(|e| DisplayErrorContext(e).to_string())?
+                    .arn
+                    .ok_or_else(|| "no ARN".to_owned())
+            }
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
     }
 
     /// Deletes the secret `name` at once (no recovery window: a deleted tenant secret must

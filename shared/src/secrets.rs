@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 /// The longest value a secret may hold, in characters (headers and tokens, not files).
 pub const MAX_VALUE_CHARS: usize = 8 * 1024;
+/// The most secrets one tenant may keep (each one is a Secrets Manager secret: a monthly cost
+/// and part of the account's quota every tenant shares).
+pub const MAX_SECRETS_PER_TENANT: usize = 100;
 /// How long a worker keeps a value it read: a changed secret is used within this time.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -65,6 +68,10 @@ pub struct Resolved {
 pub enum SecretError {
     #[error("no secret named `{0}` is set")]
     NotFound(String),
+    #[error("a tenant keeps at most {MAX_SECRETS_PER_TENANT} secrets; delete one first")]
+    TooMany,
+    #[error("secret `{0}` was just deleted and cannot be set again yet; retry in a minute")]
+    RecentlyDeleted(String),
     #[error("secrets: {0}")]
     Backend(String),
 }
@@ -153,6 +160,11 @@ impl TenantSecrets {
             Err(SecretError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
+        // Checked by count, not atomically: concurrent first PUTs may pass it together, which
+        // bounds the excess by the admin's own concurrency.
+        if previous.is_none() && self.list(tenant).await?.len() >= MAX_SECRETS_PER_TENANT {
+            return Err(SecretError::TooMany);
+        }
         crate::aws::secrets::put(
             &self.secrets,
             &id,
@@ -160,7 +172,14 @@ impl TenantSecrets {
             "A tenant's secret for workflow steps (workflow engine)",
         )
         .await
-        .map_err(SecretError::Backend)?;
+        .map_err(|e| {
+            // Secrets Manager deletes in the background; the name is busy until it is done.
+            if e.contains("scheduled for deletion") || e.contains("marked for deletion") {
+                SecretError::RecentlyDeleted(name.to_owned())
+            } else {
+                SecretError::Backend(e)
+            }
+        })?;
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let (hosts, mcp_servers) = match (allowed, &previous) {
             (Some(a), _) => a,
@@ -194,8 +213,14 @@ impl TenantSecrets {
 
     /// Deletes a secret: its value at once (no recovery window), then its metadata.
     pub async fn delete(&self, tenant: &str, name: &str) -> Result<(), SecretError> {
-        self.get(tenant, name).await?;
         let id = self.secret_id(tenant, name)?;
+        if let Err(e) = self.get(tenant, name).await {
+            if matches!(e, SecretError::NotFound(_)) {
+                // A value whose metadata write failed is not left behind.
+                let _ = crate::aws::secrets::delete(&self.secrets, &id).await;
+            }
+            return Err(e);
+        }
         crate::aws::secrets::delete(&self.secrets, &id)
             .await
             .map_err(SecretError::Backend)?;

@@ -76,8 +76,9 @@ fn store_error(e: StoreError) -> ApiError {
 struct LoginRequest {
     username: String,
     password: String,
-    /// User names are unique per tenant, so a login names both.
-    tenant: String,
+    /// User names are unique per tenant, so a login names both. Left out, only users created
+    /// before names were per tenant are found (older clients keep working for them).
+    tenant: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -126,11 +127,11 @@ async fn login(
     State(s): State<AuthState>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let user = s
-        .store
-        .user(&req.tenant, &req.username)
-        .await
-        .map_err(store_error)?;
+    let user = match &req.tenant {
+        Some(tenant) => s.store.user(tenant, &req.username).await,
+        None => s.store.user_without_tenant(&req.username).await,
+    }
+    .map_err(store_error)?;
     // Verify against a decoy when the user is unknown: same work, same answer, no user probing.
     let hash = user
         .as_ref()

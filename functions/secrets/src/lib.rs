@@ -49,6 +49,10 @@ pub fn router(state: SecretsState) -> Router {
 fn secret_error(e: SecretError) -> ApiError {
     match e {
         SecretError::NotFound(_) => ApiError::not_found(e.to_string()),
+        SecretError::TooMany => ApiError::conflict("too-many-secrets", e.to_string()),
+        SecretError::RecentlyDeleted(_) => {
+            ApiError::conflict("secret-being-deleted", e.to_string())
+        }
         SecretError::Backend(_) => ApiError::internal(e),
     }
 }
@@ -143,16 +147,20 @@ async fn set(
     Json(req): Json<SetSecret>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     checked_name(&name)?;
-    if req.value.is_empty() || req.value.chars().count() > MAX_VALUE_CHARS {
+    let chars = req.value.chars().count();
+    if !(secret_ref::MIN_VALUE_CHARS..=MAX_VALUE_CHARS).contains(&chars) {
         return Err(ApiError::unprocessable(
             "invalid-secret-value",
-            format!("`value` must be 1 to {} characters", MAX_VALUE_CHARS),
+            format!(
+                "`value` must be {} to {MAX_VALUE_CHARS} characters (shorter ones could not be told apart from other text to redact them)",
+                secret_ref::MIN_VALUE_CHARS
+            ),
         ));
     }
-    if req.value.contains('\0') {
+    if req.value.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
             "invalid-secret-value",
-            "`value` cannot hold NUL characters",
+            "`value` cannot hold control characters such as line breaks (it is sent in headers)",
         ));
     }
     if req

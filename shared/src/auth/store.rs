@@ -179,11 +179,24 @@ impl AuthStore {
         tenant: &str,
         username: &str,
     ) -> Result<Option<(String, User)>, StoreError> {
+        // Both keys are read, always: the answer's timing does not tell whether a name exists.
         let pk = format!("USER#{}", user_ref(tenant, username));
-        if let Some(item) = self.get_user_item(pk.clone()).await? {
+        let (current, legacy) = tokio::join!(
+            self.get_user_item(pk.clone()),
+            self.legacy(tenant, username)
+        );
+        if let Some(item) = current? {
             return Ok(Some((pk, item.user)));
         }
-        self.legacy(tenant, username).await
+        legacy
+    }
+
+    /// A user from before names were per tenant, by name alone (logins that name no tenant).
+    pub async fn user_without_tenant(&self, username: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .get_user_item(format!("USER#{username}"))
+            .await?
+            .map(|item| item.user))
     }
 
     /// A user of `tenant` created before names were per tenant.

@@ -90,14 +90,24 @@ pub fn substitute<'v>(
     Ok(out)
 }
 
-/// Secrets shorter than this are not searched for in answers (they would match ordinary text).
-pub const MIN_REDACTED_LEN: usize = 4;
+/// The shortest value a secret may have: shorter ones would match ordinary text, and could not
+/// be told apart in an answer.
+pub const MIN_VALUE_CHARS: usize = 8;
+/// Secrets shorter than this are not searched for in answers.
+const MIN_REDACTED_LEN: usize = 4;
 
 /// Replaces every occurrence of a resolved secret's value in `value`'s strings (and keys) with
 /// `[secret:NAME]`: a server that echoes a header back must not put the secret into history.
+/// A number equal to a secret is replaced too.
 pub fn redact(value: &mut Value, secrets: &[(String, String)]) {
     match value {
         Value::String(s) => redact_text(s, secrets),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if let Some((name, _)) = secrets.iter().find(|(_, v)| *v == text) {
+                *value = Value::String(format!("[secret:{name}]"));
+            }
+        }
         Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
         Value::Object(map) => {
             let needs_key_change = map.keys().any(|k| {
@@ -122,11 +132,25 @@ fn long(v: &str) -> bool {
     v.len() >= MIN_REDACTED_LEN
 }
 
-/// [`redact`] for one piece of text, such as an error message.
+/// [`redact`] for one piece of text, such as an error message. Excerpts are cut (an error
+/// quotes the start of a body), so a secret's beginning at the end of the text, before an
+/// optional `…`, is redacted too.
 pub fn redact_text(text: &mut String, secrets: &[(String, String)]) {
     for (name, secret) in secrets {
-        if long(secret) && text.contains(secret.as_str()) {
-            *text = text.replace(secret.as_str(), &format!("[secret:{name}]"));
+        if !long(secret) {
+            continue;
+        }
+        let mark = format!("[secret:{name}]");
+        if text.contains(secret.as_str()) {
+            *text = text.replace(secret.as_str(), &mark);
+        }
+        let body_end = text.strip_suffix('…').map_or(text.len(), str::len);
+        let cut = (MIN_REDACTED_LEN..secret.len())
+            .rev()
+            .filter(|n| secret.is_char_boundary(*n))
+            .find(|n| text[..body_end].ends_with(&secret[..*n]));
+        if let Some(n) = cut {
+            text.replace_range(body_end - n..body_end, &mark);
         }
     }
 }
@@ -159,5 +183,13 @@ mod tests {
         let text = v.to_string();
         assert!(!text.contains("s3cr3t-value"), "{text}");
         assert!(text.contains("[secret:tok]"));
+
+        // An excerpt cut in the middle of the secret.
+        let mut cut = "401: bad token s3cr3t-va…".to_owned();
+        redact_text(&mut cut, &secrets);
+        assert_eq!(cut, "401: bad token [secret:tok]…");
+        let mut cut = "401: bad token s3cr3t-v".to_owned();
+        redact_text(&mut cut, &secrets);
+        assert_eq!(cut, "401: bad token [secret:tok]");
     }
 }

@@ -627,3 +627,85 @@ async fn health_detailed_fails_when_executions_stop_making_progress() {
         "no execution ids to unauthenticated callers: {check}"
     );
 }
+
+/// Users created before names were per tenant (at `USER#<name>`) keep working after the upgrade:
+/// login with or without the tenant, refresh, `/auth/me`, and their admin's changes.
+#[tokio::test]
+async fn users_from_before_per_tenant_names_keep_working() {
+    let app = App::start("legacy-users", &[]).await;
+    let t = tenant();
+    let name = format!("old{}", uuid::Uuid::new_v4().simple());
+    let password = "an-old-password-1";
+    let user = shared::auth::User {
+        username: name.clone(),
+        user_id: uuid::Uuid::new_v4().to_string(),
+        tenant: t.clone(),
+        roles: vec!["user".into()],
+        disabled: false,
+        token_version: 0,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        password_hash: shared::auth::password::hash(password).unwrap(),
+    };
+    let mut item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+        serde_dynamo::to_item(&user).unwrap();
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    item.insert("pk".into(), A::S(format!("USER#{name}")));
+    item.insert("sk".into(), A::S("PROFILE".into()));
+    item.insert("gsi1pk".into(), A::S(format!("{t}#USERS")));
+    item.insert("gsi1sk".into(), A::S(name.clone()));
+    aws_sdk_dynamodb::Client::new(&app.sdk)
+        .put_item()
+        .table_name(app.template.tables().unwrap().state)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+
+    let old_client = app
+        .http
+        .post(app.url("/auth/login"))
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_client.status(), 200, "a login without a tenant");
+    app.remember(&name, &t);
+    let (token, refresh) = app.tokens(&name, password).await;
+    let me: Value = app
+        .http
+        .get(app.url("/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], name.as_str(), "{me}");
+    refresh_ok(&app, &refresh).await;
+    problem(app.login_in("t-another", &name, password).await, 401).await;
+
+    // Its admin disables it, and the user's token stops working.
+    let (admin, admin_pw) = app.user(&t, &["admin"]).await;
+    let (admin_token, _) = app.tokens(&admin, &admin_pw).await;
+    let r = app
+        .http
+        .patch(app.url(&format!("/auth/users/{name}")))
+        .bearer_auth(&admin_token)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    problem(app.login(&name, password).await, 403).await;
+    // And the name cannot be taken again in its tenant.
+    let r = app
+        .http
+        .post(app.url("/auth/users"))
+        .bearer_auth(&admin_token)
+        .json(&json!({"username": name, "password": "a-long-password-2"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 409).await;
+}
