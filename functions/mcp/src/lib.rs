@@ -189,11 +189,26 @@ async fn tools(
         Err(e) if e.kind == "AddressNotAllowed" || e.kind == "InvalidRequest" => {
             Err(ApiError::unprocessable("invalid-server-url", e.message))
         }
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "mcp-server-unavailable",
-            "MCP server unavailable",
-            e.message,
-        )),
+        // The server, not this API, failed: a 424 (no 5xx for what a tenant's server does),
+        // in words a person can act on; the transport's own text goes to the log only.
+        Err(e) => {
+            tracing::info!(server = %name, kind = %e.kind, error = %e.message, "MCP tools unavailable");
+            let detail = match e.kind.as_str() {
+                "McpAuthFailed" => format!("MCP server `{name}` refused the registered token"),
+                "McpTimeout" => format!("MCP server `{name}` did not answer in time"),
+                "ToolError" | "McpRequestRejected" => {
+                    format!("MCP server `{name}` refused to list its tools")
+                }
+                _ => format!(
+                    "MCP server `{name}` could not be reached, or did not answer as an MCP server (streamable HTTP); check its URL"
+                ),
+            };
+            Err(ApiError::new(
+                StatusCode::FAILED_DEPENDENCY,
+                "mcp-server-unavailable",
+                "MCP server unavailable",
+                detail,
+            ))
+        }
     }
 }

@@ -92,8 +92,13 @@ async fn budget_view(s: &UsageState, tenant: &str, scope: &Scope) -> ApiResult<V
         "spent_tokens": usage.spent_tokens,
         "reserved_usd": usage.reserved_usd,
         "reserved_tokens": usage.reserved_tokens,
-        "available_usd": usage.available_usd.or(config.monthly_usd),
-        "available_tokens": usage.available_tokens.or(config.monthly_tokens),
+        // Only a limit that is set has an amount available (a cleared one shows none).
+        "available_usd": config.monthly_usd.and(usage.available_usd.or(config.monthly_usd)),
+        "available_tokens": config.monthly_tokens.and(
+            usage
+                .available_tokens
+                .or(config.monthly_tokens.map(|t| t.min(i64::MAX as u64) as i64))
+        ),
     });
     if let Scope::Workflow(id) = scope {
         view["workflow_id"] = json!(id);

@@ -50,8 +50,9 @@ pub struct PeriodUsage {
     pub reserved_tokens: u64,
     #[serde(default)]
     pub available_usd: Option<f64>,
+    /// Below zero when the limit was lowered under what the month already spent.
     #[serde(default)]
-    pub available_tokens: Option<u64>,
+    pub available_tokens: Option<i64>,
 }
 
 /// Whose budget: the tenant's or one workflow's (monthly, set by an admin), or one execution's
@@ -401,6 +402,16 @@ impl Budgets {
             )
             .await?;
         }
+        // A limit set again after it was cleared: while there was none, spending did not move
+        // what is available, so it is worked out afresh from what was spent and is reserved.
+        if let (Some(limit), None) = (config.monthly_usd, old.monthly_usd) {
+            self.recompute_available(&period_key, "usd", limit.to_string())
+                .await?;
+        }
+        if let (Some(limit), None) = (config.monthly_tokens, old.monthly_tokens) {
+            self.recompute_available(&period_key, "tokens", limit.to_string())
+                .await?;
+        }
         // After the deltas (which move only amounts that exist): a month without an account
         // yet opens at what it already spent. The limits are stored last, so no reservation
         // opens the account from the full new limit in between.
@@ -416,6 +427,76 @@ impl Budgets {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    /// `available_<what> = limit - spent - reserved` on an account that has an `available`
+    /// amount, written only if spent and reserved did not move meanwhile (else read again).
+    async fn recompute_available(
+        &self,
+        period_key: &HashMap<String, AttributeValue>,
+        what: &str,
+        limit: String,
+    ) -> Result<(), BudgetError> {
+        let (available, spent, reserved) = (
+            format!("available_{what}"),
+            format!("spent_{what}"),
+            format!("reserved_{what}"),
+        );
+        let number = |item: &HashMap<String, AttributeValue>, attr: &str| {
+            item.get(attr)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        for _ in 0..crate::aws::transact::CONFLICT_ATTEMPTS {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(period_key.clone()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(backend)?
+                .item
+                .unwrap_or_default();
+            if !item.contains_key(&available) {
+                return Ok(()); // opened from the limit by `open_period`
+            }
+            let limit_value: f64 = limit.parse().unwrap_or(0.0);
+            let fresh = limit_value - number(&item, &spent) - number(&item, &reserved);
+            let fresh = if what == "tokens" {
+                (fresh.round() as i64).to_string()
+            } else {
+                fresh.to_string()
+            };
+            // The condition compares the very numbers read (their stored text).
+            let mut values = HashMap::from([(":fresh".to_owned(), AttributeValue::N(fresh))]);
+            let mut conditions = Vec::new();
+            for (attr, name) in [(&spent, ":spent"), (&reserved, ":reserved")] {
+                match item.get(attr.as_str()) {
+                    Some(v) => {
+                        conditions.push(format!("{attr} = {name}"));
+                        values.insert(name.to_owned(), v.clone());
+                    }
+                    None => conditions.push(format!("attribute_not_exists({attr})")),
+                }
+            }
+            let written = self
+                .update_account(
+                    period_key,
+                    format!("SET {available} = :fresh"),
+                    Some(conditions.join(" AND ")),
+                    values,
+                )
+                .await?;
+            if written {
+                return Ok(());
+            }
+        }
+        Err(BudgetError::Backend(
+            "the month's account kept changing while its limit was set; try again".into(),
+        ))
     }
 
     /// Opens this month's account (if it has none yet) at what the month already spent, so the
@@ -629,9 +710,13 @@ impl Budgets {
         for hold in holds {
             let left = self.usage(tenant, &hold.scope, at).await?;
             let usd_left = left.available_usd.or(hold.limits.monthly_usd);
-            let tokens_left = left.available_tokens.or(hold.limits.monthly_tokens);
+            let tokens_left = left.available_tokens.or(hold
+                .limits
+                .monthly_tokens
+                .map(|t| t.min(i64::MAX as u64) as i64));
             let short_usd = hold.usd.is_some() && usd_left.is_some_and(|a| a < usd);
-            let short_tokens = hold.tokens.is_some() && tokens_left.is_some_and(|a| a < tokens);
+            let short_tokens =
+                hold.tokens.is_some() && tokens_left.is_some_and(|a| (a as i128) < tokens as i128);
             if short_usd || short_tokens {
                 return Ok(Some(BudgetError::Exceeded {
                     scope: hold.scope.describe(),

@@ -91,13 +91,26 @@ impl<S: Send + Sync> FromRequest<S> for Document {
         }
         let bytes = read_body(req, state).await?;
         if yaml {
-            serde_norway::from_slice(&bytes).map(Document).map_err(|e| {
+            let value: serde_json::Value = serde_norway::from_slice(&bytes).map_err(|e| {
                 ApiError::bad_request("invalid-yaml", format!("the body is not valid YAML: {e}"))
-            })
+            })?;
+            checked_value(&value)?;
+            Ok(Document(value))
         } else {
             parse(&bytes).map(Document)
         }
     }
+}
+
+/// A 422 when DynamoDB could not store the value (out-of-range numbers, deep nesting, empty
+/// keys): refused at the edge instead of failing a write, or a stream, later.
+fn checked_value(value: &serde_json::Value) -> Result<(), ApiError> {
+    crate::domain::execution::plan::storable(value).map_err(|why| {
+        ApiError::unprocessable(
+            "unstorable-value",
+            format!("the body cannot be stored: {why}"),
+        )
+    })
 }
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
@@ -106,18 +119,17 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
-/// Parses JSON with the path of the failing field in the message.
+/// Parses JSON (one document, nothing after it) with the path of the failing field in the
+/// message. Values DynamoDB could not store are refused here, before anything is written.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("invalid-json", format!("the body is not valid JSON: {e}"))
+    })?;
+    checked_value(&value)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(
-                "invalid-json",
-                format!("the body is not valid JSON: {inner}"),
-            )
-        } else if path == "." {
+        if path == "." {
             ApiError::bad_request(
                 "invalid-body",
                 format!("the body does not match the expected shape: {inner}"),

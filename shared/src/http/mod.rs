@@ -79,9 +79,54 @@ pub fn function_layers(router: Router, limiter: Option<RateLimiter>) -> Router {
 pub fn edge_layers(router: Router, cors_origins: &[String]) -> Router {
     router
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(problems_only))
         .layer(middleware::from_fn(count_requests))
         .layer(cors::layer(cors_origins))
         .layer(middleware::from_fn(request_id::request_ids))
+}
+
+/// Errors that axum answers itself (a path segment that is not UTF-8, a query string that does
+/// not parse, a method the route does not have) come as plain text or with no body; every error
+/// answer is problem+json instead, with the same words.
+async fn problems_only(req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request cannot be served")
+            .to_owned()
+    } else {
+        text
+    };
+    let (kind, title) = match status.as_u16() {
+        405 => ("method-not-allowed", "Method not allowed"),
+        404 => ("not-found", "Not found"),
+        413 => ("payload-too-large", "Payload too large"),
+        415 => ("unsupported-media-type", "Unsupported media type"),
+        s if s >= 500 => ("internal", "Internal server error"),
+        _ => ("bad-request", "Bad request"),
+    };
+    let mut problem = ApiError::new(status, kind, title, detail).into_response();
+    // Keep what the original answer said about the method (`Allow`) and the like.
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// `api_requests_total`, by tenant, route and status class, as an EMF metric.

@@ -38,8 +38,83 @@ pub fn dynamo_size(value: &Value) -> usize {
     }
 }
 
-/// `Err(kind)` naming the limit when `value` is too large to record in one event.
+/// How deep a recorded value may nest: DynamoDB allows 32 levels in an item, and events and
+/// snapshots put values a few levels down.
+pub const MAX_VALUE_DEPTH: usize = 24;
+
+/// Whether DynamoDB can store `value` as it is: numbers within its range (magnitudes from
+/// 1e-130 to below 1e126), nesting at most [`MAX_VALUE_DEPTH`], no empty object keys. `Err`
+/// says what is wrong and where (a JSON pointer).
+pub fn storable(value: &Value) -> Result<(), String> {
+    fn walk(value: &Value, at: &mut String, depth: usize) -> Result<(), String> {
+        let at_or_root = |at: &str| {
+            if at.is_empty() {
+                "/".to_owned()
+            } else {
+                at.to_owned()
+            }
+        };
+        match value {
+            Value::Number(n) => {
+                let ok = n.is_i64()
+                    || n.is_u64()
+                    || n.as_f64().is_some_and(|f| {
+                        let a = f.abs();
+                        a == 0.0 || (1e-130..1e126).contains(&a)
+                    });
+                if !ok {
+                    return Err(format!(
+                        "{}: the number {n} is outside the range a stored number may have (1e-130 to 1e126)",
+                        at_or_root(at)
+                    ));
+                }
+                Ok(())
+            }
+            Value::Array(_) | Value::Object(_) if depth >= MAX_VALUE_DEPTH => Err(format!(
+                "{}: values may nest at most {MAX_VALUE_DEPTH} levels deep",
+                at_or_root(at)
+            )),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    walk(v, at, depth + 1)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k.is_empty() {
+                        return Err(format!(
+                            "{}: an object key is empty, which cannot be stored",
+                            at_or_root(at)
+                        ));
+                    }
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    walk(v, at, depth + 1)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(value, &mut String::new(), 0)
+}
+
+/// `Err(kind)` naming the limit when `value` is too large to record in one event, or
+/// `UnstorableValue` when DynamoDB could not store it at all.
 pub fn fits(value: &Value, what: &str, kind: &str) -> Result<(), StepError> {
+    if let Err(why) = storable(value) {
+        return Err(StepError::new(
+            "UnstorableValue",
+            format!("the {what} cannot be recorded: {why}"),
+            false,
+        ));
+    }
     let bytes = dynamo_size(value);
     if bytes <= MAX_VALUE_BYTES {
         return Ok(());
