@@ -92,12 +92,14 @@ async fn problems_only(req: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
     let response = next.run(req).await;
     let status = response.status();
-    let is_problem = response
+    // JSON answers stay (problem+json, and health's own health+json 503).
+    let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim() == "application/json" || v.trim().ends_with("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -112,7 +112,10 @@ async fn twenty_concurrent_llm_steps_on_one_budget_with_conflicts_forced() {
     assert!((books.spent_usd - reported_usd).abs() < 1e-12, "{books:?}");
     assert_eq!(books.reserved_tokens, 0, "{books:?}");
     assert!(books.reserved_usd.abs() < 1e-12, "{books:?}");
-    assert_eq!(books.available_tokens, Some(20 * 107 - reported_tokens));
+    assert_eq!(
+        books.available_tokens,
+        Some((20 * 107 - reported_tokens) as i64)
+    );
     assert_eq!(holds(&app, tenant).await, 0, "no reservation record left");
 }
 
