@@ -113,19 +113,21 @@ impl Services {
         Ok(Worker::new(
             self.repo.clone(),
             self.workflows.clone(),
-            http::HttpExecutor::new(
-                engine.allow_private_networks,
-                std::time::Duration::from_secs(engine.http_timeout_secs),
-            ),
-            llm::Llm::from_config(config, sdk, Some(prices), Some(budgets)).await?,
-            crate::mcp::McpClients::new(
-                config.mcp_registry(sdk).map_err(|e| e.to_string())?,
-                engine.allow_private_networks,
-                std::time::Duration::from_secs(
-                    config.mcp_timeout_secs().map_err(|e| e.to_string())?,
+            worker::Executors {
+                http: http::HttpExecutor::new(
+                    engine.allow_private_networks,
+                    std::time::Duration::from_secs(engine.http_timeout_secs),
                 ),
-            ),
-            config.tenant_secrets(sdk).map_err(|e| e.to_string())?,
+                llm: llm::Llm::from_config(config, sdk, Some(prices), Some(budgets)).await?,
+                mcp: crate::mcp::McpClients::new(
+                    config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+                    engine.allow_private_networks,
+                    std::time::Duration::from_secs(
+                        config.mcp_timeout_secs().map_err(|e| e.to_string())?,
+                    ),
+                ),
+                secrets: config.tenant_secrets(sdk).map_err(|e| e.to_string())?,
+            },
             // Leftover tasks of ended executions are dropped (no spend after a cancel).
             Some(self.projections.clone()),
             worker::Family {

@@ -66,6 +66,14 @@ impl Task {
     }
 }
 
+/// What performs tasks, and the secrets they may name.
+pub struct Executors {
+    pub http: HttpExecutor,
+    pub llm: super::llm::Llm,
+    pub mcp: crate::mcp::McpClients,
+    pub secrets: crate::secrets::TenantSecrets,
+}
+
 /// Limits on a family of executions (`EngineConfig`): how deep subworkflows nest (a child of a
 /// top-level execution is at depth 1), and how many one top-level execution may start in all.
 #[derive(Debug, Clone, Copy)]
@@ -174,13 +182,16 @@ impl Worker {
     pub fn new(
         repo: ExecutionRepo,
         workflows: WorkflowStore,
-        http: HttpExecutor,
-        llm: super::llm::Llm,
-        mcp: crate::mcp::McpClients,
-        secrets: crate::secrets::TenantSecrets,
+        executors: Executors,
         projections: Option<crate::executions::Projections>,
         family: Family,
     ) -> Arc<Self> {
+        let Executors {
+            http,
+            llm,
+            mcp,
+            secrets,
+        } = executors;
         Arc::new(Self {
             repo,
             workflows,
