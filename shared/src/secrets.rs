@@ -51,7 +51,10 @@ impl SecretInfo {
     /// name a secret, but not send it anywhere else.
     pub fn allows(&self, to: Destination<'_>) -> bool {
         match to {
-            Destination::Host(host) => self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+            Destination::Host(host) => {
+                let host = host.trim_end_matches('.');
+                self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            }
             Destination::McpServer(name) => self.mcp_servers.iter().any(|s| s == name),
         }
     }

@@ -125,7 +125,13 @@ fn checked_hosts(hosts: Vec<String>) -> ApiResult<Vec<String>> {
     hosts
         .into_iter()
         .map(|h| {
-            let lower = h.trim().to_ascii_lowercase();
+            let lower = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            if lower.contains('*') {
+                return Err(ApiError::unprocessable(
+                    "invalid-secret-hosts",
+                    format!("`hosts`: `{h}`: list each host by its name (no wildcards)"),
+                ));
+            }
             let parsed = url::Url::parse(&format!("https://{lower}/"))
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned));
@@ -173,11 +179,26 @@ async fn set(
             "`description` is at most 256 characters",
         ));
     }
+    let previous = match s.secrets.get(&claims.tenant, &name).await {
+        Ok(info) => Some(info),
+        Err(SecretError::NotFound(_)) => None,
+        Err(e) => return Err(secret_error(e)),
+    };
+    let exists = previous.is_some();
     let allowed = match (req.hosts, req.mcp_servers) {
         (None, None) => None,
         (hosts, servers) => {
-            let hosts = checked_hosts(hosts.unwrap_or_default())?;
-            let servers = servers.unwrap_or_default();
+            // A field left out keeps what the secret had.
+            let hosts = match hosts {
+                Some(h) => checked_hosts(h)?,
+                None => previous
+                    .as_ref()
+                    .map(|p| p.hosts.clone())
+                    .unwrap_or_default(),
+            };
+            let servers = servers
+                .or_else(|| previous.as_ref().map(|p| p.mcp_servers.clone()))
+                .unwrap_or_default();
             if let Some(bad) = servers.iter().find(|n| !secret_ref::valid_name(n)) {
                 return Err(ApiError::unprocessable(
                     "invalid-secret-mcp-servers",
@@ -192,11 +213,6 @@ async fn set(
             }
             Some((hosts, servers))
         }
-    };
-    let exists = match s.secrets.get(&claims.tenant, &name).await {
-        Ok(_) => true,
-        Err(SecretError::NotFound(_)) => false,
-        Err(e) => return Err(secret_error(e)),
     };
     if !exists
         && allowed

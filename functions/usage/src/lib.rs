@@ -153,6 +153,11 @@ async fn workflow_scope(s: &UsageState, tenant: &str, id: String) -> ApiResult<S
     }
 }
 
+/// The largest monthly limits: far above any real spend, and within what the accounts' signed
+/// 64-bit amounts hold.
+const MAX_BUDGET_USD: f64 = 1e9;
+const MAX_BUDGET_TOKENS: u64 = 1_000_000_000_000_000;
+
 async fn store(
     s: &UsageState,
     tenant: &str,
@@ -161,11 +166,17 @@ async fn store(
 ) -> ApiResult<Json<Value>> {
     if req
         .monthly_usd
-        .is_some_and(|v| !(v.is_finite() && v >= 0.0))
+        .is_some_and(|v| !(v.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&v)))
     {
         return Err(ApiError::unprocessable(
             "invalid-budget",
-            "`monthly_usd` is a non-negative number",
+            format!("`monthly_usd` is a number from 0 to {MAX_BUDGET_USD}"),
+        ));
+    }
+    if req.monthly_tokens.is_some_and(|t| t > MAX_BUDGET_TOKENS) {
+        return Err(ApiError::unprocessable(
+            "invalid-budget",
+            format!("`monthly_tokens` is at most {MAX_BUDGET_TOKENS}"),
         ));
     }
     let config = BudgetConfig {

@@ -196,6 +196,7 @@ impl AuthStore {
         Ok(self
             .get_user_item(format!("USER#{username}"))
             .await?
+            .filter(|item| item.user.username == username)
             .map(|item| item.user))
     }
 

@@ -132,20 +132,24 @@ fn long(v: &str) -> bool {
     v.len() >= MIN_REDACTED_LEN
 }
 
-/// [`redact`] for one piece of text, such as an error message. Excerpts are cut (an error
-/// quotes the start of a body), so a secret's beginning at the end of the text, before an
-/// optional `…`, is redacted too.
+/// [`redact`] for one piece of text.
 pub fn redact_text(text: &mut String, secrets: &[(String, String)]) {
     for (name, secret) in secrets {
-        if !long(secret) {
-            continue;
+        if long(secret) && text.contains(secret.as_str()) {
+            *text = text.replace(secret.as_str(), &format!("[secret:{name}]"));
         }
+    }
+}
+
+/// [`redact_text`] for an error message: errors quote the start of an answer, cut, so a
+/// secret's beginning (at least [`MIN_VALUE_CHARS`] of it) at the end of the text, before an
+/// optional `…`, is redacted too.
+pub fn redact_error(text: &mut String, secrets: &[(String, String)]) {
+    redact_text(text, secrets);
+    for (name, secret) in secrets {
         let mark = format!("[secret:{name}]");
-        if text.contains(secret.as_str()) {
-            *text = text.replace(secret.as_str(), &mark);
-        }
         let body_end = text.strip_suffix('…').map_or(text.len(), str::len);
-        let cut = (MIN_REDACTED_LEN..secret.len())
+        let cut = (MIN_VALUE_CHARS..secret.len())
             .rev()
             .filter(|n| secret.is_char_boundary(*n))
             .find(|n| text[..body_end].ends_with(&secret[..*n]));
@@ -186,10 +190,10 @@ mod tests {
 
         // An excerpt cut in the middle of the secret.
         let mut cut = "401: bad token s3cr3t-va…".to_owned();
-        redact_text(&mut cut, &secrets);
+        redact_error(&mut cut, &secrets);
         assert_eq!(cut, "401: bad token [secret:tok]…");
         let mut cut = "401: bad token s3cr3t-v".to_owned();
-        redact_text(&mut cut, &secrets);
+        redact_error(&mut cut, &secrets);
         assert_eq!(cut, "401: bad token [secret:tok]");
     }
 }

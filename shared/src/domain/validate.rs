@@ -179,6 +179,24 @@ pub fn validate(def: &Definition) -> Vec<Problem> {
     c.problems
 }
 
+/// Headers a step may not set: `Host` would send the request (and any secret in it) to another
+/// site behind the same address than the URL names; the others belong to the connection.
+pub fn is_reserved_header(name: &str) -> bool {
+    const RESERVED: &[&str] = &[
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name.trim()))
+}
+
 /// Every string under `value` that names a secret must name it well (see [`secret_ref`]).
 fn secret_names(c: &mut Checker, at: &str, value: &Value) {
     match value {
@@ -475,6 +493,12 @@ fn check_step(
             secrets_not_here(c, &format!("{base}/url"), &Value::String(url.clone()));
             for (k, v) in headers {
                 let at = format!("headers/{}", escape(k));
+                if is_reserved_header(k) {
+                    c.add(
+                        format!("{base}/{at}"),
+                        format!("the `{k}` header is set by the engine, not by a step"),
+                    );
+                }
                 if secret_ref::mentions(v) {
                     secret_names(c, &format!("{base}/{at}"), &Value::String(v.clone()));
                 } else {

@@ -404,12 +404,13 @@ impl Budgets {
         }
         // A limit set again after it was cleared: while there was none, spending did not move
         // what is available, so it is worked out afresh from what was spent and is reserved.
+        // The account's `spent` did not move either, so the ledger's month-to-date counts.
         if let (Some(limit), None) = (config.monthly_usd, old.monthly_usd) {
-            self.recompute_available(&period_key, "usd", limit.to_string())
+            self.recompute_available(&period_key, "usd", limit, month_to_date.0)
                 .await?;
         }
         if let (Some(limit), None) = (config.monthly_tokens, old.monthly_tokens) {
-            self.recompute_available(&period_key, "tokens", limit.to_string())
+            self.recompute_available(&period_key, "tokens", limit as f64, month_to_date.1 as f64)
                 .await?;
         }
         // After the deltas (which move only amounts that exist): a month without an account
@@ -435,7 +436,8 @@ impl Budgets {
         &self,
         period_key: &HashMap<String, AttributeValue>,
         what: &str,
-        limit: String,
+        limit: f64,
+        ledger_spent: f64,
     ) -> Result<(), BudgetError> {
         let (available, spent, reserved) = (
             format!("available_{what}"),
@@ -463,15 +465,20 @@ impl Budgets {
             if !item.contains_key(&available) {
                 return Ok(()); // opened from the limit by `open_period`
             }
-            let limit_value: f64 = limit.parse().unwrap_or(0.0);
-            let fresh = limit_value - number(&item, &spent) - number(&item, &reserved);
-            let fresh = if what == "tokens" {
-                (fresh.round() as i64).to_string()
-            } else {
-                fresh.to_string()
+            let spent_now = number(&item, &spent).max(ledger_spent);
+            let fresh = limit - spent_now - number(&item, &reserved);
+            let text = |v: f64| {
+                if what == "tokens" {
+                    (v.round() as i64).to_string()
+                } else {
+                    v.to_string()
+                }
             };
             // The condition compares the very numbers read (their stored text).
-            let mut values = HashMap::from([(":fresh".to_owned(), AttributeValue::N(fresh))]);
+            let mut values = HashMap::from([
+                (":fresh".to_owned(), AttributeValue::N(text(fresh))),
+                (":spent_now".to_owned(), AttributeValue::N(text(spent_now))),
+            ]);
             let mut conditions = Vec::new();
             for (attr, name) in [(&spent, ":spent"), (&reserved, ":reserved")] {
                 match item.get(attr.as_str()) {
@@ -485,7 +492,7 @@ impl Budgets {
             let written = self
                 .update_account(
                     period_key,
-                    format!("SET {available} = :fresh"),
+                    format!("SET {available} = :fresh, {spent} = :spent_now"),
                     Some(conditions.join(" AND ")),
                     values,
                 )

@@ -191,6 +191,13 @@ impl HttpExecutor {
         let headers = request["headers"].as_object();
         if let Some(headers) = headers {
             for (k, v) in headers {
+                if crate::domain::validate::is_reserved_header(k) {
+                    return Err(error(
+                        "InvalidRequest",
+                        format!("the `{k}` header is set by the engine, not by a step"),
+                        false,
+                    ));
+                }
                 builder = builder.header(k, v.as_str().unwrap_or_default());
             }
         }

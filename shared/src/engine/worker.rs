@@ -150,7 +150,7 @@ fn redacted(
             Ok(v)
         }
         Err(mut e) => {
-            secret_ref::redact_text(&mut e.message, used);
+            secret_ref::redact_error(&mut e.message, used);
             Err(e)
         }
     }

@@ -116,18 +116,23 @@ async fn problems_only(req: Request, next: Next) -> Response {
     let (kind, title) = match status.as_u16() {
         405 => ("method-not-allowed", "Method not allowed"),
         404 => ("not-found", "Not found"),
+        401 => ("unauthorized", "Unauthorized"),
+        408 => ("request-timeout", "Request timeout"),
         413 => ("payload-too-large", "Payload too large"),
+        422 => ("unprocessable", "Unprocessable content"),
         415 => ("unsupported-media-type", "Unsupported media type"),
         s if s >= 500 => ("internal", "Internal server error"),
         _ => ("bad-request", "Bad request"),
     };
     let mut problem = ApiError::new(status, kind, title, detail).into_response();
-    // Keep what the original answer said about the method (`Allow`) and the like.
+    // Keep what the original answer said about the method (`Allow`) and the like, and what
+    // layers outside read from it (the tenant, for metrics).
     for (name, value) in parts.headers.iter() {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-            problem.headers_mut().insert(name.clone(), value.clone());
+            problem.headers_mut().append(name.clone(), value.clone());
         }
     }
+    *problem.extensions_mut() = parts.extensions;
     problem
 }
 

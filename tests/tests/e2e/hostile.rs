@@ -533,7 +533,8 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
             Some(json!({"name": "bad", "start": "a", "steps": {
                 "a": {"type": "http", "url": format!("{echo}?k=${{secret:crm}}"),
                       "headers": {"Authorization": "Bearer ${secret:crm} {{ input.x }}",
-                                  "X-Other": "${secret:bad name}"}}}})),
+                                  "X-Other": "${secret:bad name}",
+                                  "Host": "attacker-app.example"}}}})),
             422,
         )
         .await;
@@ -542,6 +543,7 @@ async fn tenant_secrets_reach_the_call_and_never_history_logs_or_answers() {
         "/steps/a/url",
         "/steps/a/headers/Authorization",
         "/steps/a/headers/X-Other",
+        "/steps/a/headers/Host",
     ] {
         assert!(
             found.iter().any(|(p, _)| p == pointer),
