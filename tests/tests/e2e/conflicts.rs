@@ -23,6 +23,30 @@ async fn holds(app: &App, tenant: &str) -> usize {
     .len()
 }
 
+/// The timer's sweep of stale reservations, run now with no grace period.
+async fn sweep_now(app: &App) -> shared::engine::sweep::Swept {
+    let tables = app.template.tables().unwrap();
+    let repo = shared::executions::ExecutionRepo::new(std::sync::Arc::new(
+        shared::events::DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(&app.sdk),
+            shared::events::EventTables {
+                events: tables.events.clone(),
+                state: tables.state.clone(),
+            },
+            Default::default(),
+        ),
+    ));
+    shared::engine::sweep::settle_stale_holds(
+        &budgets(app),
+        &repo,
+        chrono::Utc::now() + chrono::Duration::seconds(2),
+        chrono::Duration::zero(),
+        std::time::Instant::now() + std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+}
+
 fn budgets(app: &App) -> shared::engine::budget::Budgets {
     shared::engine::budget::Budgets::new(
         aws_sdk_dynamodb::Client::new(&app.sdk),
@@ -107,6 +131,12 @@ async fn twenty_concurrent_llm_steps_on_one_budget_with_conflicts_forced() {
         .map(|e| e["cost_usd"].as_f64().unwrap())
         .sum();
     assert_eq!(reported_tokens, 20 * 17, "the double reports 12 in, 5 out");
+    // A settlement may lose all its retries to the forced conflicts (the design leaves it to
+    // the timer's sweep): the books are exact once the sweep ran.
+    if holds(&app, tenant).await > 0 {
+        let swept = sweep_now(&app).await;
+        assert_eq!(swept.failed, 0, "{swept:?}");
+    }
     let books = tenant_usage(&app, tenant).await;
     assert_eq!(books.spent_tokens, reported_tokens, "{books:?}");
     assert!((books.spent_usd - reported_usd).abs() < 1e-12, "{books:?}");
@@ -161,29 +191,7 @@ async fn a_settlement_that_keeps_conflicting_is_settled_by_the_sweep_from_the_re
     );
 
     // The sweep (the timer's, run here with no grace period) settles it from the outcome.
-    let tables = app.template.tables().unwrap();
-    let repo = shared::executions::ExecutionRepo::new(std::sync::Arc::new(
-        shared::events::DynamoEventStore::new(
-            aws_sdk_dynamodb::Client::new(&app.sdk),
-            shared::events::EventTables {
-                events: tables.events.clone(),
-                state: tables.state.clone(),
-            },
-            Default::default(),
-        ),
-    ));
-    let later = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let books = budgets(&app);
-    let sweep = || {
-        shared::engine::sweep::settle_stale_holds(
-            &books,
-            &repo,
-            later,
-            chrono::Duration::zero(),
-            std::time::Instant::now() + std::time::Duration::from_secs(30),
-        )
-    };
-    let swept = sweep().await.unwrap();
+    let swept = sweep_now(&app).await;
     assert_eq!((swept.settled, swept.released, swept.failed), (1, 0, 0));
     let books = tenant_usage(&app, tenant).await;
     assert_eq!(
@@ -192,5 +200,5 @@ async fn a_settlement_that_keeps_conflicting_is_settled_by_the_sweep_from_the_re
     );
     assert!((books.spent_usd - e["cost_usd"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!((books.reserved_tokens, holds(&app, tenant).await), (0, 0));
-    assert_eq!(sweep().await.unwrap(), Default::default(), "settled once");
+    assert_eq!(sweep_now(&app).await, Default::default(), "settled once");
 }
