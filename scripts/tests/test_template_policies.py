@@ -33,6 +33,7 @@ FUNCTIONS = [
     "HealthFunction",
     "WorkflowsFunction",
     "ExecutionsFunction",
+    "GraphqlFunction",
     "UsageFunction",
     "McpFunction",
     "SecretsFunction",
@@ -113,6 +114,12 @@ EXPECTED = {
         "state": actions("GetItem", "BatchGetItem", "PutItem"),
         "state/index/*": actions("Query"),
         **RATE_LIMIT,
+        **JWT,
+    },
+    "GraphqlFunction": {
+        **EVENTS_APPEND,
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query"),
+        "state/index/*": actions("Query"),
         **JWT,
     },
     "UsageFunction": {

@@ -11,5 +11,6 @@ pub mod http;
 pub mod mcp;
 pub mod migrate;
 pub mod secrets;
+pub mod services;
 pub mod telemetry;
 pub mod workflows;

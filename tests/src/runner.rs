@@ -114,6 +114,7 @@ async fn function_app(
         "UsageFunction" => usage::app(config, sdk).await,
         "McpFunction" => mcp::app(config, sdk).await,
         "SecretsFunction" => secrets::app(config, sdk).await,
+        "GraphqlFunction" => graphql::app(config, sdk).await,
         other => Err(format!("the local runner does not know how to run {other}")),
     }
 }

@@ -377,6 +377,7 @@ mod tests {
             [
                 "AuthFunction",
                 "ExecutionsFunction",
+                "GraphqlFunction",
                 "HealthFunction",
                 "McpFunction",
                 "SecretsFunction",

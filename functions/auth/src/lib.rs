@@ -60,16 +60,7 @@ pub fn router(state: AuthState) -> Router {
         .with_state(state)
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::UserExists(_) => ApiError::conflict("user-exists", e.to_string()),
-        StoreError::NoSuchUser(_) => ApiError::not_found(e.to_string()),
-        StoreError::InvalidRefresh | StoreError::RefreshReused => {
-            ApiError::unauthorized(e.to_string())
-        }
-        StoreError::Backend(b) => ApiError::internal(b),
-    }
-}
+use shared::services::users::store_error;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,13 +192,7 @@ async fn me(
     State(s): State<AuthState>,
     Authenticated(claims): Authenticated,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let user = s
-        .store
-        .user(&claims.tenant, &claims.sub)
-        .await
-        .map_err(store_error)?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| ApiError::unauthorized("this user no longer exists or is disabled"))?;
+    let user = shared::services::users::me(&s.store, &claims).await?;
     Ok(Json(user.public()))
 }
 
@@ -336,18 +321,8 @@ async fn list_users(
     Admin(admin): Admin,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid-query",
-            "limit must be between 1 and 100",
-        ));
-    }
-    let (users, next) = s
-        .store
-        .users(&admin.tenant, limit, q.after.as_deref())
-        .await
-        .map_err(store_error)?;
+    let (users, next) =
+        shared::services::users::list(&s.store, &admin, q.limit, q.after.as_deref()).await?;
     Ok(Json(serde_json::json!({
         "items": users.iter().map(User::public).collect::<Vec<_>>(),
         "next": next,

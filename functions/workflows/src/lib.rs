@@ -12,10 +12,9 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
-use shared::domain::{Definition, Problem};
 use shared::executions::Projections;
 use shared::http::{ApiError, ApiResult, Authenticated, Document, Json};
-use shared::workflows::{WorkflowError, WorkflowStore};
+use shared::workflows::WorkflowStore;
 
 #[derive(Clone)]
 pub struct WorkflowsState {
@@ -55,58 +54,14 @@ pub fn router(state: WorkflowsState) -> Router {
         .with_state(state)
 }
 
-pub fn workflow_error(e: WorkflowError) -> ApiError {
-    match e {
-        WorkflowError::Exists(_) => ApiError::conflict("workflow-exists", e.to_string()),
-        WorkflowError::NotFound(_) | WorkflowError::NoVersion { .. } => {
-            ApiError::not_found(e.to_string())
-        }
-        WorkflowError::Conflict(_) => ApiError::conflict("version-conflict", e.to_string()),
-        WorkflowError::BadCursor(m) => ApiError::bad_request("invalid-cursor", m),
-        WorkflowError::Backend(b) => ApiError::internal(b),
-    }
-}
-
-/// Reads and validates a definition; every problem at once as a 422.
-fn checked(document: Value) -> ApiResult<Definition> {
-    shared::domain::validate::check(&document).map_err(invalid)
-}
-
-fn invalid(problems: Vec<Problem>) -> ApiError {
-    let summary = problems
-        .iter()
-        .take(3)
-        .map(|p| {
-            format!(
-                "{}: {}",
-                if p.pointer.is_empty() {
-                    "/"
-                } else {
-                    &p.pointer
-                },
-                p.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let more = problems.len().saturating_sub(3);
-    let detail = if more > 0 {
-        format!("{summary}; and {more} more (see `errors`)")
-    } else {
-        summary
-    };
-    ApiError::unprocessable(
-        "invalid-workflow",
-        format!("the workflow is not valid: {detail}"),
-    )
-    .with_errors(problems)
-}
+pub use shared::services::workflows::workflow_error;
+use shared::services::workflows as service;
 
 async fn validate_only(
     Authenticated(_): Authenticated,
     Document(doc): Document,
 ) -> ApiResult<Json<Value>> {
-    checked(doc)?;
+    service::checked(&doc)?;
     Ok(Json(json!({"valid": true, "errors": []})))
 }
 
@@ -115,16 +70,8 @@ async fn create(
     Authenticated(claims): Authenticated,
     Document(doc): Document,
 ) -> ApiResult<impl IntoResponse> {
-    let definition = checked(doc)?;
-    let id = definition
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (workflow, version) = s
-        .workflows
-        .create(&claims.tenant, &claims.sub, &id, definition)
-        .await
-        .map_err(workflow_error)?;
+    let (workflow, version) = service::create(&s.workflows, &claims, &doc).await?;
+    let id = &workflow.id;
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::LOCATION, format!("/workflows/{id}"))],
@@ -147,25 +94,15 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))?;
-    if let Some(status) = q.status.as_deref() {
-        if !matches!(status, "active" | "archived") {
-            return Err(ApiError::bad_request(
-                "invalid-query",
-                "`status` is `active` or `archived`",
-            ));
-        }
-    }
-    let (items, next) = s
-        .workflows
-        .list(
-            &claims.tenant,
-            q.status.as_deref(),
-            q.name_prefix.as_deref(),
-            q.limit.unwrap_or(50),
-            q.cursor.as_deref(),
-        )
-        .await
-        .map_err(workflow_error)?;
+    let (items, next) = service::list(
+        &s.workflows,
+        &claims,
+        q.status.as_deref(),
+        q.name_prefix.as_deref(),
+        q.limit,
+        q.cursor.as_deref(),
+    )
+    .await?;
     Ok(Json(json!({"items": items, "next_cursor": next})))
 }
 
@@ -174,16 +111,7 @@ async fn get_one(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workflow = s
-        .workflows
-        .get(&claims.tenant, &id)
-        .await
-        .map_err(workflow_error)?;
-    let version = s
-        .workflows
-        .version(&claims.tenant, &id, workflow.latest_version)
-        .await
-        .map_err(workflow_error)?;
+    let (workflow, version) = service::latest(&s.workflows, &claims, &id).await?;
     let stats = s
         .projections
         .workflow_stats(&claims.tenant, &id)
@@ -202,37 +130,21 @@ async fn update(
     headers: HeaderMap,
     Document(doc): Document,
 ) -> ApiResult<Json<Value>> {
-    let definition = checked(doc)?;
-    if definition.id.as_deref().is_some_and(|given| given != id) {
-        return Err(ApiError::unprocessable(
-            "id-mismatch",
-            format!("the body's id is not {id}"),
-        ));
-    }
     let expected = match headers.get(axum::http::header::IF_MATCH) {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().trim_matches('"').parse().ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid-if-match",
-                    "`If-Match` is the version number you read",
-                )
-            })?,
-        None => {
-            s.workflows
-                .get(&claims.tenant, &id)
-                .await
-                .map_err(workflow_error)?
-                .latest_version
-        }
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().trim_matches('"').parse().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid-if-match",
+                        "`If-Match` is the version number you read",
+                    )
+                })?,
+        ),
+        None => None,
     };
-    let (workflow, version) = s
-        .workflows
-        .update(&claims.tenant, &claims.sub, &id, expected, definition)
-        .await
-        .map_err(workflow_error)?;
+    let (workflow, version) = service::update(&s.workflows, &claims, &id, expected, &doc).await?;
     Ok(Json(
         json!({"workflow": workflow, "definition": version.definition}),
     ))
@@ -243,11 +155,7 @@ async fn archive(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workflow = s
-        .workflows
-        .archive(&claims.tenant, &id)
-        .await
-        .map_err(workflow_error)?;
+    let workflow = service::archive(&s.workflows, &claims, &id).await?;
     Ok(Json(json!({"workflow": workflow})))
 }
 
@@ -256,11 +164,7 @@ async fn restore(
     Authenticated(claims): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let workflow = s
-        .workflows
-        .restore(&claims.tenant, &id)
-        .await
-        .map_err(workflow_error)?;
+    let workflow = service::restore(&s.workflows, &claims, &id).await?;
     Ok(Json(json!({"workflow": workflow})))
 }
 
@@ -272,10 +176,6 @@ async fn get_version(
     let version: u32 = version
         .parse()
         .map_err(|_| ApiError::bad_request("invalid-version", "a version is a positive number"))?;
-    let v = s
-        .workflows
-        .version(&claims.tenant, &id, version)
-        .await
-        .map_err(workflow_error)?;
+    let v = service::version(&s.workflows, &claims, &id, version).await?;
     Ok(Json(json!(v)))
 }

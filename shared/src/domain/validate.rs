@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::definition::{escape, Definition, Step, StepKind, LLM_PROVIDERS};
 use super::{expr, secret_ref};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Problem {
     pub pointer: String,
     pub message: String,

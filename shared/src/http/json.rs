@@ -104,7 +104,7 @@ impl<S: Send + Sync> FromRequest<S> for Document {
 
 /// A 422 when DynamoDB could not store the value (out-of-range numbers, deep nesting, empty
 /// keys): refused at the edge instead of failing a write, or a stream, later.
-fn checked_value(value: &serde_json::Value) -> Result<(), ApiError> {
+pub fn checked_value(value: &serde_json::Value) -> Result<(), ApiError> {
     crate::domain::execution::plan::storable(value).map_err(|why| {
         ApiError::unprocessable(
             "unstorable-value",

@@ -19,7 +19,7 @@ use axum::Router;
 
 pub use bearer::{Admin, Authenticated};
 pub use context::client_ip;
-pub use json::{parse as parse_json, Document, Json};
+pub use json::{checked_value as storable, parse as parse_json, Document, Json};
 pub use problem::ApiError;
 pub use rate_limit::{Principal, RateLimiter, RatePolicy};
 

@@ -339,6 +339,94 @@ impl WorkflowStore {
         }
     }
 
+    /// A workflow's versions, newest first, one page from `cursor`.
+    pub async fn versions(
+        &self,
+        tenant: &str,
+        id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Version>, Option<String>), WorkflowError> {
+        let partition = pk(tenant, id);
+        let start = cursor
+            .map(|c| crate::aws::cursor::decode(c, "pk", &partition))
+            .transpose()
+            .map_err(|e| WorkflowError::BadCursor(e.into()))?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :v)")
+            .expression_attribute_values(":pk", AttributeValue::S(partition))
+            .expression_attribute_values(":v", AttributeValue::S("V#".into()))
+            .set_exclusive_start_key(start)
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        let items: Vec<VersionItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| WorkflowError::Backend(e.to_string()))?;
+        let next = out.last_evaluated_key.map(crate::aws::cursor::encode);
+        Ok((items.into_iter().map(|i| i.version).collect(), next))
+    }
+
+    /// The heads of up to 100 workflows of one tenant in one BatchGetItem (a listing that shows
+    /// each item's workflow reads them together, not one by one). Missing ids are left out;
+    /// keys DynamoDB leaves unprocessed (throttling) are asked again.
+    pub async fn heads(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<Workflow>, WorkflowError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|id| key(pk(tenant, id), "HEAD".to_owned()))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(backend)?,
+            );
+            let mut attempt = 0;
+            while let Some(keys) = request.take() {
+                if attempt > 0 {
+                    tokio::time::sleep(crate::aws::transact::pause(attempt)).await;
+                }
+                attempt += 1;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                let items = out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default();
+                let heads: Vec<HeadItem> = serde_dynamo::from_items(items)
+                    .map_err(|e| WorkflowError::Backend(e.to_string()))?;
+                found.extend(heads.into_iter().map(|h| h.workflow));
+                request = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys.is_empty());
+                if request.is_some() && attempt >= 8 {
+                    return Err(WorkflowError::Backend(
+                        "workflow heads stayed unprocessed (throttled)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// A tenant's workflows, oldest first, filtered by status and name prefix.
     pub async fn list(
         &self,

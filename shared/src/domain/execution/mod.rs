@@ -6,9 +6,11 @@ pub mod plan;
 #[cfg(feature = "testkit")]
 pub mod sim;
 pub mod state;
+pub mod step_detail;
 pub mod summary;
 
 pub use events::{ExecutionEvent, ParentRef, StepError, TimerPurpose, Usage};
 pub use plan::{decide, plan};
 pub use state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
+pub use step_detail::{step_details, StepDetail};
 pub use summary::Summary;
