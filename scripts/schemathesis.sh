@@ -5,7 +5,7 @@
 #   scripts/schemathesis.sh              start wfe-local on a free port (moto on MOTO_PORT, started
 #                                        if nothing answers there), test it, stop what it started
 #   scripts/schemathesis.sh BASE_URL     test a runner that is already up (e.g. scripts/start's
-#                                        http://127.0.0.1:3000); its admin is created through
+#                                        http://127.0.0.1:8080); its admin is created through
 #                                        `auth create-admin` on the local stack (AWS_ENDPOINT_URL,
 #                                        STACK_NAME), unless WFE_TOKEN gives an admin's token
 #

@@ -224,7 +224,7 @@ impl Config {
             host: self
                 .pick("HOST", s.host.as_ref())
                 .unwrap_or_else(|| "127.0.0.1".to_owned()),
-            port: self.number("PORT", s.port, 3000)?,
+            port: self.number("PORT", s.port, 8080)?,
             cors_origins,
         })
     }
@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn defaults_and_bad_numbers() {
         let cfg = Config::from_sources(env(&[("TOKEN_EXPIRATION", "soon")]), None).unwrap();
-        assert_eq!(cfg.server().unwrap().port, 3000);
+        assert_eq!(cfg.server().unwrap().port, 8080);
         assert!(cfg
             .auth()
             .unwrap_err()

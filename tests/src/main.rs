@@ -3,7 +3,7 @@
 //!   wfe-local up       create the template's tables and secrets, apply migrations when
 //!                      AUTO_MIGRATE=true, create the first admin when ADMIN_USERNAME and
 //!                      ADMIN_PASSWORD are set, then serve every HTTP function (and the frontend
-//!                      build, if any) on HOST:PORT (127.0.0.1:3000), run the schedules and
+//!                      build, if any) on HOST:PORT (127.0.0.1:8080), run the schedules and
 //!                      deliver the DynamoDB streams to the stream functions, until Ctrl-C
 //!   wfe-local tables   create the tables and secrets, then exit
 //!   wfe-local env      print the environment a function gets locally, as `export` lines

@@ -218,7 +218,10 @@ mod tests {
     /// The committed SDL is what gateways and the federation test compose: it must be current.
     #[test]
     fn committed_sdl_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/graphql/schema.graphql");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/graphql/schema.graphql"
+        );
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == crate::sdl(),

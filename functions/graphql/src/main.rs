@@ -7,6 +7,5 @@ async fn main() -> Result<(), shared::http::ServeError> {
         print!("{}", graphql::sdl());
         return Ok(());
     }
-    shared::http::run_function(|config, sdk| async move { graphql::app(&config, &sdk).await })
-        .await
+    shared::http::run_function(|config, sdk| async move { graphql::app(&config, &sdk).await }).await
 }

@@ -2,7 +2,7 @@
 //! `User` (`@key(fields: "id")`), each resolved within the caller's tenant only.
 
 use async_graphql::{
-    Context, EmptySubscription, Json, Object, Schema, SchemaBuilder, SDLExportOptions, ID,
+    Context, EmptySubscription, Json, Object, SDLExportOptions, Schema, SchemaBuilder, ID,
 };
 use serde_json::Value;
 use shared::services::{executions, users, workflows};
@@ -96,7 +96,14 @@ impl Query {
         #[graphql(validator(minimum = 1, maximum = 100))] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Page<Execution>> {
-        list_executions(ctx, workflow_id.as_ref().map(|i| i.as_str()), status, first, after).await
+        list_executions(
+            ctx,
+            workflow_id.as_ref().map(|i| i.as_str()),
+            status,
+            first,
+            after,
+        )
+        .await
     }
 
     /// One execution as its events say now; null when your tenant has none with this id.
@@ -252,10 +259,12 @@ impl Mutation {
             version,
             idempotency_key: executions::idempotency_key(idempotency_key.as_deref()).gql()?,
         };
-        Ok(executions::start(services(ctx), claims(ctx)?, &workflow_id, &req)
-            .await
-            .gql()?
-            .into())
+        Ok(
+            executions::start(services(ctx), claims(ctx)?, &workflow_id, &req)
+                .await
+                .gql()?
+                .into(),
+        )
     }
 
     async fn cancel_execution(

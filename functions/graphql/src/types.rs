@@ -460,10 +460,7 @@ pub enum StepStatus {
 }
 
 impl Step {
-    async fn detail(
-        &self,
-        ctx: &Context<'_>,
-    ) -> async_graphql::Result<Option<domain::StepDetail>> {
+    async fn detail(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::StepDetail>> {
         let details = loaded(
             loaders(ctx)
                 .step_details

@@ -31,7 +31,34 @@ pub struct HealthState {
     pub cold_start_ms: u128,
     /// Idle time after which the timer's sweep looks at a running execution.
     pub stall_after: chrono::Duration,
+    /// The federation gateway to check (`GRAPHQL_GATEWAY_URL`), when one is configured.
+    pub gateway: Option<Gateway>,
 }
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub url: url::Url,
+    pub client: reqwest::Client,
+}
+
+impl Gateway {
+    pub fn new(raw: &str) -> Result<Self, String> {
+        let url = url::Url::parse(raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| format!("GRAPHQL_GATEWAY_URL {raw:?} is not an http(s) URL"))?;
+        let client = reqwest::Client::builder()
+            .timeout(GATEWAY_TIMEOUT)
+            .connect_timeout(GATEWAY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { url, client })
+    }
+}
+
+/// Below [`CHECK_TIMEOUT`], so a gateway that accepts and never answers reads as unreachable.
+pub const GATEWAY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the function from config and clients. `started` is when the process started, for the
 /// reported cold-start time. Callers are anonymous, so both routes are rate limited per IP (the
@@ -52,6 +79,11 @@ pub fn app(
         stall_after: chrono::Duration::seconds(
             config.stall_sweep_after_secs().map_err(|e| e.to_string())? as i64,
         ),
+        gateway: config
+            .gateway_url()
+            .as_deref()
+            .map(Gateway::new)
+            .transpose()?,
     };
     let (limit, window_secs) = config.rate_limit().map_err(|e| e.to_string())?;
     let limiter = shared::http::rate_limit::RateLimiter::new(
@@ -193,14 +225,50 @@ async fn progress(s: &HealthState) -> Result<String, String> {
     }
 }
 
+/// The seed's "GraphQL gateway unreachable", with the port to check.
+async fn gateway(g: &Gateway) -> Result<String, String> {
+    let port = g.url.port_or_known_default().unwrap_or(4000);
+    let unreachable = |why: String| {
+        tracing::warn!(gateway = %g.url, error = %why, "health: gateway check failed");
+        format!(
+            "GraphQL gateway unreachable: ensure the graphql-gateway service is running on port \
+             {port} ({}): {why}",
+            g.url
+        )
+    };
+    let health = g
+        .url
+        .join("health")
+        .map_err(|e| unreachable(e.to_string()))?;
+    let r = g
+        .client
+        .get(health)
+        .send()
+        .await
+        .map_err(|e| unreachable(e.without_url().to_string()))?;
+    if r.status().is_success() {
+        Ok(format!("the GraphQL gateway at {} answers", g.url))
+    } else {
+        Err(unreachable(format!("GET /health answered {}", r.status())))
+    }
+}
+
 async fn detailed(State(s): State<HealthState>) -> impl IntoResponse {
-    let (t, sec, m, p) = tokio::join!(
+    let gateway_check = async {
+        match &s.gateway {
+            Some(g) => Some(timed("gateway", gateway(g)).await),
+            None => None,
+        }
+    };
+    let (t, sec, m, p, g) = tokio::join!(
         timed("dynamodb", tables(&s)),
         timed("secret", secret(&s)),
         timed("migrations", migrations(&s)),
-        timed("progress", progress(&s))
+        timed("progress", progress(&s)),
+        gateway_check
     );
-    let checks = [t, sec, m, p];
+    let mut checks = vec![t, sec, m, p];
+    checks.extend(g);
     let failing: Vec<&str> = checks
         .iter()
         .filter(|c| c.status == "fail")

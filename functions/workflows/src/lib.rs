@@ -54,8 +54,8 @@ pub fn router(state: WorkflowsState) -> Router {
         .with_state(state)
 }
 
-pub use shared::services::workflows::workflow_error;
 use shared::services::workflows as service;
+pub use shared::services::workflows::workflow_error;
 
 async fn validate_only(
     Authenticated(_): Authenticated,

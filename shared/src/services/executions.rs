@@ -115,7 +115,11 @@ pub async fn start(
         ));
     }
     let pinned = req.version.unwrap_or(wf.latest_version);
-    let version = match s.workflows.version(&claims.tenant, workflow_id, pinned).await {
+    let version = match s
+        .workflows
+        .version(&claims.tenant, workflow_id, pinned)
+        .await
+    {
         Err(e @ WorkflowError::NoVersion { .. }) => {
             return Err(ApiError::unprocessable("no-such-version", e.to_string()))
         }
@@ -247,7 +251,11 @@ async fn replay_start(
 }
 
 /// The execution as its events say now (consistent read), not the eventually consistent listing.
-pub async fn load(s: &Services, claims: &Claims, id: &str) -> ApiResult<(StreamId, ExecutionState)> {
+pub async fn load(
+    s: &Services,
+    claims: &Claims,
+    id: &str,
+) -> ApiResult<(StreamId, ExecutionState)> {
     let stream = stream(claims, id)?;
     let loaded = s.repo.load(&stream).await.map_err(repo_error)?;
     if loaded.state.status == ExecutionStatus::New {
@@ -315,7 +323,9 @@ pub async fn history(
         .read_page(
             &stream,
             from,
-            limit.unwrap_or(DEFAULT_EVENTS_PAGE).clamp(1, MAX_EVENTS_PAGE),
+            limit
+                .unwrap_or(DEFAULT_EVENTS_PAGE)
+                .clamp(1, MAX_EVENTS_PAGE),
         )
         .await
         .map_err(ApiError::from)?;

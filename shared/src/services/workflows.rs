@@ -34,7 +34,11 @@ fn invalid(problems: Vec<Problem>) -> ApiError {
         .iter()
         .take(3)
         .map(|p| {
-            let at = if p.pointer.is_empty() { "/" } else { &p.pointer };
+            let at = if p.pointer.is_empty() {
+                "/"
+            } else {
+                &p.pointer
+            };
             format!("{at}: {}", p.message)
         })
         .collect::<Vec<_>>()
@@ -185,7 +189,11 @@ pub async fn versions(
 
 /// The heads of several of the caller's workflows at once; ids of other tenants or of no
 /// workflow are simply absent from the answer.
-pub async fn heads(store: &WorkflowStore, claims: &Claims, ids: &[String]) -> ApiResult<Vec<Workflow>> {
+pub async fn heads(
+    store: &WorkflowStore,
+    claims: &Claims,
+    ids: &[String],
+) -> ApiResult<Vec<Workflow>> {
     store
         .heads(&claims.tenant, ids)
         .await

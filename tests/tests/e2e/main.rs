@@ -9,6 +9,7 @@ mod delivery;
 mod edge;
 mod event_store;
 mod exactly_once;
+mod federation;
 mod hostile;
 mod lambda_binary;
 mod llm;
