@@ -120,6 +120,7 @@ EXPECTED = {
         **EVENTS_APPEND,
         "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query"),
         "state/index/*": actions("Query"),
+        "secrets:mcp/*": {"secretsmanager:GetSecretValue"},
         **JWT,
     },
     "UsageFunction": {
@@ -368,7 +369,8 @@ class TemplatePolicies(unittest.TestCase):
             }
 
         self.assertEqual(touching("/tenant/"), {"WorkerFunction", "SecretsFunction"})
-        self.assertEqual(touching("/mcp/"), {"WorkerFunction", "McpFunction"})
+        # GraphQL reads a server's token to list its tools, as the mcp function does.
+        self.assertEqual(touching("/mcp/"), {"WorkerFunction", "McpFunction", "GraphqlFunction"})
 
     def test_the_worker_never_reads_the_jwt_key(self):
         read = self.policies["WorkerFunction"].resources_of("secretsmanager:GetSecretValue")

@@ -38,3 +38,11 @@ pub fn users<'c>(ctx: &Context<'c>) -> &'c shared::auth::AuthStore {
 pub fn loaders<'c>(ctx: &Context<'c>) -> &'c Loaders {
     ctx.data_unchecked::<Loaders>()
 }
+
+pub fn money<'c>(ctx: &Context<'c>) -> &'c shared::services::usage::Money {
+    ctx.data_unchecked::<shared::services::usage::Money>()
+}
+
+pub fn mcp_clients<'c>(ctx: &Context<'c>) -> &'c shared::mcp::McpClients {
+    ctx.data_unchecked::<std::sync::Arc<shared::mcp::McpClients>>()
+}

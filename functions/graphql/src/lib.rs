@@ -8,6 +8,8 @@ mod context;
 mod errors;
 mod guard;
 mod loaders;
+mod money;
+mod scalars;
 mod schema;
 mod types;
 
@@ -49,9 +51,26 @@ pub async fn app(
     let services = Services::new(config, sdk)?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let introspection = config.flag("GRAPHQL_INTROSPECTION");
+    let allow_private = config
+        .engine()
+        .map_err(|e| e.to_string())?
+        .allow_private_networks;
+    let mcp = Arc::new(shared::mcp::McpClients::new(
+        config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+        allow_private,
+        std::time::Duration::from_secs(config.mcp_timeout_secs().map_err(|e| e.to_string())?),
+    ));
     let schema = schema::builder(introspection)
         .data(services.clone())
-        .data(AuthStore::new(shared::aws::dynamodb(sdk), tables.state))
+        .data(AuthStore::new(
+            shared::aws::dynamodb(sdk),
+            tables.state.clone(),
+        ))
+        .data(shared::services::usage::Money::new(
+            shared::aws::dynamodb(sdk),
+            tables.state,
+        ))
+        .data(mcp)
         .finish();
     let state = GraphqlState {
         schema,

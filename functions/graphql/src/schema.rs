@@ -118,6 +118,40 @@ impl Query {
         )
     }
 
+    /// Tokens and cost over `from..=to` (dates like `2026-11-25`; default this month so far),
+    /// grouped by day, month, workflow or model.
+    async fn usage(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<String>,
+        to: Option<String>,
+        group_by: Option<crate::money::UsageGroup>,
+    ) -> async_graphql::Result<crate::money::UsageReport> {
+        crate::money::report(ctx, from, to, group_by).await
+    }
+
+    /// The tenant's budget, or one workflow's (admins only).
+    async fn budgets(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<ID>,
+    ) -> async_graphql::Result<crate::money::Budget> {
+        crate::money::budget(ctx, workflow_id.as_ref().map(|i| i.as_str())).await
+    }
+
+    /// What the tenant pays per model.
+    async fn prices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<crate::money::Price>> {
+        crate::money::prices(ctx).await
+    }
+
+    /// The MCP servers registered for the tenant.
+    async fn mcp_servers(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<crate::money::McpServer>> {
+        crate::money::servers(ctx).await
+    }
+
     #[graphql(entity)]
     async fn find_workflow_by_id(
         &self,
@@ -318,6 +352,24 @@ impl Mutation {
         .await
         .gql()?
         .into())
+    }
+
+    /// Sets the monthly limits of the tenant, or of one workflow (admins only). A limit left
+    /// out (null) is cleared.
+    async fn set_budget(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<ID>,
+        monthly_usd: Option<f64>,
+        monthly_tokens: Option<crate::scalars::Long>,
+    ) -> async_graphql::Result<crate::money::Budget> {
+        crate::money::set_budget(
+            ctx,
+            workflow_id.as_ref().map(|i| i.as_str()),
+            monthly_usd,
+            monthly_tokens,
+        )
+        .await
     }
 
     /// Runs a failed execution again from where it failed.

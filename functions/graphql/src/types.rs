@@ -12,6 +12,7 @@ use shared::services::{executions, workflows};
 
 use crate::context::{claims, loaders, services};
 use crate::errors::OrGraphql;
+use crate::scalars::Long;
 
 /// Listings' page size when the query names none (at most 100).
 pub const DEFAULT_FIRST: i32 = 20;
@@ -167,6 +168,10 @@ impl Workflow {
             .gql()?;
         Ok(WorkflowStats(stats))
     }
+    /// This workflow's own budget (admins only).
+    async fn budget(&self, ctx: &Context<'_>) -> async_graphql::Result<crate::money::Budget> {
+        crate::money::budget(ctx, Some(&self.0.id)).await
+    }
     /// This workflow's executions, newest first.
     #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
     async fn executions(
@@ -248,17 +253,17 @@ impl WorkflowStats {
     async fn success_rate(&self) -> Option<f64> {
         self.0.success_rate
     }
-    async fn median_duration_ms(&self) -> Option<i64> {
-        self.0.median_duration_ms
+    async fn median_duration_ms(&self) -> Option<Long> {
+        self.0.median_duration_ms.map(Long)
     }
     async fn cost_usd(&self) -> f64 {
         self.0.cost_usd
     }
-    async fn input_tokens(&self) -> u64 {
-        self.0.input_tokens
+    async fn input_tokens(&self) -> Long {
+        self.0.input_tokens.into()
     }
-    async fn output_tokens(&self) -> u64 {
-        self.0.output_tokens
+    async fn output_tokens(&self) -> Long {
+        self.0.output_tokens.into()
     }
     /// True when only the most recent runs were counted.
     async fn windowed(&self) -> bool {
@@ -372,8 +377,8 @@ impl Execution {
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
         self.summary.ended_at
     }
-    async fn duration_ms(&self) -> Option<i64> {
-        self.summary.duration_ms
+    async fn duration_ms(&self) -> Option<Long> {
+        self.summary.duration_ms.map(Long)
     }
     async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<Value>> {
         Ok(Json(self.state(ctx).await?.input.clone()))
@@ -390,11 +395,11 @@ impl Execution {
     async fn parent_execution_id(&self) -> Option<ID> {
         self.summary.parent_execution_id.clone().map(ID)
     }
-    async fn input_tokens(&self) -> u64 {
-        self.summary.input_tokens
+    async fn input_tokens(&self) -> Long {
+        self.summary.input_tokens.into()
     }
-    async fn output_tokens(&self) -> u64 {
-        self.summary.output_tokens
+    async fn output_tokens(&self) -> Long {
+        self.summary.output_tokens.into()
     }
     async fn cost_usd(&self) -> f64 {
         self.summary.cost_usd
@@ -402,7 +407,9 @@ impl Execution {
     async fn steps_completed(&self) -> usize {
         self.summary.steps_completed
     }
-    /// Every step instance, in key order.
+    /// Every step instance, in key order. Costed as 20 steps: a listing that asks for them
+    /// reads each execution's state.
+    #[graphql(complexity = "20 * child_complexity")]
     async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
         let state = self.state(ctx).await?;
         Ok(state
@@ -420,9 +427,20 @@ impl Execution {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        #[graphql(validator(minimum = 1))] from: Option<u64>,
+        from: Option<Long>,
         #[graphql(validator(minimum = 1, maximum = 500))] first: Option<u32>,
     ) -> async_graphql::Result<EventPage> {
+        let from = match from {
+            Some(Long(v)) if v < 1 => {
+                return Err(crate::errors::from_problem(
+                    shared::http::ApiError::bad_request(
+                        "invalid-query",
+                        "`from` is an event version, 1 or more",
+                    ),
+                ))
+            }
+            other => other.map(|Long(v)| v as u64),
+        };
         let page = executions::history(
             services(ctx),
             claims(ctx)?,
@@ -434,7 +452,7 @@ impl Execution {
         .gql()?;
         Ok(EventPage {
             nodes: page.events.into_iter().map(Event).collect(),
-            next_from: page.next,
+            next_from: page.next.map(Long::from),
         })
     }
 }
@@ -504,13 +522,14 @@ impl Step {
     async fn ended_at(&self) -> Option<DateTime<Utc>> {
         self.state.ended_at
     }
-    async fn duration_ms(&self) -> Option<i64> {
+    async fn duration_ms(&self) -> Option<Long> {
         self.state
             .ended_at
-            .map(|end| (end - self.state.started_at).num_milliseconds())
+            .map(|end| Long((end - self.state.started_at).num_milliseconds()))
     }
     /// What the step was given (its rendered request), latest attempt; null for steps that
     /// take none (waits, branches).
+    #[graphql(complexity = 5)]
     async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Json<Value>>> {
         Ok(self.detail(ctx).await?.and_then(|d| d.input).map(Json))
     }
@@ -521,12 +540,19 @@ impl Step {
         self.state.error.clone().map(StepError)
     }
     /// Tokens and money of all its attempts (LLM steps; zero for others).
-    async fn input_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        Ok(self.detail(ctx).await?.map_or(0, |d| d.input_tokens))
+    #[graphql(complexity = 5)]
+    async fn input_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Long> {
+        Ok(self.detail(ctx).await?.map_or(0, |d| d.input_tokens).into())
     }
-    async fn output_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        Ok(self.detail(ctx).await?.map_or(0, |d| d.output_tokens))
+    #[graphql(complexity = 5)]
+    async fn output_tokens(&self, ctx: &Context<'_>) -> async_graphql::Result<Long> {
+        Ok(self
+            .detail(ctx)
+            .await?
+            .map_or(0, |d| d.output_tokens)
+            .into())
     }
+    #[graphql(complexity = 5)]
     async fn cost_usd(&self, ctx: &Context<'_>) -> async_graphql::Result<f64> {
         Ok(self.detail(ctx).await?.map_or(0.0, |d| d.cost_usd))
     }
@@ -556,15 +582,15 @@ impl StepError {
 pub struct EventPage {
     pub nodes: Vec<Event>,
     /// Pass as `from` for the next page; null at the end of the history.
-    pub next_from: Option<u64>,
+    pub next_from: Option<Long>,
 }
 
 pub struct Event(pub shared::events::Envelope);
 
 #[Object]
 impl Event {
-    async fn version(&self) -> u64 {
-        self.0.version
+    async fn version(&self) -> Long {
+        self.0.version.into()
     }
     #[graphql(name = "type")]
     async fn event_type(&self) -> &str {
@@ -654,7 +680,7 @@ pub struct CommandAccepted {
     /// The event appended (`ExecutionCancelled`, `ApprovalGranted`, ...).
     pub accepted: String,
     /// The execution's version after it.
-    pub version: u64,
+    pub version: Long,
 }
 
 impl From<executions::Accepted> for CommandAccepted {
@@ -662,7 +688,7 @@ impl From<executions::Accepted> for CommandAccepted {
         Self {
             execution_id: ID(a.execution_id),
             accepted: a.accepted.to_owned(),
-            version: a.version,
+            version: a.version.into(),
         }
     }
 }

@@ -13,8 +13,9 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
-use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
-use shared::mcp::{McpClients, RegistryError};
+use shared::http::{Admin, ApiResult, Authenticated, Json};
+use shared::mcp::McpClients;
+use shared::services::mcp as service;
 
 #[derive(Clone)]
 pub struct McpState {
@@ -62,39 +63,11 @@ pub fn router(state: McpState) -> Router {
         .with_state(state)
 }
 
-fn registry_error(e: RegistryError) -> ApiError {
-    match e {
-        RegistryError::NotFound(_) => ApiError::not_found(e.to_string()),
-        RegistryError::Backend(_) => ApiError::internal(e),
-    }
-}
-
-fn checked_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable(
-            "invalid-server-name",
-            "a server name is 1-64 letters, digits, `-` or `_`",
-        ))
-    }
-}
-
 async fn list(
     State(s): State<McpState>,
     Authenticated(claims): Authenticated,
 ) -> ApiResult<Json<Value>> {
-    let servers = s
-        .clients
-        .registry()
-        .list(&claims.tenant)
-        .await
-        .map_err(registry_error)?;
+    let servers = service::list(&s.clients, &claims).await?;
     Ok(Json(json!({
         "servers": servers.iter().map(|s| s.view()).collect::<Vec<_>>()
     })))
@@ -105,12 +78,7 @@ async fn read(
     Authenticated(claims): Authenticated,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let server = s
-        .clients
-        .registry()
-        .get(&claims.tenant, &name)
-        .await
-        .map_err(registry_error)?;
+    let server = service::get(&s.clients, &claims, &name).await?;
     Ok(Json(server.view()))
 }
 
@@ -129,37 +97,20 @@ async fn register(
     Path(name): Path<String>,
     Json(req): Json<Register>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    checked_name(&name)?;
-    shared::engine::http::checked_url(&req.url, s.allow_private).map_err(|e| {
-        ApiError::unprocessable("invalid-server-url", format!("`url`: {}", e.message))
-    })?;
-    if req.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(ApiError::unprocessable(
-            "invalid-token",
-            "`token` is empty; leave it out for a server without auth",
-        ));
-    }
-    let registry = s.clients.registry();
-    let existed = match registry.get(&claims.tenant, &name).await {
-        Ok(_) => true,
-        Err(RegistryError::NotFound(_)) => false,
-        Err(e) => return Err(registry_error(e)),
-    };
-    let server = registry
-        .put(
-            &claims.tenant,
-            &name,
-            &req.url,
-            req.description,
-            req.token.as_deref(),
-            chrono::Utc::now(),
-        )
-        .await
-        .map_err(registry_error)?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+    let (server, created) = service::register(
+        &s.clients,
+        s.allow_private,
+        &claims,
+        &name,
+        &req.url,
+        req.description,
+        req.token.as_deref(),
+    )
+    .await?;
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, Json(server.view())))
 }
@@ -169,11 +120,7 @@ async fn remove(
     Admin(claims): Admin,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.clients
-        .registry()
-        .delete(&claims.tenant, &name)
-        .await
-        .map_err(registry_error)?;
+    service::remove(&s.clients, &claims, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,32 +130,6 @@ async fn tools(
     Authenticated(claims): Authenticated,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    match s.clients.list_tools(&claims.tenant, &name).await {
-        Ok(tools) => Ok(Json(json!({"server": name, "tools": tools}))),
-        Err(e) if e.kind == "McpServerNotRegistered" => Err(ApiError::not_found(e.message)),
-        Err(e) if e.kind == "AddressNotAllowed" || e.kind == "InvalidRequest" => {
-            Err(ApiError::unprocessable("invalid-server-url", e.message))
-        }
-        // The server, not this API, failed: a 424 (no 5xx for what a tenant's server does),
-        // in words a person can act on; the transport's own text goes to the log only.
-        Err(e) => {
-            tracing::info!(server = %name, kind = %e.kind, error = %e.message, "MCP tools unavailable");
-            let detail = match e.kind.as_str() {
-                "McpAuthFailed" => format!("MCP server `{name}` refused the registered token"),
-                "McpTimeout" => format!("MCP server `{name}` did not answer in time"),
-                "ToolError" | "McpRequestRejected" => {
-                    format!("MCP server `{name}` refused to list its tools")
-                }
-                _ => format!(
-                    "MCP server `{name}` could not be reached, or did not answer as an MCP server (streamable HTTP); check its URL"
-                ),
-            };
-            Err(ApiError::new(
-                StatusCode::FAILED_DEPENDENCY,
-                "mcp-server-unavailable",
-                "MCP server unavailable",
-                detail,
-            ))
-        }
-    }
+    let tools = service::tools(&s.clients, &claims, &name).await?;
+    Ok(Json(json!({"server": name, "tools": tools})))
 }

@@ -12,21 +12,15 @@ use std::sync::Arc;
 use axum::extract::{FromRef, Path, State};
 use axum::routing::get;
 use axum::Router;
-use chrono::Datelike;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::JwtKeys;
-use shared::engine::budget::{period, BudgetConfig, Budgets, Scope};
-use shared::engine::prices::{Price, Prices};
-use shared::executions::usage::{totals, GroupBy, UsageLedger, MAX_DAYS};
 use shared::http::{Admin, ApiError, ApiResult, Authenticated, Json};
+use shared::services::usage::{self as service, Money};
 
 #[derive(Clone)]
 pub struct UsageState {
-    pub budgets: Budgets,
-    pub ledger: UsageLedger,
-    pub workflows: shared::workflows::WorkflowStore,
-    pub prices: Prices,
+    pub money: Money,
     pub keys: Arc<JwtKeys>,
 }
 
@@ -43,13 +37,7 @@ pub async fn app(
     let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let state = UsageState {
-        budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state.clone()),
-        ledger: UsageLedger::new(shared::aws::dynamodb(sdk), tables.state.clone()),
-        workflows: shared::workflows::WorkflowStore::new(
-            shared::aws::dynamodb(sdk),
-            tables.state.clone(),
-        ),
-        prices: Prices::new(shared::aws::dynamodb(sdk), tables.state),
+        money: Money::new(shared::aws::dynamodb(sdk), tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))
@@ -71,43 +59,8 @@ pub fn router(state: UsageState) -> Router {
         .with_state(state)
 }
 
-async fn budget_view(s: &UsageState, tenant: &str, scope: &Scope) -> ApiResult<Value> {
-    let now = chrono::Utc::now();
-    let config = s
-        .budgets
-        .config(tenant, scope)
-        .await
-        .map_err(ApiError::internal)?;
-    let usage = s
-        .budgets
-        .usage(tenant, scope, now)
-        .await
-        .map_err(ApiError::internal)?;
-    let mut view = json!({
-        "tenant": tenant,
-        "period": period(now),
-        "monthly_usd": config.monthly_usd,
-        "monthly_tokens": config.monthly_tokens,
-        "spent_usd": usage.spent_usd,
-        "spent_tokens": usage.spent_tokens,
-        "reserved_usd": usage.reserved_usd,
-        "reserved_tokens": usage.reserved_tokens,
-        // Only a limit that is set has an amount available (a cleared one shows none).
-        "available_usd": config.monthly_usd.and(usage.available_usd.or(config.monthly_usd)),
-        "available_tokens": config.monthly_tokens.and(
-            usage
-                .available_tokens
-                .or(config.monthly_tokens.map(|t| t.min(i64::MAX as u64) as i64))
-        ),
-    });
-    if let Scope::Workflow(id) = scope {
-        view["workflow_id"] = json!(id);
-    }
-    Ok(view)
-}
-
 async fn read(State(s): State<UsageState>, Admin(claims): Admin) -> ApiResult<Json<Value>> {
-    Ok(Json(budget_view(&s, &claims.tenant, &Scope::Tenant).await?))
+    Ok(Json(json!(service::budget(&s.money, &claims, None).await?)))
 }
 
 async fn read_workflow(
@@ -115,8 +68,9 @@ async fn read_workflow(
     Admin(claims): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let scope = workflow_scope(&s, &claims.tenant, id).await?;
-    Ok(Json(budget_view(&s, &claims.tenant, &scope).await?))
+    Ok(Json(json!(
+        service::budget(&s.money, &claims, Some(&id)).await?
+    )))
 }
 
 #[derive(Deserialize)]
@@ -131,7 +85,9 @@ async fn set(
     Admin(claims): Admin,
     Json(req): Json<SetBudget>,
 ) -> ApiResult<Json<Value>> {
-    store(&s, &claims.tenant, &Scope::Tenant, req).await
+    let view =
+        service::set_budget(&s.money, &claims, None, req.monthly_usd, req.monthly_tokens).await?;
+    Ok(Json(json!(view)))
 }
 
 async fn set_workflow(
@@ -140,71 +96,15 @@ async fn set_workflow(
     Path(id): Path<String>,
     Json(req): Json<SetBudget>,
 ) -> ApiResult<Json<Value>> {
-    let scope = workflow_scope(&s, &claims.tenant, id).await?;
-    store(&s, &claims.tenant, &scope, req).await
-}
-
-/// A workflow of this tenant (another tenant's is not found, like everywhere else).
-async fn workflow_scope(s: &UsageState, tenant: &str, id: String) -> ApiResult<Scope> {
-    match s.workflows.get(tenant, &id).await {
-        Ok(_) => Ok(Scope::Workflow(id)),
-        Err(shared::workflows::WorkflowError::Backend(e)) => Err(ApiError::internal(e)),
-        Err(_) => Err(ApiError::not_found(format!("no workflow {id}"))),
-    }
-}
-
-/// The largest monthly limits: far above any real spend, and within what the accounts' signed
-/// 64-bit amounts hold.
-const MAX_BUDGET_USD: f64 = 1e9;
-const MAX_BUDGET_TOKENS: u64 = 1_000_000_000_000_000;
-
-async fn store(
-    s: &UsageState,
-    tenant: &str,
-    scope: &Scope,
-    req: SetBudget,
-) -> ApiResult<Json<Value>> {
-    if req
-        .monthly_usd
-        .is_some_and(|v| !(v.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&v)))
-    {
-        return Err(ApiError::unprocessable(
-            "invalid-budget",
-            format!("`monthly_usd` is a number from 0 to {MAX_BUDGET_USD}"),
-        ));
-    }
-    if req.monthly_tokens.is_some_and(|t| t > MAX_BUDGET_TOKENS) {
-        return Err(ApiError::unprocessable(
-            "invalid-budget",
-            format!("`monthly_tokens` is at most {MAX_BUDGET_TOKENS}"),
-        ));
-    }
-    let config = BudgetConfig {
-        monthly_usd: req.monthly_usd,
-        monthly_tokens: req.monthly_tokens,
-    };
-    let now = chrono::Utc::now();
-    // A budget set in the middle of a month starts from what the month already spent.
-    let first = now.date_naive().with_day(1).unwrap_or(now.date_naive());
-    let records = s
-        .ledger
-        .between(tenant, first, now.date_naive())
-        .await
-        .map_err(ApiError::internal)?;
-    let (spent_usd, spent_tokens) = records
-        .iter()
-        .filter(|r| match scope {
-            Scope::Workflow(w) => &r.workflow_id == w,
-            _ => true,
-        })
-        .fold((0.0, 0u64), |(usd, tokens), r| {
-            (usd + r.cost_usd, tokens + r.input_tokens + r.output_tokens)
-        });
-    s.budgets
-        .set(tenant, scope, &config, now, (spent_usd, spent_tokens))
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(budget_view(s, tenant, scope).await?))
+    let view = service::set_budget(
+        &s.money,
+        &claims,
+        Some(&id),
+        req.monthly_usd,
+        req.monthly_tokens,
+    )
+    .await?;
+    Ok(Json(json!(view)))
 }
 
 #[derive(Deserialize)]
@@ -215,15 +115,6 @@ struct UsageQuery {
     group_by: Option<String>,
 }
 
-fn day(name: &str, value: &str) -> ApiResult<chrono::NaiveDate> {
-    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-        ApiError::bad_request(
-            "invalid-query",
-            format!("`{name}` is a date like 2026-11-25"),
-        )
-    })
-}
-
 /// The tenant's usage: totals per group over `from`..=`to` (default: this month so far).
 async fn report(
     State(s): State<UsageState>,
@@ -232,65 +123,22 @@ async fn report(
 ) -> ApiResult<Json<Value>> {
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))?;
-    let today = chrono::Utc::now().date_naive();
-    let from = match &q.from {
-        Some(v) => day("from", v)?,
-        None => today.with_day0(0).unwrap_or(today),
-    };
-    let to = match &q.to {
-        Some(v) => day("to", v)?,
-        None => today,
-    };
-    if to < from || (to - from).num_days() >= MAX_DAYS {
-        return Err(ApiError::bad_request(
-            "invalid-query",
-            format!("`from` must not be after `to`, and a report covers at most {MAX_DAYS} days"),
-        ));
-    }
-    let by = match q.group_by.as_deref() {
-        None => GroupBy::Day,
-        Some(g) => GroupBy::parse(g).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid-query",
-                "`group_by` is day, month, workflow or model",
-            )
-        })?,
-    };
-    let records = s
-        .ledger
-        .between(&claims.tenant, from, to)
-        .await
-        .map_err(ApiError::internal)?;
-    let groups = totals(&records, by);
-    let total =
-        totals(&records, GroupBy::Month)
-            .into_iter()
-            .fold((0u64, 0u64, 0u64, 0.0f64), |a, t| {
-                (
-                    a.0 + t.steps,
-                    a.1 + t.input_tokens,
-                    a.2 + t.output_tokens,
-                    a.3 + t.cost_usd,
-                )
-            });
-    Ok(Json(json!({
-        "from": from.to_string(),
-        "to": to.to_string(),
-        "group_by": q.group_by.unwrap_or_else(|| "day".into()),
-        "groups": groups,
-        "total": {"steps": total.0, "input_tokens": total.1, "output_tokens": total.2, "cost_usd": total.3},
-    })))
+    let report = service::report(
+        &s.money,
+        &claims,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.group_by.as_deref(),
+    )
+    .await?;
+    Ok(Json(json!(report)))
 }
 
 async fn prices(
     State(s): State<UsageState>,
     Authenticated(claims): Authenticated,
 ) -> ApiResult<Json<Value>> {
-    let prices = s
-        .prices
-        .list(&claims.tenant)
-        .await
-        .map_err(ApiError::internal)?;
+    let prices = service::prices(&s.money, &claims).await?;
     Ok(Json(json!({"prices": prices})))
 }
 
@@ -301,29 +149,6 @@ struct SetPrice {
     output_usd_per_mtok: f64,
 }
 
-fn checked_model(provider: &str, model: &str) -> ApiResult<()> {
-    if !shared::domain::definition::LLM_PROVIDERS.contains(&provider) {
-        return Err(ApiError::unprocessable(
-            "invalid-price",
-            format!(
-                "unknown provider `{provider}`; use one of {}",
-                shared::domain::definition::LLM_PROVIDERS.join(", ")
-            ),
-        ));
-    }
-    if model.trim().is_empty() || model.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid-price",
-            "a model name is 1-200 characters",
-        ));
-    }
-    Ok(())
-}
-
-/// No model costs more than this per million tokens (a typo of 1e308 would make every cost
-/// infinite).
-const MAX_USD_PER_MTOK: f64 = 10_000.0;
-
 /// Sets what this tenant pays for a model (per million tokens); other tenants keep theirs.
 async fn set_price(
     State(s): State<UsageState>,
@@ -331,52 +156,15 @@ async fn set_price(
     Path((provider, model)): Path<(String, String)>,
     Json(req): Json<SetPrice>,
 ) -> ApiResult<Json<Value>> {
-    checked_model(&provider, &model)?;
-    for (name, v) in [
-        ("input_usd_per_mtok", req.input_usd_per_mtok),
-        ("output_usd_per_mtok", req.output_usd_per_mtok),
-    ] {
-        if !(v.is_finite() && (0.0..=MAX_USD_PER_MTOK).contains(&v)) {
-            return Err(ApiError::unprocessable(
-                "invalid-price",
-                format!("`{name}` is a number from 0 to {MAX_USD_PER_MTOK}"),
-            ));
-        }
-    }
-    // A tenant's admin may raise its own price (or price a model that has none), not pay less
-    // than list: that takes the operator's `billing` role, which no tenant can grant.
-    let list = s
-        .prices
-        .list_price(&provider, &model)
-        .await
-        .map_err(ApiError::internal)?;
-    let below_list = list.is_some_and(|l| {
-        req.input_usd_per_mtok < l.input_usd_per_mtok
-            || req.output_usd_per_mtok < l.output_usd_per_mtok
-    });
-    if below_list && !claims.has_role("billing") {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "price-below-list",
-            "Forbidden",
-            format!(
-                "{provider}/{model} would cost less than its list price; only the operator's billing role may set that"
-            ),
-        ));
-    }
-    let price = Price {
-        provider,
-        model,
-        input_usd_per_mtok: req.input_usd_per_mtok,
-        output_usd_per_mtok: req.output_usd_per_mtok,
-        source: "tenant".into(),
-        updated_at: None,
-    };
-    let stored = s
-        .prices
-        .set_override(&claims.tenant, &price, chrono::Utc::now())
-        .await
-        .map_err(ApiError::internal)?;
+    let stored = service::set_price(
+        &s.money,
+        &claims,
+        &provider,
+        &model,
+        req.input_usd_per_mtok,
+        req.output_usd_per_mtok,
+    )
+    .await?;
     Ok(Json(json!(stored)))
 }
 
@@ -386,15 +174,6 @@ async fn remove_price(
     Admin(claims): Admin,
     Path((provider, model)): Path<(String, String)>,
 ) -> ApiResult<axum::http::StatusCode> {
-    if s.prices
-        .remove_override(&claims.tenant, &provider, &model)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Ok(axum::http::StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!(
-            "this tenant has no price of its own for {provider}/{model}"
-        )))
-    }
+    service::remove_price(&s.money, &claims, &provider, &model).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

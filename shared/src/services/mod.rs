@@ -3,5 +3,7 @@
 //! caller's verified claims and answers with the same problem type the REST faces render.
 
 pub mod executions;
+pub mod mcp;
+pub mod usage;
 pub mod users;
 pub mod workflows;

@@ -484,3 +484,132 @@ async fn health_reports_a_stopped_gateway_as_unreachable_with_its_port() {
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn money_and_tools_follow_the_same_rules_as_rest() {
+    let app = App::start_engine("gql-money", &[("MCP_TIMEOUT", "5")]).await;
+    let url = app.url("/graphql");
+    let http = &app.http;
+    let (admin, _) = token(&app, "t-gql-money", &["admin"]).await;
+    let (member, _) = token(&app, "t-gql-money", &[]).await;
+
+    // Budgets: admins only, bounded exactly as `PUT /budgets` is, and the same view as REST.
+    let set = "mutation($usd: Float, $tokens: Long) { setBudget(monthlyUsd: $usd, monthlyTokens: $tokens) { period monthlyUsd monthlyTokens spentUsd availableUsd availableTokens } }";
+    let refused = gql(http, &url, Some(&member), set, json!({"usd": 5.0})).await;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let too_much = gql(http, &url, Some(&admin), set, json!({"usd": 2e9})).await;
+    assert_eq!(code(&too_much), "BAD_USER_INPUT", "{too_much}");
+    let rest = http
+        .put(app.url("/budgets"))
+        .bearer_auth(&admin)
+        .json(&json!({"monthly_usd": 2e9}))
+        .send()
+        .await
+        .unwrap();
+    let rest = crate::support::problem(rest, 422).await;
+    assert_eq!(
+        rest["detail"], too_much["errors"][0]["message"],
+        "one rule, one wording"
+    );
+    // Above 2^31 tokens: a Long, which a 32-bit Int could not carry through a gateway.
+    let ok = gql(
+        http,
+        &url,
+        Some(&admin),
+        set,
+        json!({"usd": 5.0, "tokens": 5_000_000_000u64}),
+    )
+    .await;
+    assert!(ok["errors"].is_null(), "{ok}");
+    let budget = &ok["data"]["setBudget"];
+    assert_eq!(budget["monthlyUsd"], 5.0);
+    assert_eq!(budget["monthlyTokens"], 5_000_000_000u64);
+    assert_eq!(budget["availableTokens"], 5_000_000_000u64);
+    let read: Value = http
+        .get(app.url("/budgets"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["monthly_usd"], 5.0, "{read}");
+    let again = gql(
+        http,
+        &url,
+        Some(&admin),
+        "{ budgets { monthlyUsd spentUsd reservedUsd } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(again["data"]["budgets"]["monthlyUsd"], 5.0, "{again}");
+
+    // Usage and prices: anyone of the tenant; a bad range is refused as REST refuses it.
+    let usage = gql(
+        http,
+        &url,
+        Some(&member),
+        "{ usage(groupBy: MODEL) { from to groupBy groups { key } total { steps costUsd } } }",
+        json!({}),
+    )
+    .await;
+    assert!(usage["errors"].is_null(), "{usage}");
+    assert_eq!(usage["data"]["usage"]["groupBy"], "MODEL");
+    assert_eq!(usage["data"]["usage"]["total"]["steps"], 0);
+    let backwards = gql(
+        http,
+        &url,
+        Some(&member),
+        "{ usage(from: \"2026-11-20\", to: \"2026-11-01\") { from } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&backwards), "BAD_USER_INPUT", "{backwards}");
+    let prices = gql(
+        http,
+        &url,
+        Some(&member),
+        "{ prices { provider model inputUsdPerMtok source } }",
+        json!({}),
+    )
+    .await;
+    let listed = prices["data"]["prices"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|p| p["model"] == "gpt-4o-mini" && p["source"] == "global"),
+        "{prices}"
+    );
+
+    // MCP servers and their tools, asked of the server itself.
+    let mcp_token = "mcp-token-gql-1";
+    let (server_url, _) = crate::mcp::start_server(mcp_token).await;
+    let r = http
+        .put(app.url("/mcp/servers/orders"))
+        .bearer_auth(&admin)
+        .json(&json!({"url": server_url, "token": mcp_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let servers = gql(
+        http,
+        &url,
+        Some(&member),
+        "{ mcpServers { name auth tools } }",
+        json!({}),
+    )
+    .await;
+    assert!(servers["errors"].is_null(), "{servers}");
+    let server = &servers["data"]["mcpServers"][0];
+    assert_eq!(server["name"], "orders");
+    assert_eq!(server["auth"], "bearer");
+    let tools: Vec<&str> = server["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(tools.contains(&"lookup_order"), "{tools:?}");
+}

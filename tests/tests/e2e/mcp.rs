@@ -61,7 +61,7 @@ impl ServerHandler for Orders {
 
 /// What the server saw: requests opening a session (no `Mcp-Session-Id`) and bearer tokens.
 #[derive(Clone, Default)]
-struct Seen {
+pub(crate) struct Seen {
     token: Arc<Mutex<String>>,
     sessions_opened: Arc<AtomicUsize>,
     bearers: Arc<Mutex<Vec<String>>>,
@@ -91,7 +91,7 @@ async fn bearer_only(State(seen): State<Seen>, request: Request, next: Next) -> 
     next.run(request).await
 }
 
-async fn start_server(token: &str) -> (String, Seen) {
+pub(crate) async fn start_server(token: &str) -> (String, Seen) {
     let seen = Seen::default();
     *seen.token.lock().unwrap() = token.to_owned();
     let service: StreamableHttpService<Orders, LocalSessionManager> = StreamableHttpService::new(
