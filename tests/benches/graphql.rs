@@ -47,6 +47,8 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
 }
 
 fn main() {
+    // One metric line per request would drown the table.
+    std::env::set_var("METRICS", "off");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (app, token, counts, execution) = rt.block_on(async {
         let (proxy_url, counts) = wfe_local::proxy::start(endpoint_url()).await;
