@@ -245,7 +245,15 @@ async fn gateway(g: &Gateway) -> Result<String, String> {
         .get(health)
         .send()
         .await
-        .map_err(|e| unreachable(e.without_url().to_string()))?;
+        .map_err(|e| {
+            unreachable(if e.is_timeout() {
+                format!("no answer within {} s", GATEWAY_TIMEOUT.as_secs())
+            } else if e.is_connect() {
+                "the connection was refused or the host is unreachable".to_owned()
+            } else {
+                e.without_url().to_string()
+            })
+        })?;
     if r.status().is_success() {
         Ok(format!("the GraphQL gateway at {} answers", g.url))
     } else {
