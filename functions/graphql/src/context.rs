@@ -1,8 +1,9 @@
 //! What each request brings to the resolvers: who is calling (or why nobody is), and the batch
 //! loaders, which are per request so no answer is ever shared between callers.
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::Context;
+use async_graphql::ErrorExtensions;
 use shared::auth::Claims;
 use shared::http::ApiError;
 
@@ -13,9 +14,29 @@ use crate::loaders::{ExecutionLoader, StepDetailLoader, WorkflowLoader};
 pub struct Caller(pub Result<Claims, ApiError>);
 
 pub struct Loaders {
-    pub workflows: DataLoader<WorkflowLoader>,
-    pub executions: DataLoader<ExecutionLoader>,
-    pub step_details: DataLoader<StepDetailLoader>,
+    pub workflows: DataLoader<WorkflowLoader, HashMapCache>,
+    pub executions: DataLoader<ExecutionLoader, HashMapCache>,
+    pub step_details: DataLoader<StepDetailLoader, HashMapCache>,
+    /// Entity references resolved so far: `_entities` takes a list of any length.
+    pub entities: std::sync::atomic::AtomicUsize,
+}
+
+/// Most entity references one request may resolve (a gateway asks for one page's worth).
+pub const MAX_ENTITIES: usize = 100;
+
+/// Counts one entity reference; refuses past [`MAX_ENTITIES`].
+pub fn entity(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    let n = loaders(ctx)
+        .entities
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n >= MAX_ENTITIES {
+        let mut e = async_graphql::Error::new(format!(
+            "a request resolves at most {MAX_ENTITIES} entity references"
+        ));
+        e = e.extend_with(|_, ext| ext.set("code", crate::errors::MAX_ENTITIES_LIMIT));
+        return Err(e);
+    }
+    Ok(())
 }
 
 pub fn claims<'c>(ctx: &Context<'c>) -> async_graphql::Result<&'c Claims> {

@@ -19,6 +19,9 @@ pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 pub const MAX_DEPTH_LIMIT: &str = "MAX_DEPTH_LIMIT";
 pub const MAX_ALIASES_LIMIT: &str = "MAX_ALIASES_LIMIT";
+pub const MAX_ROOT_FIELDS_LIMIT: &str = "MAX_ROOT_FIELDS_LIMIT";
+pub const MAX_ENTITIES_LIMIT: &str = "MAX_ENTITIES_LIMIT";
+pub const TIMEOUT: &str = "TIMEOUT";
 pub const COST_ESTIMATED_TOO_EXPENSIVE: &str = "COST_ESTIMATED_TOO_EXPENSIVE";
 pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
 pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
@@ -36,7 +39,8 @@ pub fn code_of(e: &ApiError) -> &'static str {
         409 | 412 => CONFLICT,
         402 => BUDGET_EXCEEDED,
         429 => RATE_LIMITED,
-        503 => SERVICE_UNAVAILABLE,
+        // A dependency (a tenant's MCP server) or the backend is unavailable.
+        424 | 502..=504 => SERVICE_UNAVAILABLE,
         _ => INTERNAL_SERVER_ERROR,
     }
 }

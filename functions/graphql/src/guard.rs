@@ -1,4 +1,5 @@
-//! What is checked before a document runs, and the codes of errors the executor reports
+//! What is checked before a document runs (refusals answer 200 with a coded error: Apollo's
+//! gateway reads a subgraph's errors only from a 2xx answer), and the codes of errors the executor reports
 //! without one: size, parse, aliases, introspection, `_service` for signed-in callers only,
 //! and GET requests read from the query string.
 
@@ -12,8 +13,10 @@ use crate::errors;
 /// Longest accepted document. The frontend's largest query is a few KB.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 /// Most aliased fields in one document: aliases are how one request asks for the same
-/// expensive field many times.
+/// expensive field many times. (A gateway's query plans alias a few fields of their own.)
 pub const MAX_ALIASES: usize = 30;
+/// Most mutations in one document: each is a write the rate limiter counts as one request.
+pub const MAX_MUTATIONS: usize = 5;
 
 pub struct Checked {
     /// `query`, `mutation` or `subscription`; `unknown` when the executor will refuse it.
@@ -46,6 +49,8 @@ impl Refusal {
 #[derive(Default)]
 struct Census {
     aliases: usize,
+    /// Root fields of the operation that runs, when it is a mutation.
+    mutations: usize,
     introspection: bool,
     service: bool,
 }
@@ -98,21 +103,21 @@ pub fn check(
 ) -> Result<Checked, Refusal> {
     if request.query.is_empty() && request.extensions.contains_key("persistedQuery") {
         return Err(refusal(
-            StatusCode::BAD_REQUEST,
+            StatusCode::OK,
             errors::PERSISTED_QUERY_NOT_SUPPORTED,
             "persisted queries are not supported; send the query text",
         ));
     }
     if request.query.len() > MAX_QUERY_BYTES {
         return Err(refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::OK,
             errors::BAD_USER_INPUT,
             format!("the query is longer than {MAX_QUERY_BYTES} bytes"),
         ));
     }
     let doc = async_graphql::parser::parse_query(&request.query).map_err(|e| {
         refusal(
-            StatusCode::BAD_REQUEST,
+            StatusCode::OK,
             errors::GRAPHQL_PARSE_FAILED,
             format!("the query does not parse: {e}"),
         )
@@ -121,13 +126,16 @@ pub fn check(
     let mut census = Census::default();
     for (_, op) in doc.operations.iter() {
         walk(&op.node.selection_set.node, &mut census, 0);
+        if op.node.ty == OperationType::Mutation {
+            census.mutations = census.mutations.max(op.node.selection_set.node.items.len());
+        }
     }
     for fragment in doc.fragments.values() {
         walk(&fragment.node.selection_set.node, &mut census, 0);
     }
     if census.aliases > MAX_ALIASES {
         return Err(refusal(
-            StatusCode::BAD_REQUEST,
+            StatusCode::OK,
             errors::MAX_ALIASES_LIMIT,
             format!(
                 "the query uses {} aliases; at most {MAX_ALIASES} are allowed",
@@ -136,9 +144,17 @@ pub fn check(
         )
         .of(operation));
     }
+    if census.mutations > MAX_MUTATIONS {
+        return Err(refusal(
+            StatusCode::OK,
+            errors::MAX_ROOT_FIELDS_LIMIT,
+            format!("a document holds at most {MAX_MUTATIONS} mutations; send more requests"),
+        )
+        .of(operation));
+    }
     if census.introspection && !introspection {
         return Err(refusal(
-            StatusCode::BAD_REQUEST,
+            StatusCode::OK,
             errors::INTROSPECTION_DISABLED,
             "introspection is disabled here (GRAPHQL_INTROSPECTION); the schema is published \
              as the subgraph's SDL (`_service { sdl }`)",

@@ -15,7 +15,7 @@ mod types;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use axum::body::Bytes;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -28,6 +28,9 @@ use shared::http::{ApiError, Authenticated};
 
 pub use guard::{MAX_ALIASES, MAX_QUERY_BYTES};
 pub use schema::{sdl, AppSchema, MAX_COMPLEXITY, MAX_DEPTH};
+
+/// How long one document may run.
+pub const EXECUTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
 
 #[derive(Clone)]
 pub struct GraphqlState {
@@ -181,30 +184,44 @@ async fn execute(
         Ok(_) => {
             let owner = claims.as_ref().ok().cloned();
             let loaders = context::Loaders {
-                workflows: DataLoader::new(
+                workflows: DataLoader::with_cache(
                     loaders::WorkflowLoader {
                         services: s.services.clone(),
                         claims: owner.clone(),
                     },
                     tokio::spawn,
+                    HashMapCache::default(),
                 ),
-                executions: DataLoader::new(
+                executions: DataLoader::with_cache(
                     loaders::ExecutionLoader {
                         services: s.services.clone(),
                         claims: owner.clone(),
                     },
                     tokio::spawn,
+                    HashMapCache::default(),
                 ),
-                step_details: DataLoader::new(
+                step_details: DataLoader::with_cache(
                     loaders::StepDetailLoader {
                         services: s.services.clone(),
                         claims: owner,
                     },
                     tokio::spawn,
+                    HashMapCache::default(),
                 ),
+                entities: std::sync::atomic::AtomicUsize::new(0),
             };
             let request = request.data(context::Caller(claims)).data(loaders);
-            guard::coded(s.schema.execute(request).await)
+            // Under API Gateway's 30 s: a slow document answers a coded error, not a 503.
+            match tokio::time::timeout(EXECUTION_TIMEOUT, s.schema.execute(request)).await {
+                Ok(response) => guard::coded(response),
+                Err(_) => async_graphql::Response::from_errors(vec![errors::coded(
+                    errors::TIMEOUT,
+                    format!(
+                        "the request ran past {} s; ask for less (fewer items or fields)",
+                        EXECUTION_TIMEOUT.as_secs()
+                    ),
+                )]),
+            }
         }
     };
     let outcome = if response.errors.is_empty() {

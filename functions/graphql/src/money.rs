@@ -1,6 +1,6 @@
 //! Money and tools in the schema: usage reports, budgets, prices, MCP servers and their tools.
 
-use async_graphql::{Context, Enum, Json, Object, SimpleObject, ID};
+use async_graphql::{Context, Enum, Json, MaybeUndefined, Object, SimpleObject, ID};
 use serde_json::Value;
 use shared::services::{mcp, usage};
 
@@ -138,12 +138,35 @@ pub async fn budget(ctx: &Context<'_>, workflow: Option<&str>) -> async_graphql:
     ))
 }
 
+/// A limit left out stays as it is; `null` clears it.
 pub async fn set_budget(
     ctx: &Context<'_>,
     workflow: Option<&str>,
-    monthly_usd: Option<f64>,
-    monthly_tokens: Option<Long>,
+    monthly_usd: MaybeUndefined<f64>,
+    monthly_tokens: MaybeUndefined<Long>,
 ) -> async_graphql::Result<Budget> {
+    let current = if monthly_usd.is_undefined() || monthly_tokens.is_undefined() {
+        Some(
+            usage::budget(money(ctx), claims(ctx)?, workflow)
+                .await
+                .gql()?,
+        )
+    } else {
+        None
+    };
+    let monthly_usd = match monthly_usd {
+        MaybeUndefined::Undefined => current.as_ref().and_then(|c| c.monthly_usd),
+        MaybeUndefined::Null => None,
+        MaybeUndefined::Value(v) => Some(v),
+    };
+    let monthly_tokens = match monthly_tokens {
+        MaybeUndefined::Undefined => current
+            .as_ref()
+            .and_then(|c| c.monthly_tokens)
+            .map(Long::from),
+        MaybeUndefined::Null => None,
+        MaybeUndefined::Value(v) => Some(v),
+    };
     let tokens = match monthly_tokens {
         Some(Long(t)) if t < 0 => {
             return Err(crate::errors::from_problem(
@@ -214,15 +237,18 @@ impl McpServer {
     async fn updated_at(&self) -> &str {
         &self.0.updated_at
     }
-    /// The tools the server offers now (asked of the server; each as MCP describes it:
-    /// `name`, `description`, `inputSchema`).
-    async fn tools(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Json<Value>>> {
-        Ok(mcp::tools(mcp_clients(ctx), claims(ctx)?, &self.0.name)
-            .await
-            .gql()?
-            .into_iter()
-            .map(Json)
-            .collect())
+    /// The tools the server offers now (asked of the server; each with its `name`,
+    /// `description` and `input_schema`). Null, with an error, when the server cannot be asked.
+    #[graphql(complexity = 50)]
+    async fn tools(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<Json<Value>>>> {
+        Ok(Some(
+            mcp::tools(mcp_clients(ctx), claims(ctx)?, &self.0.name)
+                .await
+                .gql()?
+                .into_iter()
+                .map(Json)
+                .collect(),
+        ))
     }
 }
 

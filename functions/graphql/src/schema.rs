@@ -37,7 +37,9 @@ impl Query {
     }
 
     /// The users of your tenant (admins only), by name.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_FIRST).clamp(1, 100) as usize * child_complexity"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -56,7 +58,9 @@ impl Query {
     }
 
     /// Your tenant's workflows, oldest first.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_FIRST).clamp(1, 100) as usize * child_complexity"
+    )]
     async fn workflows(
         &self,
         ctx: &Context<'_>,
@@ -87,7 +91,9 @@ impl Query {
     }
 
     /// Your tenant's executions (of one workflow, with one status), newest first.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_FIRST).clamp(1, 100) as usize * child_complexity"
+    )]
     async fn executions(
         &self,
         ctx: &Context<'_>,
@@ -120,6 +126,7 @@ impl Query {
 
     /// Tokens and cost over `from..=to` (dates like `2026-11-25`; default this month so far),
     /// grouped by day, month, workflow or model.
+    #[graphql(complexity = 200)]
     async fn usage(
         &self,
         ctx: &Context<'_>,
@@ -145,6 +152,7 @@ impl Query {
     }
 
     /// The MCP servers registered for the tenant.
+    #[graphql(complexity = "10 * child_complexity")]
     async fn mcp_servers(
         &self,
         ctx: &Context<'_>,
@@ -152,22 +160,37 @@ impl Query {
         crate::money::servers(ctx).await
     }
 
+    /// Through the batch loader: a gateway's list of references is one BatchGetItem per 100.
     #[graphql(entity)]
     async fn find_workflow_by_id(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Workflow>> {
-        self.workflow(ctx, id).await
+        crate::context::entity(ctx)?;
+        claims(ctx)?;
+        Ok(
+            crate::types::loaded(crate::context::loaders(ctx).workflows.load_one(id.0).await)?
+                .map(Workflow),
+        )
     }
 
+    /// Through the batch loader: executions are read a few at a time, each once.
     #[graphql(entity)]
     async fn find_execution_by_id(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Execution>> {
-        self.execution(ctx, id).await
+        crate::context::entity(ctx)?;
+        claims(ctx)?;
+        Ok(
+            crate::types::loaded(crate::context::loaders(ctx).executions.load_one(id.0).await)?
+                .map(|state| Execution {
+                    summary: shared::domain::execution::Summary::of(&state),
+                    state: Some(state),
+                }),
+        )
     }
 
     /// You, or (for an admin) anyone of your tenant; null otherwise.
@@ -177,6 +200,7 @@ impl Query {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<User>> {
+        crate::context::entity(ctx)?;
         Ok(users::find(user_store(ctx), claims(ctx)?, &id)
             .await
             .gql()?
@@ -355,13 +379,13 @@ impl Mutation {
     }
 
     /// Sets the monthly limits of the tenant, or of one workflow (admins only). A limit left
-    /// out (null) is cleared.
+    /// out stays as it is; `null` clears it.
     async fn set_budget(
         &self,
         ctx: &Context<'_>,
         workflow_id: Option<ID>,
-        monthly_usd: Option<f64>,
-        monthly_tokens: Option<crate::scalars::Long>,
+        monthly_usd: async_graphql::MaybeUndefined<f64>,
+        monthly_tokens: async_graphql::MaybeUndefined<crate::scalars::Long>,
     ) -> async_graphql::Result<crate::money::Budget> {
         crate::money::set_budget(
             ctx,

@@ -17,7 +17,7 @@ use crate::scalars::Long;
 /// Listings' page size when the query names none (at most 100).
 pub const DEFAULT_FIRST: i32 = 20;
 
-fn loaded<T>(r: Result<T, Arc<shared::http::ApiError>>) -> async_graphql::Result<T> {
+pub fn loaded<T>(r: Result<T, Arc<shared::http::ApiError>>) -> async_graphql::Result<T> {
     r.map_err(|e| crate::errors::from_problem((*e).clone()))
 }
 
@@ -107,6 +107,7 @@ impl Workflow {
         &self.0.created_by
     }
     /// The latest version's definition.
+    #[graphql(complexity = 5)]
     async fn definition(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<Value>> {
         let v = workflows::version(
             &services(ctx).workflows,
@@ -136,7 +137,9 @@ impl Workflow {
         }
     }
     /// Versions, newest first.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_FIRST).clamp(1, 100) as usize * child_complexity"
+    )]
     async fn versions(
         &self,
         ctx: &Context<'_>,
@@ -158,7 +161,8 @@ impl Workflow {
         ))
     }
     /// Outcomes, duration and spend over the most recent runs.
-    async fn stats(&self, ctx: &Context<'_>) -> async_graphql::Result<WorkflowStats> {
+    #[graphql(complexity = 100)]
+    async fn stats(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<WorkflowStats>> {
         let claims = claims(ctx)?;
         let stats = services(ctx)
             .projections
@@ -166,14 +170,20 @@ impl Workflow {
             .await
             .map_err(shared::http::internal)
             .gql()?;
-        Ok(WorkflowStats(stats))
+        Ok(Some(WorkflowStats(stats)))
     }
-    /// This workflow's own budget (admins only).
-    async fn budget(&self, ctx: &Context<'_>) -> async_graphql::Result<crate::money::Budget> {
-        crate::money::budget(ctx, Some(&self.0.id)).await
+    /// This workflow's own budget (admins only; null with a FORBIDDEN error for others).
+    #[graphql(complexity = 10)]
+    async fn budget(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::money::Budget>> {
+        crate::money::budget(ctx, Some(&self.0.id)).await.map(Some)
     }
     /// This workflow's executions, newest first.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_FIRST).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_FIRST).clamp(1, 100) as usize * child_complexity"
+    )]
     async fn executions(
         &self,
         ctx: &Context<'_>,
@@ -380,8 +390,9 @@ impl Execution {
     async fn duration_ms(&self) -> Option<Long> {
         self.summary.duration_ms.map(Long)
     }
-    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Json<Value>> {
-        Ok(Json(self.state(ctx).await?.input.clone()))
+    #[graphql(complexity = 5)]
+    async fn input(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Json<Value>>> {
+        Ok(Some(Json(self.state(ctx).await?.input.clone())))
     }
     async fn output(&self) -> Option<Json<Value>> {
         self.summary.output.clone().map(Json)
@@ -410,20 +421,22 @@ impl Execution {
     /// Every step instance, in key order. Costed as 20 steps: a listing that asks for them
     /// reads each execution's state.
     #[graphql(complexity = "20 * child_complexity")]
-    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Step>> {
+    async fn steps(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<Step>>> {
         let state = self.state(ctx).await?;
-        Ok(state
-            .steps
-            .iter()
-            .map(|(key, step)| Step {
-                execution_id: self.summary.execution_id.clone(),
-                key: key.clone(),
-                state: step.clone(),
-            })
-            .collect())
+        Ok(Some(
+            state
+                .steps
+                .iter()
+                .map(|(key, step)| Step {
+                    execution_id: self.summary.execution_id.clone(),
+                    key: key.clone(),
+                    state: step.clone(),
+                })
+                .collect(),
+        ))
     }
     /// The event history from version `from`, one page.
-    #[graphql(complexity = "first.unwrap_or(100).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(100).clamp(1, 500) as usize * child_complexity")]
     async fn events(
         &self,
         ctx: &Context<'_>,

@@ -130,6 +130,8 @@ async fn update(
     headers: HeaderMap,
     Document(doc): Document,
 ) -> ApiResult<Json<Value>> {
+    // The definition is judged first, as before: an invalid one is a 422 whatever the header.
+    service::checked(&doc)?;
     let expected = match headers.get(axum::http::header::IF_MATCH) {
         Some(v) => Some(
             v.to_str()

@@ -1,6 +1,6 @@
 // The federation gateway: Apollo Gateway over a supergraph composed at start from the engine's
 // committed SDL and any other subgraphs, forwarding each caller's `Authorization` to the
-// subgraphs. `GET /health` answers while it runs.
+// engine's subgraph (only). `GET /health` answers while it runs.
 //
 // Environment:
 //   PORT (4000), HOST (127.0.0.1)
@@ -16,16 +16,56 @@ import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloGateway, RemoteGraphQLDataSource } from '@apollo/gateway';
 import { compose, ENGINE_SDL, subgraphArg } from './compose.mjs';
 
-// Headers a subgraph needs from the caller: who they are, and the request id to correlate logs.
-const FORWARDED = ['authorization', 'x-request-id', 'x-correlation-id'];
+// Headers every subgraph gets: the request ids, to correlate logs.
+const CORRELATION = ['x-request-id', 'x-correlation-id'];
 
+// The caller's bearer token is a key to the whole engine API: only the engine's subgraph gets
+// it, never a subgraph another team runs (EXTRA_SUBGRAPHS).
 class ForwardingDataSource extends RemoteGraphQLDataSource {
+  constructor(options, { forwardAuthorization }) {
+    super(options);
+    this.forwardAuthorization = forwardAuthorization;
+  }
+
   willSendRequest({ request, context }) {
-    for (const name of FORWARDED) {
+    const names = this.forwardAuthorization ? ['authorization', ...CORRELATION] : CORRELATION;
+    for (const name of names) {
       const value = context?.headers?.[name];
       if (typeof value === 'string' && value.length > 0) request.http.headers.set(name, value);
     }
   }
+}
+
+/**
+ * What a client sees of an error: the subgraph's code and message, never a subgraph's URL, the
+ * body of its HTTP answer, or a stack trace. A subgraph that answered with an HTTP error (the
+ * engine's rate limiter) or could not be reached gets a code a client can act on.
+ */
+export function formatError(formatted) {
+  const ext = { ...(formatted.extensions ?? {}) };
+  const response = ext.response;
+  delete ext.response;
+  delete ext.exception;
+  delete ext.stacktrace;
+  const service = ext.serviceName ?? 'a';
+  let message = formatted.message;
+  if (response && typeof response.status === 'number') {
+    const body = typeof response.body === 'object' && response.body !== null ? response.body : {};
+    if (response.status === 429) {
+      ext.code = 'RATE_LIMITED';
+      message = body.detail ?? 'too many requests; retry later';
+    } else if (response.status === 401) {
+      ext.code = 'UNAUTHENTICATED';
+      message = body.detail ?? 'the access token was refused';
+    } else {
+      ext.code = 'SERVICE_UNAVAILABLE';
+      message = `the ${service} subgraph answered HTTP ${response.status}`;
+    }
+  } else if (/^request to .* failed/.test(message)) {
+    ext.code = 'SERVICE_UNAVAILABLE';
+    message = `the ${service} subgraph cannot be reached`;
+  }
+  return { ...formatted, message, extensions: ext };
 }
 
 function subgraphs() {
@@ -56,11 +96,17 @@ export async function start({ port, host }) {
   const supergraphSdl = compose(subgraphs());
   const gateway = new ApolloGateway({
     supergraphSdl,
-    buildService: ({ url }) => new ForwardingDataSource({ url }),
+    buildService: ({ name, url }) =>
+      new ForwardingDataSource({ url }, { forwardAuthorization: name === 'engine' }),
   });
   const introspection = process.env.GRAPHQL_INTROSPECTION === 'true';
   // Stack traces are the gateway's internals: never in an answer.
-  const server = new ApolloServer({ gateway, introspection, includeStacktraceInErrorResponses: false });
+  const server = new ApolloServer({
+    gateway,
+    introspection,
+    includeStacktraceInErrorResponses: false,
+    formatError,
+  });
   await server.start();
   const app = express();
   const origins = (process.env.CORS_ORIGINS || 'http://localhost:3000')

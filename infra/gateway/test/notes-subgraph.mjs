@@ -16,7 +16,9 @@ export const typeDefsText = readFileSync(new URL('./notes.graphql', import.meta.
 const resolvers = {
   Workflow: {
     __resolveReference: (ref) => ({ id: ref.id }),
-    note: (w) => `note for ${w.id}`,
+    // Says so if a caller's token reached this subgraph (the gateway must not forward it here).
+    note: (w, _args, context) =>
+      `note for ${w.id}${context.authorization ? ' [a bearer token reached the notes subgraph]' : ''}`,
   },
   User: {
     __resolveReference: (ref) => ({ id: ref.id }),
@@ -30,6 +32,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   });
   const { url } = await startStandaloneServer(server, {
     listen: { host: '127.0.0.1', port: Number(process.env.PORT ?? 4001) },
+    context: async ({ req }) => ({ authorization: req.headers.authorization }),
   });
   console.log(`notes subgraph listening on ${url}`);
 }

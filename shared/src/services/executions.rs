@@ -501,30 +501,47 @@ pub async fn redrive(s: &Services, claims: &Claims, id: &str) -> ApiResult<Accep
     .await
 }
 
-/// Each step instance's input, tokens and cost, folded from the whole history (the execution
-/// view asks for it; listings never do).
+/// Longest history [`step_details`] folds (a map of about 4,000 items); past it, read the
+/// history page by page instead.
+pub const MAX_FOLDED_EVENTS: u64 = 20_000;
+
+/// Each step instance's input, tokens and cost, folded from the history page by page (the
+/// execution view asks for it; listings never do).
 pub async fn step_details(
     s: &Services,
     claims: &Claims,
     id: &str,
 ) -> ApiResult<std::collections::BTreeMap<String, crate::domain::execution::StepDetail>> {
     let stream = stream(claims, id)?;
-    let mut events = Vec::new();
+    let mut details = std::collections::BTreeMap::new();
     let mut from = 1;
     loop {
+        if from > MAX_FOLDED_EVENTS {
+            return Err(ApiError::unprocessable(
+                "history-too-long",
+                format!(
+                    "execution {id} has more than {MAX_FOLDED_EVENTS} events; read its steps' \
+                     inputs and usage from its event history page by page"
+                ),
+            ));
+        }
         let page = s
             .repo
             .store()
             .read_page(&stream, from, MAX_EVENTS_PAGE)
             .await
             .map_err(ApiError::from)?;
-        for envelope in &page.events {
-            events.push(crate::executions::repo::decode(envelope).map_err(repo_error)?);
-        }
+        let events = page
+            .events
+            .iter()
+            .map(crate::executions::repo::decode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(repo_error)?;
+        crate::domain::execution::fold_step_details(&mut details, &events);
         match page.next {
             Some(next) => from = next,
             None => break,
         }
     }
-    Ok(crate::domain::execution::step_details(&events))
+    Ok(details)
 }

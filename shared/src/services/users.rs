@@ -41,6 +41,13 @@ pub async fn list(
     after: Option<&str>,
 ) -> ApiResult<(Vec<User>, Option<String>)> {
     require_admin(claims)?;
+    // `after` is the last user name of the previous page: anything else cannot continue one.
+    if after.is_some_and(|a| a.is_empty() || a.len() > 64 || a.chars().any(char::is_control)) {
+        return Err(ApiError::bad_request(
+            "invalid-cursor",
+            "`after` is the last user name of the previous page",
+        ));
+    }
     let limit = limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request(

@@ -364,7 +364,14 @@ impl WorkflowStore {
             .limit(limit.clamp(1, 100) as i32)
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(|e| {
+                // A cursor whose key is not one of this partition's is refused by DynamoDB.
+                if cursor.is_some() && e.code() == Some("ValidationException") {
+                    WorkflowError::BadCursor("this cursor does not continue this listing".into())
+                } else {
+                    backend(e)
+                }
+            })?;
         let items: Vec<VersionItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
             .map_err(|e| WorkflowError::Backend(e.to_string()))?;
         let next = out.last_evaluated_key.map(crate::aws::cursor::encode);

@@ -169,7 +169,8 @@ async fn through_the_gateway_queries_span_subgraphs_and_mutations_run_workflows(
     assert_eq!(body["data"]["me"]["username"], name.as_str());
     assert_eq!(body["data"]["me"]["noteCount"], name.len());
 
-    // The caller's Authorization is what reached the engine's subgraph: without it, nothing.
+    // The caller's Authorization is what reached the engine's subgraph (and only it: the notes
+    // subgraph's `note` would say so if a token had reached it): without it, nothing.
     let anonymous = gql(
         http,
         &url,
@@ -291,6 +292,18 @@ async fn through_the_gateway_queries_span_subgraphs_and_mutations_run_workflows(
     let costly = "{ workflows(first: 100) { nodes { executions(first: 100) { nodes { id steps { key } } } } } }";
     let refused = gql(http, &url, Some(&token), costly, json!({})).await;
     assert_eq!(code(&refused), "COST_ESTIMATED_TOO_EXPENSIVE", "{refused}");
+    // The subgraph's own refusals reach the client with their codes, and no subgraph URL.
+    let many: String = (0..31).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    let aliased = gql(
+        http,
+        &url,
+        Some(&token),
+        &format!("{{ {many} }}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&aliased), "MAX_ALIASES_LIMIT", "{aliased}");
+    assert!(!aliased.to_string().contains("127.0.0.1"), "{aliased}");
 }
 
 #[tokio::test]
@@ -332,6 +345,7 @@ async fn entities_are_tenant_scoped_and_introspection_is_off_while_service_answe
         {"__typename": "Execution", "id": ex},
     ]});
     let theirs = gql(http, &url, Some(&other), entities, reps.clone()).await;
+    assert!(theirs["errors"].is_null(), "{theirs}");
     assert_eq!(theirs["data"]["_entities"], json!([null, null]), "{theirs}");
     let mine = gql(http, &url, Some(&owner), entities, reps).await;
     assert_eq!(
@@ -352,6 +366,32 @@ async fn entities_are_tenant_scoped_and_introspection_is_off_while_service_answe
         json!({"workflow": null, "execution": null}),
         "{direct}"
     );
+
+    // A list of references is bounded: `_entities` takes any length.
+    let flood: Vec<Value> = (0..101)
+        .map(|i| json!({"__typename": "Workflow", "id": format!("w{i}")}))
+        .collect();
+    let flooded = gql(http, &url, Some(&owner), entities, json!({"r": flood})).await;
+    let codes: Vec<&str> = flooded["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{flooded}"))
+        .iter()
+        .filter_map(|e| e["extensions"]["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"MAX_ENTITIES_LIMIT"), "{flooded}");
+    // At most 5 mutations per document (each is a write the rate limiter counts once).
+    let six: String = (0..6)
+        .map(|i| format!("m{i}: validateWorkflow(definition: {{}}) {{ valid }} "))
+        .collect();
+    let batch = gql(
+        http,
+        &url,
+        Some(&owner),
+        &format!("mutation {{ {six} }}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&batch), "MAX_ROOT_FIELDS_LIMIT", "{batch}");
 
     // Introspection is off (the template's default); `_service` answers a signed-in caller
     // with the committed SDL, and nobody else.
@@ -544,6 +584,55 @@ async fn money_and_tools_follow_the_same_rules_as_rest() {
     )
     .await;
     assert_eq!(again["data"]["budgets"]["monthlyUsd"], 5.0, "{again}");
+    // A limit left out stays; `null` clears it.
+    let partial = gql(
+        http,
+        &url,
+        Some(&admin),
+        "mutation { setBudget(monthlyUsd: 7.5) { monthlyUsd monthlyTokens } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        partial["data"]["setBudget"],
+        json!({"monthlyUsd": 7.5, "monthlyTokens": 5_000_000_000u64}),
+        "{partial}"
+    );
+    let cleared = gql(
+        http,
+        &url,
+        Some(&admin),
+        "mutation { setBudget(monthlyTokens: null) { monthlyUsd monthlyTokens } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        cleared["data"]["setBudget"],
+        json!({"monthlyUsd": 7.5, "monthlyTokens": null}),
+        "{cleared}"
+    );
+    // A member's view of a workflow leaves its budget null, with FORBIDDEN, and the rest whole.
+    let created = gql(
+        http,
+        &url,
+        Some(&admin),
+        "mutation($d: JSON!) { createWorkflow(definition: $d) { id } }",
+        json!({"d": {"name": "priced", "start": "end", "steps": {"end": {"type": "succeed"}}}}),
+    )
+    .await;
+    assert!(created["errors"].is_null(), "{created}");
+    let seen = gql(
+        http,
+        &url,
+        Some(&member),
+        "{ workflows { nodes { name budget { monthlyUsd } } } }",
+        json!({}),
+    )
+    .await;
+    let node = &seen["data"]["workflows"]["nodes"][0];
+    assert_eq!(node["name"], "priced", "{seen}");
+    assert!(node["budget"].is_null(), "{seen}");
+    assert_eq!(code(&seen), "FORBIDDEN", "{seen}");
 
     // Usage and prices: anyone of the tenant; a bad range is refused as REST refuses it.
     let usage = gql(

@@ -12,5 +12,5 @@ pub mod summary;
 pub use events::{ExecutionEvent, ParentRef, StepError, TimerPurpose, Usage};
 pub use plan::{decide, plan};
 pub use state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
-pub use step_detail::{step_details, StepDetail};
+pub use step_detail::{fold_step_details, step_details, StepDetail};
 pub use summary::Summary;

@@ -29,7 +29,16 @@ impl StepDetail {
 pub fn step_details<'a>(
     events: impl IntoIterator<Item = &'a ExecutionEvent>,
 ) -> BTreeMap<String, StepDetail> {
-    let mut details: BTreeMap<String, StepDetail> = BTreeMap::new();
+    let mut details = BTreeMap::new();
+    fold_step_details(&mut details, events);
+    details
+}
+
+/// Adds `events` (the next part of a history) to `details`.
+pub fn fold_step_details<'a>(
+    details: &mut BTreeMap<String, StepDetail>,
+    events: impl IntoIterator<Item = &'a ExecutionEvent>,
+) {
     for event in events {
         match event {
             ExecutionEvent::StepScheduled { key, request, .. } => {
@@ -48,5 +57,4 @@ pub fn step_details<'a>(
             _ => {}
         }
     }
-    details
 }
