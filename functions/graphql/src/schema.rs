@@ -345,19 +345,17 @@ impl Mutation {
         step: String,
         comment: Option<String>,
     ) -> async_graphql::Result<CommandAccepted> {
-        Ok(executions::decide(
-            services(ctx),
-            claims(ctx)?,
+        decide(
+            ctx,
             &execution_id,
             &step,
             executions::Decision::Approve,
             comment,
         )
         .await
-        .gql()?
-        .into())
     }
 
+    /// Rejects step `step`: the execution fails with `ApprovalRejected` (catchable).
     async fn reject_step(
         &self,
         ctx: &Context<'_>,
@@ -365,17 +363,14 @@ impl Mutation {
         step: String,
         comment: Option<String>,
     ) -> async_graphql::Result<CommandAccepted> {
-        Ok(executions::decide(
-            services(ctx),
-            claims(ctx)?,
+        decide(
+            ctx,
             &execution_id,
             &step,
             executions::Decision::Reject,
             comment,
         )
         .await
-        .gql()?
-        .into())
     }
 
     /// Sets the monthly limits of the tenant, or of one workflow (admins only). A limit left
@@ -407,6 +402,26 @@ impl Mutation {
             .gql()?
             .into())
     }
+}
+
+async fn decide(
+    ctx: &Context<'_>,
+    execution_id: &str,
+    step: &str,
+    decision: executions::Decision,
+    comment: Option<String>,
+) -> async_graphql::Result<CommandAccepted> {
+    Ok(executions::decide(
+        services(ctx),
+        claims(ctx)?,
+        execution_id,
+        step,
+        decision,
+        comment,
+    )
+    .await
+    .gql()?
+    .into())
 }
 
 /// The schema with its limits; data (clients) is added by the caller.
