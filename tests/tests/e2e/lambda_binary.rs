@@ -1,6 +1,6 @@
-//! Smoke test of real Lambda builds: `cargo lambda build --release` artifacts (the `bootstrap`
-//! files that get deployed) run in Lambda mode, with `AWS_LAMBDA_RUNTIME_API` pointing at a
-//! wire-compatible Lambda Runtime API (the 2018-06-01 interface lambda_runtime polls). The health
+//! Smoke test of the functions' binaries in Lambda mode (host builds by default; the deployable
+//! `cargo lambda build` artifacts with `LAMBDA_ARTIFACTS`, see `build_artifacts`), with
+//! `AWS_LAMBDA_RUNTIME_API` pointing at a wire-compatible Lambda Runtime API (the 2018-06-01 interface lambda_runtime polls). The health
 //! function answers an API Gateway HTTP API event; the auth function without a JWT secret stops at
 //! start-up with the seed's message.
 //!
@@ -19,43 +19,64 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::support::App;
 
-/// Builds the deployable artifacts once per test run (`target/lambda-smoke/<function>/bootstrap`).
-async fn build_artifacts() -> std::path::PathBuf {
-    static BUILT: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
+/// Where the smoke tests find each function's `bootstrap`.
+///
+/// By default the functions' own binaries, built for this host with the dev profile: they share
+/// every dependency the test build already compiled, so this costs three links instead of a
+/// cross-compiled release build competing with the e2e tests for the CPU (about 8 minutes of CI).
+/// The Lambda-mode code path (lambda_runtime polling the Runtime API) is the same binary either way.
+/// `LAMBDA_ARTIFACTS=<dir>` points the tests at `cargo lambda build --lambda-dir <dir>` output
+/// instead (`<dir>/<function>/bootstrap`), as `scripts/test-lambda-artifacts` does.
+struct Artifacts(std::path::PathBuf, bool);
+
+impl Artifacts {
+    fn bootstrap(&self, function: &str) -> std::path::PathBuf {
+        if self.1 {
+            self.0.join(function).join("bootstrap")
+        } else {
+            self.0.join(function)
+        }
+    }
+}
+
+async fn build_artifacts() -> &'static Artifacts {
+    static BUILT: tokio::sync::OnceCell<Artifacts> = tokio::sync::OnceCell::const_new();
     BUILT
         .get_or_init(|| async {
+            if let Some(dir) = std::env::var_os("LAMBDA_ARTIFACTS") {
+                return Artifacts(dir.into(), true);
+            }
             let root = wfe_local::workspace_root();
-            let dir = root.join("target/lambda-smoke");
             let status = tokio::process::Command::new(env!("CARGO"))
                 .args([
-                    "lambda",
                     "build",
-                    "--release",
                     "--quiet",
+                    "--locked",
+                    "--bins",
                     "-p",
                     "health",
                     "-p",
                     "auth",
                     "-p",
                     "orchestrator",
-                    "--lambda-dir",
                 ])
-                .arg(&dir)
                 .current_dir(&root)
                 .status()
                 .await
-                .expect("cargo lambda is installed (scripts/bootstrap installs it)");
-            assert!(status.success(), "cargo lambda build failed");
-            dir
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "cargo build of the function binaries failed"
+            );
+            Artifacts(root.join("target/debug"), false)
         })
         .await
-        .clone()
 }
 
 #[tokio::test]
 async fn auth_artifact_without_a_jwt_secret_stops_with_the_seed_message() {
     let artifacts = build_artifacts().await;
-    let out = tokio::process::Command::new(artifacts.join("auth/bootstrap"))
+    let out = tokio::process::Command::new(artifacts.bootstrap("auth"))
         .env_clear()
         .env("EVENTS_TABLE", "e")
         .env("STATE_TABLE", "s")
@@ -142,7 +163,7 @@ async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() 
     event["rawPath"] = json!("/health/detailed");
     event["requestContext"]["http"]["path"] = json!("/health/detailed");
     let (what, response) = invoke(
-        &artifacts.join("health/bootstrap"),
+        &artifacts.bootstrap("health"),
         app.template.function_env("HealthFunction").unwrap(),
         event,
     )
@@ -223,7 +244,7 @@ async fn orchestrator_artifact_handles_a_stream_batch_through_the_runtime_api() 
     let records = reader.poll(100).await.unwrap();
     assert_eq!(records.len(), 1, "ExecutionStarted");
     let (what, response) = invoke(
-        &artifacts.join("orchestrator/bootstrap"),
+        &artifacts.bootstrap("orchestrator"),
         app.template.function_env("OrchestratorFunction").unwrap(),
         json!({"Records": records}),
     )
