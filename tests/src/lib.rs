@@ -9,5 +9,6 @@ pub mod proxy;
 pub mod runner;
 pub mod streams;
 pub mod template;
+pub mod web;
 
 pub use endpoint::workspace_root;

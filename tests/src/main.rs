@@ -2,8 +2,9 @@
 //!
 //!   wfe-local up       create the template's tables and secrets, apply migrations when
 //!                      AUTO_MIGRATE=true, create the first admin when ADMIN_USERNAME and
-//!                      ADMIN_PASSWORD are set, then serve every HTTP function (and the frontend
-//!                      build, if any) on HOST:PORT (127.0.0.1:8080), run the schedules and
+//!                      ADMIN_PASSWORD are set, then serve every HTTP function on HOST:PORT
+//!                      (127.0.0.1:8080) and the web app build, if any, on WEB_PORT (3000),
+//!                      run the schedules and
 //!                      deliver the DynamoDB streams to the stream functions, until Ctrl-C
 //!   wfe-local tables   create the tables and secrets, then exit
 //!   wfe-local env      print the environment a function gets locally, as `export` lines
@@ -133,16 +134,11 @@ async fn up(config: Config, template: wfe_local::template::Template, sdk: aws_co
             fail("could not create the admin");
         }
     }
-    let mut app = runner::http_app(&template, &sdk, &overrides)
+    let app = runner::http_app(&template, &sdk, &overrides)
         .await
         .unwrap_or_else(|e| fail(&e));
-    let dist = wfe_local::workspace_root().join("frontend/dist");
-    if dist.join("index.html").exists() {
-        app = app.fallback_service(tower_http::services::ServeDir::new(&dist).fallback(
-            tower_http::services::ServeFile::new(dist.join("index.html")),
-        ));
-    }
     let server = config.server().unwrap_or_else(|e| e.exit());
+    serve_web(&server.host, app.clone()).await;
     let _schedules = runner::spawn_schedules(&template, &sdk, &overrides)
         .await
         .unwrap_or_else(|e| fail(&e));
@@ -173,6 +169,49 @@ async fn up(config: Config, template: wfe_local::template::Template, sdk: aws_co
         .await
         .unwrap_or_else(|e| fail(&e.to_string()));
     println!("wfe-local: stopped");
+}
+
+/// The web app on `WEB_PORT` (default 3000, the seed's `cors_origins`), when `frontend/dist` (or
+/// `WEB_DIR`) holds a build; `WEB_PORT=0` turns it off.
+async fn serve_web(host: &str, api: axum::Router) {
+    let port: u16 = std::env::var("WEB_PORT")
+        .ok()
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| fail(&format!("WEB_PORT must be a port number, not {p}")))
+        })
+        .unwrap_or(3000);
+    if port == 0 {
+        return;
+    }
+    let dist = std::env::var_os("WEB_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| wfe_local::workspace_root().join("frontend/dist"));
+    if !dist.join("index.html").exists() {
+        tracing::info!(dir = %dist.display(), "no web app build: `npm run build --prefix frontend` makes one");
+        return;
+    }
+    let gateway =
+        std::env::var("GRAPHQL_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:4000".into());
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .unwrap_or_else(|e| fail(&format!("cannot listen on {host}:{port} for the web app: {e}")));
+    println!(
+        "wfe-local: web app on http://{}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let app = wfe_local::web::web_app(&dist, api, &gateway);
+    tokio::spawn(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        if let Err(e) = runner::serve(listener, app, shutdown).await {
+            tracing::error!(error = %e, "the web app server stopped");
+        }
+    });
 }
 
 fn fail(message: &str) -> ! {

@@ -1,0 +1,122 @@
+import { expect, test, type Page } from '@playwright/test'
+
+const password = process.env.E2E_PASSWORD ?? ''
+const tenant = process.env.E2E_TENANT ?? ''
+const shots = new URL('../../docs/screenshots/', import.meta.url).pathname
+
+// The definition the test types: `next: reviw` (line 17) names no step.
+const broken = `name: Greeting with approval
+description: Drafts a greeting with an LLM, then waits for a person.
+input_schema:
+  type: object
+  required: [who]
+  properties:
+    who:
+      type: string
+      description: Who to greet
+start: draft
+steps:
+  draft:
+    type: llm
+    provider: openai
+    model: gpt-4o-mini
+    prompt: "Write a greeting for {{ input.who }}"
+    next: reviw
+  review:
+    type: approval
+    prompt: Send it?
+outputs:
+  greeting: "{{ steps.draft.output.text }}"
+`
+
+async function login(page: Page) {
+  await page.goto('/')
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
+  await page.getByLabel('User name').fill('admin')
+  await page.getByLabel('Password').fill(password)
+  await page.getByLabel('Tenant').fill(tenant)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await expect(page.getByRole('heading', { name: 'Workflows', level: 1 })).toBeVisible()
+}
+
+test('author, run, approve, pay and sign out', async ({ page }) => {
+  await login(page)
+  await expect(page.getByText('No workflows yet')).toBeVisible()
+  await page.screenshot({ path: `${shots}workflows-empty.png` })
+
+  // Create from YAML: the validation error is shown on its line before anything is saved.
+  await page.getByRole('link', { name: 'New workflow' }).click()
+  const editor = page.getByLabel('Definition', { exact: true })
+  await editor.fill(broken)
+  const problems = page.getByRole('list', { name: 'Problems' })
+  await expect(problems).toContainText('Line 17')
+  await expect(problems).toContainText('/steps/draft/next')
+  await expect(page.locator('.gutter [data-line="17"]')).toHaveAttribute('data-problem', 'true')
+  await expect(page.getByRole('button', { name: 'Create workflow' })).toBeDisabled()
+  await page.screenshot({ path: `${shots}editor-validation.png` })
+
+  await editor.fill(broken.replace('next: reviw', 'next: review'))
+  await expect(page.getByRole('status').filter({ hasText: 'Valid' })).toBeVisible()
+  await page.getByRole('button', { name: 'Create workflow' }).click()
+  await expect(page.getByRole('heading', { name: /Greeting with approval/ })).toBeVisible()
+  await expect(page.getByRole('group', { name: 'Workflow graph' }).getByLabel(/^review, approval step/)).toBeVisible()
+  await page.screenshot({ path: `${shots}workflow.png`, fullPage: true })
+
+  // Start it from the form generated from its input schema.
+  await page.getByRole('link', { name: 'Run', exact: true }).click()
+  await page.getByLabel('who').fill('Ada')
+  await page.screenshot({ path: `${shots}run.png` })
+  await page.getByRole('button', { name: 'Start execution' }).click()
+
+  // Watch it reach the approval, approve it, and watch it finish.
+  await expect(page.getByRole('region', { name: 'Waiting for approval' })).toBeVisible({ timeout: 60_000 })
+  const graph = page.getByRole('group', { name: 'Workflow graph' })
+  await expect(graph.locator('[data-step="draft"]')).toHaveAttribute('data-state', 'SUCCEEDED')
+  await expect(graph.locator('[data-step="review"]')).toHaveAttribute('data-state', 'AWAITING_APPROVAL')
+  await page.screenshot({ path: `${shots}execution-awaiting-approval.png`, fullPage: true })
+  await page.getByRole('button', { name: 'Approve review' }).click()
+  await expect(page.getByRole('heading', { level: 1 }).getByText('succeeded')).toBeVisible({ timeout: 60_000 })
+  await expect(graph.locator('[data-step="review"]')).toHaveAttribute('data-state', 'SUCCEEDED')
+
+  // Its cost: 1,200 + 800 tokens of gpt-4o-mini, priced by the engine.
+  const cost = page.getByTestId('execution-cost')
+  await expect(cost).not.toHaveText('$0')
+  await expect(cost).toHaveText(/^\$0\.\d+$/)
+  await expect(page.getByRole('list', { name: 'Event history' })).toContainText('ApprovalGranted')
+  await page.getByRole('button', { name: 'draft' }).first().click()
+  await expect(page.getByRole('region', { name: 'Step draft' })).toContainText('Hello! (Write a greeting for Ada)')
+  await page.screenshot({ path: `${shots}execution.png`, fullPage: true })
+
+  await page.getByRole('link', { name: 'Executions' }).click()
+  await expect(page.getByRole('table')).toContainText('succeeded')
+  await page.screenshot({ path: `${shots}executions.png` })
+
+  await page.getByRole('link', { name: 'Costs' }).click()
+  await expect(page.getByTestId('usage-total')).not.toHaveText('$0')
+  await expect(page.getByRole('list', { name: 'By model' })).toContainText('openai/gpt-4o-mini')
+  await page.screenshot({ path: `${shots}costs.png`, fullPage: true })
+
+  await page.getByRole('link', { name: 'Admin' }).click()
+  await expect(page.getByRole('table').first()).toContainText('admin')
+  await page.screenshot({ path: `${shots}admin.png` })
+
+  // Log out: the tokens are gone from storage and the app asks to sign in.
+  expect(await page.evaluate(() => localStorage.getItem('auth_token'))).not.toBeNull()
+  await page.getByRole('button', { name: 'Log out' }).click()
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
+  expect(await page.evaluate(() => [localStorage.getItem('auth_token'), localStorage.getItem('refresh_token')])).toEqual([null, null])
+  await page.goto('/executions')
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
+})
+
+test('a token that does not validate is cleared and the user signs in again', async ({ page }) => {
+  await page.goto('/login')
+  await page.evaluate(() => {
+    localStorage.setItem('auth_token', 'not-a-token')
+    localStorage.setItem('refresh_token', 'nor-this')
+  })
+  await page.goto('/workflows')
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
+  await expect(page.getByRole('status')).toContainText('Token validation failed')
+  expect(await page.evaluate(() => localStorage.getItem('auth_token'))).toBeNull()
+})
