@@ -39,7 +39,7 @@ export default defineConfig({
       stdout: 'ignore',
     },
     {
-      command: `${root}target/debug/wfe-local up`,
+      command: `${process.env.WFE_LOCAL_BIN ?? `${root}target/debug/wfe-local`} up`,
       url: `http://127.0.0.1:${apiPort}/health`,
       timeout: 120_000,
       reuseExistingServer: false,

@@ -17,10 +17,18 @@ npm test -- --coverage
 echo "-- npm run build"
 npm run --silent build
 cd ..
-echo "-- browser tests (Playwright, $(${CHROMIUM_PATH:-/usr/bin/chromium} --version 2>/dev/null || echo 'no chromium: apt-get install chromium'))"
-cargo build --quiet --locked -p wfe-local --bin wfe-local
+export CHROMIUM_PATH="${CHROMIUM_PATH:-$(command -v chromium || command -v chromium-browser || true)}"
+if [[ -z "$CHROMIUM_PATH" ]]; then
+  echo "test-web: Chromium is required for the browser tests (Debian: apt-get install chromium)" >&2
+  exit 1
+fi
+echo "-- browser tests (Playwright with $("$CHROMIUM_PATH" --version))"
+# scripts/test passes the runner its cargo test run just built; alone, build it here.
+if [[ -z "${WFE_LOCAL_BIN:-}" ]]; then
+  cargo build --quiet --locked -p wfe-local --bin wfe-local
+  export WFE_LOCAL_BIN="$PWD/target/debug/wfe-local"
+fi
 # A stack and tenant of its own, so it never meets another test's data on the shared moto.
 export E2E_STACK="wfe-web-$$" E2E_TENANT="web-$$"
 export E2E_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')-Aa1"
-mkdir -p docs/screenshots
 (cd frontend && npx playwright test)

@@ -2,7 +2,9 @@ import { expect, test, type Page } from '@playwright/test'
 
 const password = process.env.E2E_PASSWORD ?? ''
 const tenant = process.env.E2E_TENANT ?? ''
-const shots = new URL('../../docs/screenshots/', import.meta.url).pathname
+// SCREENSHOTS_DIR=$PWD/docs/screenshots refreshes the README's pictures; by default they go to
+// the (ignored) test output.
+const shots = `${process.env.SCREENSHOTS_DIR ?? new URL('../test-results/screenshots', import.meta.url).pathname}/`
 
 // The definition the test types: `next: reviw` (line 17) names no step.
 const broken = `name: Greeting with approval

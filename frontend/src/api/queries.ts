@@ -186,3 +186,9 @@ export const MCP_SERVERS = gql`
 export const MCP_TOOLS = gql`
   query McpTools { mcpServers { name tools } }
 `
+
+export const WORKFLOW_NAMES = gql`
+  query WorkflowNames {
+    workflows(first: 100) { nodes { id name } }
+  }
+`

@@ -1,5 +1,6 @@
 // The definition editor's text model: YAML or JSON in, a definition value out, and every problem
 // (a syntax error, or a server-side validation problem with its JSON pointer) placed on its line.
+import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser'
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, stringify, type Node } from 'yaml'
 
 export type Format = 'yaml' | 'json'
@@ -22,7 +23,11 @@ export function parseDefinition(text: string, format: Format): Parsed {
     try {
       return { value: JSON.parse(text), errors: [] }
     } catch (e) {
-      return { value: undefined, errors: [{ line: jsonErrorLine(text, e), pointer: '', message: syntaxMessage(e) }] }
+      const at = jsonErrorLine(text)
+      return {
+        value: undefined,
+        errors: [{ line: at?.line ?? 1, pointer: '', message: at ? `${at.message} (${syntaxMessage(e)})` : syntaxMessage(e) }],
+      }
     }
   }
   const lc = new LineCounter()
@@ -44,14 +49,13 @@ function syntaxMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
 
-/** Where JSON.parse stopped: engines say "position N" or "line L column C". */
-function jsonErrorLine(text: string, e: unknown): number {
-  const msg = syntaxMessage(e)
-  const lineCol = /line (\d+) column \d+/.exec(msg)
-  if (lineCol) return Number(lineCol[1])
-  const pos = /position (\d+)/.exec(msg)
-  if (pos) return text.slice(0, Number(pos[1])).split('\n').length
-  return 1
+/** Where JSON.parse stopped, from a parser that reports offsets (engines' messages differ). */
+function jsonErrorLine(text: string): { line: number; message: string } | null {
+  const errors: ParseError[] = []
+  parseJsonc(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false })
+  if (errors.length === 0) return null
+  const e = errors[0]
+  return { line: text.slice(0, e.offset).split('\n').length, message: printParseErrorCode(e.error) }
 }
 
 function unescapePointer(token: string): string {

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react'
 import { useMutation, useQuery } from '@apollo/client/react'
-import { BUDGET, SET_BUDGET, USAGE } from '../api/queries'
+import { BUDGET, SET_BUDGET, USAGE, WORKFLOW_NAMES } from '../api/queries'
 import { BarChart } from '../components/BarChart'
 import { ErrorBox, Loading, PageTitle } from '../components/ui'
 import { tokens, usd } from '../lib/format'
@@ -35,9 +35,9 @@ function isoDay(d: Date): string {
   return d.toISOString().slice(0, 10)
 }
 
-function bars(groups: Total[]) {
+function bars(groups: Total[], names?: Map<string, string>) {
   return groups.map((g) => ({
-    key: g.key || '(none)',
+    key: names?.get(g.key) ?? (g.key || '(none)'),
     value: g.costUsd,
     detail: `${tokens(g.inputTokens + g.outputTokens)} tokens`,
   }))
@@ -55,6 +55,8 @@ export function Costs() {
   const byDay = useQuery<UsageData>(USAGE, { variables: { ...vars, groupBy: 'DAY' } })
   const byModel = useQuery<UsageData>(USAGE, { variables: { ...vars, groupBy: 'MODEL' } })
   const byWorkflow = useQuery<UsageData>(USAGE, { variables: { ...vars, groupBy: 'WORKFLOW' } })
+  const workflows = useQuery<{ workflows: { nodes: { id: string; name: string }[] } }>(WORKFLOW_NAMES)
+  const names = new Map((workflows.data?.workflows.nodes ?? []).map((w) => [w.id, w.name]))
   const total = byDay.data?.usage.total
   return (
     <section>
@@ -92,7 +94,7 @@ export function Costs() {
       <div className="charts">
         <BarChart title="By day" bars={bars(byDay.data?.usage.groups ?? [])} />
         <BarChart title="By model" bars={bars(byModel.data?.usage.groups ?? [])} />
-        <BarChart title="By workflow" bars={bars(byWorkflow.data?.usage.groups ?? [])} />
+        <BarChart title="By workflow" bars={bars(byWorkflow.data?.usage.groups ?? [], names)} />
       </div>
       <BudgetPanel editable={admin} />
     </section>
@@ -139,8 +141,15 @@ export function BudgetPanel({ workflowId, editable = true }: { workflowId?: stri
       <h2>{title}</h2>
       {loading && !data && <Loading what="the budget" />}
       <ErrorBox error={error} />
+      {b && b.monthlyUsd === null && b.monthlyTokens === null && (
+        <p className="muted">
+          No limits: nothing is capped{workflowId ? ' for this workflow beyond the tenant’s own budget' : ''}. With a limit, each LLM
+          step reserves its worst case before it calls the provider and is refused if that would pass the limit.
+        </p>
+      )}
       {b && (
         <>
+          {(b.monthlyUsd !== null || b.monthlyTokens !== null) && (
           <table className="budget">
             <caption className="sr-only">Budget for {b.period}</caption>
             <thead>
@@ -177,6 +186,7 @@ export function BudgetPanel({ workflowId, editable = true }: { workflowId?: stri
               </tr>
             </tbody>
           </table>
+          )}
           {b.monthlyUsd !== null && b.monthlyUsd > 0 && (
             <meter
               min={0}
