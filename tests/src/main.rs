@@ -195,7 +195,11 @@ async fn serve_web(host: &str, api: axum::Router) {
         std::env::var("GRAPHQL_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:4000".into());
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
-        .unwrap_or_else(|e| fail(&format!("cannot listen on {host}:{port} for the web app: {e}")));
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot listen on {host}:{port} for the web app: {e}"
+            ))
+        });
     println!(
         "wfe-local: web app on http://{}",
         listener

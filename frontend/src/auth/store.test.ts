@@ -176,4 +176,63 @@ describe('AuthState', () => {
     expect(store.getState().isAuthenticated).toBe(true)
     expect(localStorage.getItem('refresh_token')).toBe('r1')
   })
+
+  it('takes the pair another tab rotated instead of spending its own refresh token again', async () => {
+    const { calls, deps } = setup(() => json(500, {}))
+    localStorage.setItem('auth_token', tokenAt(Date.now() - HOUR + 30_000))
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    // The other tab rotates r1 into r2 and stores a fresh access token.
+    const fresh = tokenAt(Date.now())
+    localStorage.setItem('auth_token', fresh)
+    localStorage.setItem('refresh_token', 'r2')
+    await store.getState().refreshAuth()
+    expect(calls).toHaveLength(0)
+    expect(store.getState().token).toBe(fresh)
+    expect(store.getState().refreshToken).toBe('r2')
+  })
+
+  it("refreshes with the newest stored refresh token when the other tab's access token is stale too", async () => {
+    const { calls, deps } = setup(() => json(200, { access_token: tokenAt(Date.now()), refresh_token: 'r3', expires_in: 3600 }))
+    localStorage.setItem('auth_token', tokenAt(Date.now(), 'ada', 10_000))
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    localStorage.setItem('refresh_token', 'r2')
+    await store.getState().refreshAuth()
+    expect(calls.map((c) => c.body)).toEqual([{ refresh_token: 'r2' }])
+    expect(store.getState().refreshToken).toBe('r3')
+  })
+
+  it('follows a logout in another tab', async () => {
+    const { calls, deps } = setup(() => json(500, {}))
+    localStorage.setItem('auth_token', tokenAt(Date.now()))
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    localStorage.clear()
+    store.getState().syncFromStorage()
+    expect(store.getState().isAuthenticated).toBe(false)
+    localStorage.setItem('auth_token', tokenAt(Date.now()))
+    localStorage.setItem('refresh_token', 'r9')
+    store.getState().syncFromStorage()
+    expect(store.getState().refreshToken).toBe('r9')
+    localStorage.clear()
+    await expect(store.getState().refreshAuth()).rejects.toThrow()
+    expect(calls).toHaveLength(0)
+    expect(store.getState().isAuthenticated).toBe(false)
+  })
+
+  it('serialises refreshes through the lock manager', async () => {
+    const names: string[] = []
+    const { deps } = setup(() => json(200, { access_token: tokenAt(Date.now()), refresh_token: 'r2', expires_in: 3600 }))
+    deps.locks = {
+      request: async (name, cb) => {
+        names.push(name)
+        return cb()
+      },
+    }
+    localStorage.setItem('auth_token', tokenAt(Date.now()))
+    localStorage.setItem('refresh_token', 'r1')
+    await createAuthStore(deps).getState().refreshAuth()
+    expect(names).toEqual(['wfe-auth-refresh'])
+  })
 })

@@ -33,6 +33,8 @@ export interface AuthState {
   validToken: () => Promise<string | null>
   /** Clears everything locally (no server call) and says why. */
   signOut: (notice: string | null) => void
+  /** Takes what another tab stored (a rotated pair, or a logout). */
+  syncFromStorage: () => void
 }
 
 /** Refresh this long before the access token expires. */
@@ -45,7 +47,11 @@ export interface AuthDeps {
   storage: Storage
   now: () => number
   apiBase: string
+  /** Web Locks: tabs of one browser share the refresh token, so only one may rotate it at a time. */
+  locks?: { request: <T>(name: string, callback: () => Promise<T>) => Promise<T> }
 }
+
+const SESSION_ENDED = 'Your session ended: sign in again.'
 
 interface TokenResponse {
   access_token: string
@@ -82,14 +88,21 @@ export function createAuthStore(deps: AuthDeps) {
       }, due)
     }
 
+    const adopt = (token: string, refreshToken: string, user: User) => {
+      set({ token, refreshToken, user, isAuthenticated: true, notice: null })
+      schedule(token)
+    }
+
     const accept = (t: TokenResponse) => {
       const user = userFromToken(t.access_token)
       if (!user) throw new ApiError({ status: 401, title: 'Unauthorized', detail: TOKEN_VALIDATION_FAILED })
       deps.storage.setItem(authConfig.tokenKey, t.access_token)
       deps.storage.setItem(authConfig.refreshTokenKey, t.refresh_token)
-      set({ token: t.access_token, refreshToken: t.refresh_token, user, isAuthenticated: true, notice: null })
-      schedule(t.access_token)
+      adopt(t.access_token, t.refresh_token, user)
     }
+
+    const withLock = <T,>(f: () => Promise<T>): Promise<T> =>
+      deps.locks ? deps.locks.request('wfe-auth-refresh', f) : f()
 
     const signOut = (notice: string | null) => {
       if (timer) clearTimeout(timer)
@@ -129,26 +142,56 @@ export function createAuthStore(deps: AuthDeps) {
       // sent twice (the server would revoke the family as a replay).
       refreshAuth: () => {
         if (refreshing) return refreshing
-        const refreshToken = get().refreshToken
-        if (!refreshToken) {
-          signOut('Your session ended: sign in again.')
+        const held = get().refreshToken
+        if (!held) {
+          signOut(SESSION_ENDED)
           return Promise.reject(new ApiError({ status: 401, title: 'Unauthorized', detail: 'not signed in' }))
         }
         refreshing = (async () => {
           try {
-            const res = await post('/auth/refresh', { refresh_token: refreshToken })
-            if (res.status === 401 || res.status === 400 || res.status === 403) {
-              const problem = await problemFrom(res)
-              signOut('Your session ended: sign in again.')
-              throw problem
-            }
-            if (!res.ok) throw await problemFrom(res)
-            accept((await res.json()) as TokenResponse)
+            await withLock(async () => {
+              // Storage is the truth shared by every tab: another one may have rotated the pair
+              // (or logged out) while this one waited. Spending a rotated refresh token again would
+              // make the server revoke the whole family.
+              const storedRefresh = deps.storage.getItem(authConfig.refreshTokenKey)
+              const storedToken = deps.storage.getItem(authConfig.tokenKey)
+              if (!storedRefresh) {
+                signOut(SESSION_ENDED)
+                throw new ApiError({ status: 401, title: 'Unauthorized', detail: 'signed out' })
+              }
+              if (storedRefresh !== held && storedToken) {
+                const user = userFromToken(storedToken)
+                const exp = expiresAt(storedToken)
+                if (user && exp !== null && exp - deps.now() > REFRESH_AHEAD_MS) {
+                  adopt(storedToken, storedRefresh, user)
+                  return
+                }
+              }
+              const res = await post('/auth/refresh', { refresh_token: storedRefresh })
+              if (res.status === 401 || res.status === 400 || res.status === 403) {
+                const problem = await problemFrom(res)
+                signOut(SESSION_ENDED)
+                throw problem
+              }
+              if (!res.ok) throw await problemFrom(res)
+              accept((await res.json()) as TokenResponse)
+            })
           } finally {
             refreshing = null
           }
         })()
         return refreshing
+      },
+
+      syncFromStorage: () => {
+        const token = deps.storage.getItem(authConfig.tokenKey)
+        const refreshToken = deps.storage.getItem(authConfig.refreshTokenKey)
+        const user = token ? userFromToken(token) : null
+        if (!token || !refreshToken || !user) {
+          if (get().isAuthenticated) signOut(null)
+          return
+        }
+        if (token !== get().token || refreshToken !== get().refreshToken) adopt(token, refreshToken, user)
       },
 
       restore: async () => {
@@ -202,4 +245,12 @@ export const useAuth = createAuthStore({
   storage: window.localStorage,
   now: () => Date.now(),
   apiBase: API_BASE_URL,
+  locks: globalThis.navigator?.locks,
+})
+
+// Another tab logged in, rotated the tokens or logged out: follow it.
+window.addEventListener('storage', (e) => {
+  if (e.key === null || e.key === authConfig.tokenKey || e.key === authConfig.refreshTokenKey) {
+    useAuth.getState().syncFromStorage()
+  }
 })

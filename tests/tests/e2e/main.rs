@@ -19,4 +19,5 @@ mod outage;
 mod poison;
 mod sigv4;
 mod stream_delivery;
+mod web;
 mod workflows;
