@@ -12,12 +12,13 @@ const apiPort = env('E2E_API_PORT', '18480')
 const gatewayPort = env('E2E_GATEWAY_PORT', '18440')
 const webPort = env('E2E_WEB_PORT', '18430')
 const openaiPort = env('E2E_OPENAI_PORT', '18450')
+const mcpPort = env('E2E_MCP_PORT', '18460')
 const openaiKey = 'sk-web-test-0123456789'
 const root = new URL('..', import.meta.url).pathname
 
 export default defineConfig({
   testDir: 'e2e',
-  timeout: 90_000,
+  timeout: 180_000,
   expect: { timeout: 20_000 },
   fullyParallel: false,
   workers: 1,
@@ -39,6 +40,13 @@ export default defineConfig({
       stdout: 'ignore',
     },
     {
+      command: 'node e2e/mcp-server.mjs',
+      url: `http://127.0.0.1:${mcpPort}/health`,
+      env: { MCP_PORT: mcpPort },
+      reuseExistingServer: false,
+      stdout: 'ignore',
+    },
+    {
       command: `${process.env.WFE_LOCAL_BIN ?? `${root}target/debug/wfe-local`} up`,
       url: `http://127.0.0.1:${apiPort}/health`,
       timeout: 120_000,
@@ -56,8 +64,13 @@ export default defineConfig({
         ADMIN_TENANT: env('E2E_TENANT'),
         ADMIN_PASSWORD: env('E2E_PASSWORD'),
         TIMER_PERIOD_MS: '500',
+        // 20-second access tokens: the journey lives through several refreshes, as a real
+        // session does over hours.
+        TOKEN_EXPIRATION: '20',
         OPENAI_API_KEY: openaiKey,
         OPENAI_BASE_URL: `http://127.0.0.1:${openaiPort}`,
+        // The test's MCP and LLM servers are on loopback, which the engine refuses by default.
+        HTTP_ALLOW_PRIVATE_NETWORKS: 'true',
         RUST_LOG: 'warn',
         METRICS: 'off',
       },

@@ -14,8 +14,9 @@ export default defineConfig({
   plugins: [react()],
   // The seed's REACT_APP_API_URL / REACT_APP_GRAPHQL_URL are read as aliases of VITE_*.
   envPrefix: ['VITE_', 'REACT_APP_'],
-  server: { port: 3000, strictPort: true, proxy },
-  preview: { port: 3000, strictPort: true, proxy },
+  // Not 3000: that is where the local runner serves the built app (scripts/start).
+  server: { port: 5173, proxy },
+  preview: { port: 4173, proxy },
   build: { sourcemap: true, chunkSizeWarningLimit: 1024 },
   test: {
     environment: 'jsdom',

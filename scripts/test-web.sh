@@ -28,7 +28,16 @@ if [[ -z "${WFE_LOCAL_BIN:-}" ]]; then
   cargo build --quiet --locked -p wfe-local --bin wfe-local
   export WFE_LOCAL_BIN="$PWD/target/debug/wfe-local"
 fi
-# A stack and tenant of its own, so it never meets another test's data on the shared moto.
-export E2E_STACK="wfe-web-$$" E2E_TENANT="web-$$"
+# A stack and tenant of its own, so it never meets another run's data on a shared moto, and free
+# ports, so two runs on one machine do not collide.
+suffix="$(date +%s)-$RANDOM"
+export E2E_STACK="wfe-web-$suffix" E2E_TENANT="web-$suffix"
+read -r E2E_API_PORT E2E_GATEWAY_PORT E2E_WEB_PORT E2E_OPENAI_PORT E2E_MCP_PORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks: s.close()')
+export E2E_API_PORT E2E_GATEWAY_PORT E2E_WEB_PORT E2E_OPENAI_PORT E2E_MCP_PORT
 export E2E_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')-Aa1"
 (cd frontend && npx playwright test)

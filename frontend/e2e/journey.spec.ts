@@ -2,6 +2,7 @@ import { expect, test, type Page } from '@playwright/test'
 
 const password = process.env.E2E_PASSWORD ?? ''
 const tenant = process.env.E2E_TENANT ?? ''
+const mcpUrl = `http://127.0.0.1:${process.env.E2E_MCP_PORT ?? '18460'}/mcp`
 // SCREENSHOTS_DIR=$PWD/docs/screenshots refreshes the README's pictures; by default they go to
 // the (ignored) test output.
 const shots = `${process.env.SCREENSHOTS_DIR ?? new URL('../test-results/screenshots', import.meta.url).pathname}/`
@@ -43,6 +44,7 @@ async function login(page: Page) {
 
 test('author, run, approve, pay and sign out', async ({ page }) => {
   await login(page)
+  const firstRefresh = await page.evaluate(() => localStorage.getItem('refresh_token'))
   await expect(page.getByText('No workflows yet')).toBeVisible()
   await page.screenshot({ path: `${shots}workflows-empty.png` })
 
@@ -96,17 +98,60 @@ test('author, run, approve, pay and sign out', async ({ page }) => {
   await page.getByRole('link', { name: 'Costs' }).click()
   await expect(page.getByTestId('usage-total')).not.toHaveText('$0')
   await expect(page.getByRole('list', { name: 'By model' })).toContainText('openai/gpt-4o-mini')
+  // A monthly limit of $0.001: the month already spent $0.00066, past the 50 % alert.
+  await page.getByLabel('Dollar limit').fill('0.001')
+  await page.getByRole('button', { name: 'Save limits' }).click()
+  await expect(page.getByRole('list', { name: 'Alert thresholds' })).toContainText('50 % ($0.000500) reached')
+  await expect(page.getByRole('list', { name: 'Alert thresholds' })).not.toContainText('80 % ($0.000800) reached')
   await page.screenshot({ path: `${shots}costs.png`, fullPage: true })
 
+  // Admin: add an approver through the form; the list shows them with their role.
   await page.getByRole('link', { name: 'Admin' }).click()
   await expect(page.getByRole('table').first()).toContainText('admin')
+  await page.getByLabel('User name').fill('grace')
+  await page.getByLabel(/^Password/).fill('approver-password-42')
+  await page.getByLabel(/^Roles \(comma/).fill('approver')
+  await page.getByRole('button', { name: 'Add user' }).click()
+  await expect(page.getByLabel('Roles of grace')).toHaveValue('approver')
   await page.screenshot({ path: `${shots}admin.png` })
 
-  // Log out: the tokens are gone from storage and the app asks to sign in.
-  expect(await page.evaluate(() => localStorage.getItem('auth_token'))).not.toBeNull()
+  // Register an MCP server (a real one, the official SDK) and see the tools the engine finds.
+  await page.getByRole('tab', { name: 'MCP servers' }).click()
+  await expect(page.getByText('No MCP servers yet')).toBeVisible()
+  await page.getByLabel('Name', { exact: true }).fill('tools')
+  await page.getByLabel(/^URL/).fill(mcpUrl)
+  await page.getByLabel('Description').fill('test tools')
+  await page.getByRole('button', { name: 'Register' }).click()
+  await expect(page.getByRole('button', { name: 'Remove tools' })).toBeVisible()
+  await page.getByRole('button', { name: 'Show their tools' }).click()
+  const tools = page.getByRole('list', { name: 'Tools of tools' })
+  await expect(tools).toContainText('add')
+  await expect(tools).toContainText('Says it louder')
+  await page.screenshot({ path: `${shots}admin-mcp.png` })
+
+  // On a phone: nothing wider than the screen, the navigation still there.
+  await page.setViewportSize({ width: 390, height: 844 })
+  await page.getByRole('link', { name: 'Executions' }).click()
+  await expect(page.getByRole('table')).toContainText('succeeded')
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390)
+  await page.screenshot({ path: `${shots}phone-executions.png` })
+  await page.setViewportSize({ width: 1366, height: 900 })
+
+  // The 20-second access token was refreshed ahead of expiry, on the page's own timer, and
+  // the session went on (the server rotates the refresh token each time).
+  await expect.poll(() => page.evaluate(() => localStorage.getItem('refresh_token')), { timeout: 30_000 }).not.toBe(firstRefresh)
+  await page.getByRole('link', { name: 'Workflows' }).click()
+  await expect(page.getByRole('table')).toContainText('Greeting with approval')
+
+  // Log out: the tokens are gone from storage, the server revoked them, and the app asks to sign in.
+  const refreshToken = await page.evaluate(() => localStorage.getItem('refresh_token'))
+  expect(refreshToken).not.toBeNull()
   await page.getByRole('button', { name: 'Log out' }).click()
   await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
   expect(await page.evaluate(() => [localStorage.getItem('auth_token'), localStorage.getItem('refresh_token')])).toEqual([null, null])
+  await expect
+    .poll(async () => (await page.request.post('/api/auth/refresh', { data: { refresh_token: refreshToken } })).status())
+    .toBe(401)
   await page.goto('/executions')
   await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible()
 })

@@ -14,6 +14,7 @@ import { ExecutionDetail } from './screens/ExecutionDetail'
 import { Costs } from './screens/Costs'
 import { Admin } from './screens/Admin'
 import { Loading } from './components/ui'
+import { PageBoundary, RouteAnnouncer } from './components/RouteFocus'
 
 function RequireAuth() {
   const isAuthenticated = useAuth((s) => s.isAuthenticated)
@@ -31,11 +32,13 @@ export function App() {
       .restore()
       .finally(() => setReady(true))
   }, [])
-  // A sign-out (logout, failed refresh) forgets every cached answer of the previous user.
+  // A sign-out, or another user signing in (in another tab), forgets every cached answer.
   useEffect(
     () =>
       useAuth.subscribe((s, prev) => {
-        if (prev.isAuthenticated && !s.isAuthenticated) void client.clearStore()
+        const was = prev.user ? `${prev.user.tenant}/${prev.user.username}` : null
+        const is = s.user ? `${s.user.tenant}/${s.user.username}` : null
+        if (was !== null && was !== is) void client.clearStore()
       }),
     [client],
   )
@@ -43,6 +46,8 @@ export function App() {
   return (
     <ApolloProvider client={client}>
       <BrowserRouter>
+        <RouteAnnouncer />
+        <PageBoundary>
         <Routes>
           <Route path="/login" element={<Login />} />
           <Route element={<RequireAuth />}>
@@ -61,6 +66,7 @@ export function App() {
             </Route>
           </Route>
         </Routes>
+        </PageBoundary>
       </BrowserRouter>
     </ApolloProvider>
   )

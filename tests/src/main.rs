@@ -193,13 +193,14 @@ async fn serve_web(host: &str, api: axum::Router) {
     }
     let gateway =
         std::env::var("GRAPHQL_GATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:4000".into());
-    let listener = tokio::net::TcpListener::bind((host, port))
-        .await
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot listen on {host}:{port} for the web app: {e}"
-            ))
-        });
+    // The API is the product; a taken web port (a dev server, say) is worth a warning, not a stop.
+    let listener = match tokio::net::TcpListener::bind((host, port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(port, error = %e, "cannot serve the web app on this port (WEB_PORT); the API goes on");
+            return;
+        }
+    };
     println!(
         "wfe-local: web app on http://{}",
         listener

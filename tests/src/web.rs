@@ -8,7 +8,7 @@ use std::path::Path;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -46,10 +46,31 @@ pub fn web_app(dist: &Path, api: Router, gateway: &str) -> Router {
             .and_then(|u| u.port_or_known_default())
             .unwrap_or(4000),
     };
+    // Hashed bundles may be cached for good; `index.html` must be asked for again, or a browser
+    // that kept an old one asks for bundles a rebuild removed. A missing bundle is a 404, not
+    // the app's page (which a browser would try to run as a script).
+    let assets = ServeDir::new(dist.join("assets"));
+    let index = ServeFile::new(dist.join("index.html"));
     Router::new()
         .route("/graphql", any(graphql).with_state(gateway))
         .nest_service("/api", api)
-        .fallback_service(ServeDir::new(dist).fallback(ServeFile::new(dist.join("index.html"))))
+        .nest_service("/assets", assets)
+        .fallback_service(ServeDir::new(dist).fallback(index))
+        .layer(axum::middleware::map_response(no_cache_for_html))
+}
+
+async fn no_cache_for_html(mut response: Response) -> Response {
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
 }
 
 async fn graphql(State(gw): State<Gateway>, req: Request) -> Response {
@@ -74,6 +95,13 @@ async fn graphql(State(gw): State<Gateway>, req: Request) -> Response {
     }
     let answer = match out.send().await {
         Ok(a) => a,
+        Err(e) if e.is_timeout() => {
+            return problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway Timeout",
+                "the GraphQL gateway did not answer within 30 s",
+            )
+        }
         Err(e) => {
             tracing::warn!(error = %e, "GraphQL gateway unreachable");
             return problem(
@@ -88,6 +116,7 @@ async fn graphql(State(gw): State<Gateway>, req: Request) -> Response {
     };
     let status = answer.status();
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
     let bytes = match answer.bytes().await {
         Ok(b) => b,
         Err(_) => {
@@ -102,6 +131,9 @@ async fn graphql(State(gw): State<Gateway>, req: Request) -> Response {
     *response.status_mut() = status;
     if let Some(ct) = content_type {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, ra);
     }
     response
 }
@@ -118,9 +150,7 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    r.headers_mut().insert(
-        HeaderName::from_static("cache-control"),
-        HeaderValue::from_static("no-store"),
-    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -19,8 +19,11 @@ export async function graphqlFetch(input: RequestInfo | URL, init?: RequestInit)
   let res: Response
   try {
     res = await authedFetch(url, init)
-  } catch {
-    throw new Error(GATEWAY_UNREACHABLE)
+  } catch (e) {
+    // Only a failed connection means the gateway (or the origin in front of it) is not there;
+    // an aborted request or a refused refresh says so itself.
+    if (e instanceof TypeError) throw new Error(GATEWAY_UNREACHABLE)
+    throw e
   }
   if (res.status === 502 || res.status === 503 || res.status === 504) {
     const text = await res.text()

@@ -82,7 +82,7 @@ export const START_EXECUTION = gql`
 export const EXECUTIONS = gql`
   query Executions($workflowId: ID, $status: ExecutionStatus, $first: Int, $after: String) {
     executions(workflowId: $workflowId, status: $status, first: $first, after: $after) {
-      nodes { id workflowId workflowVersion status startedAt endedAt durationMs costUsd stepsCompleted awaitingApproval }
+      nodes { id workflowId workflowVersion workflow { id name } status startedAt endedAt durationMs costUsd stepsCompleted awaitingApproval }
       pageInfo { hasNextPage endCursor }
     }
   }

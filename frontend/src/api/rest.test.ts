@@ -51,13 +51,21 @@ describe('authed REST calls', () => {
 describe('problems', () => {
   it('carry the detail and the field pointers of a problem+json answer', async () => {
     const res = new Response(
-      JSON.stringify({ title: 'Bad Request', status: 400, detail: 'the definition is invalid', problems: [{ pointer: '/start', message: 'unknown step' }, { bogus: 1 }] }),
+      JSON.stringify({
+        type: 'https://workflow-engine.dev/problems/invalid-definition',
+        title: 'Bad request',
+        status: 400,
+        detail: 'the definition is invalid',
+        request_id: 'req-1',
+        errors: [{ pointer: '/start', message: 'unknown step' }, { bogus: 1 }],
+      }),
       { status: 400, headers: { 'content-type': 'application/problem+json' } },
     )
     const e = await problemFrom(res)
     expect(e.message).toBe('the definition is invalid')
     expect(e.status).toBe(400)
     expect(e.problems).toEqual([{ pointer: '/start', message: 'unknown step' }])
+    expect(e.requestId).toBe('req-1')
   })
 
   it('still say something when the body is not JSON', async () => {

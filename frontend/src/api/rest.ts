@@ -17,8 +17,15 @@ export async function authedFetch(
     if (token) headers.set('authorization', `Bearer ${token}`)
     return doFetch(url, { ...init, headers })
   }
-  const res = await send(await auth.validToken())
+  const used = await auth.validToken()
+  const res = await send(used)
   if (res.status !== 401) return res
+  // Another call may have refreshed while this one was out: retry with that token first.
+  const current = await auth.validToken()
+  if (current !== null && current !== used) {
+    const retried = await send(current)
+    if (retried.status !== 401) return retried
+  }
   try {
     await auth.refreshAuth()
   } catch {

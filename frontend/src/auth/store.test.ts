@@ -235,4 +235,79 @@ describe('AuthState', () => {
     await createAuthStore(deps).getState().refreshAuth()
     expect(names).toEqual(['wfe-auth-refresh'])
   })
+
+  it('schedules from expires_in, so a browser clock an hour fast does not loop refreshing', async () => {
+    vi.useFakeTimers()
+    // The server's clock is an hour behind this browser's: its tokens look expired here.
+    const serverNow = () => Date.now() - 2 * HOUR
+    let n = 0
+    const { calls, deps } = setup(() => {
+      n += 1
+      return json(200, { access_token: tokenAt(serverNow()), refresh_token: `r${n + 1}`, expires_in: 3600 })
+    })
+    const store = createAuthStore(deps)
+    await store.getState().login({ username: 'ada', password: 'pw-123456789012' })
+    await vi.advanceTimersByTimeAsync(10 * 60_000)
+    await store.getState().validToken()
+    expect(calls.map((c) => c.url)).toEqual(['/api/auth/login'])
+    await vi.advanceTimersByTimeAsync(HOUR)
+    expect(calls.filter((c) => c.url === '/api/auth/refresh')).toHaveLength(1)
+  })
+
+  it('short-lived tokens refresh a quarter of their life ahead, never in a tight loop', async () => {
+    vi.useFakeTimers()
+    let n = 0
+    const { calls, deps } = setup(() => {
+      n += 1
+      return json(200, { access_token: tokenAt(Date.now(), 'ada', 20_000), refresh_token: `r${n}`, expires_in: 20 })
+    })
+    const store = createAuthStore(deps)
+    await store.getState().login({ username: 'ada', password: 'pw-123456789012' })
+    await vi.advanceTimersByTimeAsync(14_000)
+    expect(calls).toHaveLength(1)
+    await vi.advanceTimersByTimeAsync(2_000)
+    expect(calls).toHaveLength(2)
+    await vi.advanceTimersByTimeAsync(60_000)
+    expect(calls.length).toBeLessThanOrEqual(6)
+  })
+
+  it('a refresh in flight when the user logs out does not bring the session back', async () => {
+    let release: () => void = () => undefined
+    const gate = new Promise<void>((r) => (release = r))
+    const { deps } = setup(async (c) => {
+      if (c.url.endsWith('/auth/logout')) return new Response(null, { status: 204 })
+      await gate
+      return json(200, { access_token: tokenAt(Date.now()), refresh_token: 'r2', expires_in: 3600 })
+    })
+    localStorage.setItem('auth_token', tokenAt(Date.now()))
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    const refresh = store.getState().refreshAuth()
+    await store.getState().logout()
+    release()
+    await expect(refresh).rejects.toThrow()
+    expect(store.getState().isAuthenticated).toBe(false)
+    expect(localStorage.getItem('auth_token')).toBeNull()
+    expect(localStorage.getItem('refresh_token')).toBeNull()
+  })
+
+  it('a server error while checking a stored session keeps it', async () => {
+    const { deps } = setup(() => json(503, { title: 'Service Unavailable', status: 503, detail: 'try later' }))
+    localStorage.setItem('auth_token', tokenAt(Date.now()))
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    await store.getState().restore()
+    expect(store.getState().isAuthenticated).toBe(true)
+    expect(localStorage.getItem('refresh_token')).toBe('r1')
+  })
+
+  it('validToken keeps the current token when a refresh ahead of expiry fails for a passing reason', async () => {
+    const { deps } = setup(() => json(503, { title: 'Service Unavailable', status: 503, detail: 'try later' }))
+    const token = tokenAt(Date.now(), 'ada', 30_000)
+    localStorage.setItem('auth_token', token)
+    localStorage.setItem('refresh_token', 'r1')
+    const store = createAuthStore(deps)
+    expect(await store.getState().validToken()).toBe(token)
+    expect(store.getState().isAuthenticated).toBe(true)
+  })
 })

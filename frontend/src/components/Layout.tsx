@@ -54,7 +54,8 @@ export function Layout() {
           {admin && <NavLink to="/admin">Admin</NavLink>}
         </nav>
         <div className="who">
-          <span aria-label="Signed in as">
+          <span>
+            <span className="sr-only">Signed in as </span>
             {user?.username} <span className="muted">@{user?.tenant}</span>
           </span>
           <button

@@ -1,10 +1,11 @@
 import type { ReactNode } from 'react'
-import { ApiError, messageOf } from '../api/problem'
+import { graphqlProblems, messageOf, ApiError, requestIdOf } from '../api/problem'
 
 /** An error as the user should read it: the problem's detail, and its field problems. */
 export function ErrorBox({ error, title }: { error: unknown; title?: string }) {
   if (!error) return null
-  const problems = error instanceof ApiError ? error.problems : []
+  const problems = error instanceof ApiError ? error.problems : graphqlProblems(error)
+  const requestId = requestIdOf(error)
   return (
     <div className="error" role="alert">
       {title && <strong>{title}: </strong>}
@@ -18,6 +19,7 @@ export function ErrorBox({ error, title }: { error: unknown; title?: string }) {
           ))}
         </ul>
       )}
+      {requestId && <div className="small">Request id: {requestId}</div>}
     </div>
   )
 }

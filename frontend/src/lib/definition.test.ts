@@ -80,3 +80,13 @@ describe('the definition editor places problems on their lines', () => {
     expect(parseDefinition(render(value, 'yaml'), 'yaml').value).toEqual(value)
   })
 })
+
+describe('hostile YAML', () => {
+  it('an alias bomb is refused, not expanded', () => {
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]']
+    for (let i = 1; i < 12; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill('*' + String.fromCharCode(96 + i)).join(', ')}]`)
+    const parsed = parseDefinition(bomb.join('\n') + '\n', 'yaml')
+    expect(parsed.value).toBeUndefined()
+    expect(parsed.errors.length).toBe(1)
+  })
+})

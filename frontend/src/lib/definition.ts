@@ -42,7 +42,12 @@ export function parseDefinition(text: string, format: Format): Parsed {
       })),
     }
   }
-  return { value: doc.toJS({ maxAliasCount: 100 }), errors: [] }
+  try {
+    return { value: doc.toJS({ maxAliasCount: 100 }), errors: [] }
+  } catch (e) {
+    // Alias bombs and the like: refused here, before the server sees them.
+    return { value: undefined, errors: [{ line: 1, pointer: '', message: syntaxMessage(e) }] }
+  }
 }
 
 function syntaxMessage(e: unknown): string {

@@ -55,3 +55,11 @@ describe('the workflow graph', () => {
     ).toEqual({ item: 'FAILED', ok: 'AWAITING_APPROVAL' })
   })
 })
+
+describe('hostile step names', () => {
+  it('do not reach into Object.prototype', () => {
+    const g = edgesOf({ steps: { a: { type: 'template', next: 'constructor' }, b: { type: 'template', next: 'toString' } } })
+    expect(g.edges).toEqual([])
+    expect(() => layout({ steps: { a: { type: 'template', next: '__proto__' } } })).not.toThrow()
+  })
+})

@@ -34,7 +34,7 @@ export function edgesOf(definition: unknown): { nodes: { id: string; type: strin
   const nodes = Object.entries(steps).map(([id, s]) => ({ id, type: str(obj(s).type) ?? '?' }))
   const edges: { from: string; to: string; label?: string }[] = []
   const add = (from: string, to: unknown, label?: string) => {
-    if (typeof to === 'string' && to in steps) edges.push({ from, to, label })
+    if (typeof to === 'string' && Object.hasOwn(steps, to)) edges.push({ from, to, label })
   }
   for (const [id, raw] of Object.entries(steps)) {
     const s = obj(raw)

@@ -20,14 +20,35 @@ export function Admin() {
   return (
     <section>
       <PageTitle>Admin</PageTitle>
-      <div role="tablist" aria-label="Administration" className="tabs">
+      <div
+        role="tablist"
+        aria-label="Administration"
+        className="tabs"
+        onKeyDown={(e) => {
+          // Arrow keys move between tabs, as the ARIA tabs pattern expects.
+          if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return
+          const i = tabs.findIndex(([t]) => t === tab)
+          const next = tabs[(i + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length][0]
+          setTab(next)
+          document.getElementById(`tab-${next}`)?.focus()
+        }}
+      >
         {tabs.map(([t, label]) => (
-          <button key={t} role="tab" type="button" id={`tab-${t}`} aria-selected={tab === t} aria-controls={`panel-${t}`} onClick={() => setTab(t)}>
+          <button
+            key={t}
+            role="tab"
+            type="button"
+            id={`tab-${t}`}
+            aria-selected={tab === t}
+            aria-controls="admin-panel"
+            tabIndex={tab === t ? 0 : -1}
+            onClick={() => setTab(t)}
+          >
             {label}
           </button>
         ))}
       </div>
-      <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`}>
+      <div role="tabpanel" id="admin-panel" aria-labelledby={`tab-${tab}`}>
         {tab === 'users' && <Users />}
         {tab === 'mcp' && <McpServers />}
         {tab === 'prices' && <Prices />}

@@ -187,6 +187,7 @@ export function BudgetPanel({ workflowId, editable = true }: { workflowId?: stri
             </tbody>
           </table>
           )}
+          {(b.monthlyUsd !== null || b.monthlyTokens !== null) && <Thresholds budget={b} />}
           {b.monthlyUsd !== null && b.monthlyUsd > 0 && (
             <meter
               min={0}
@@ -232,5 +233,34 @@ export function BudgetPanel({ workflowId, editable = true }: { workflowId?: stri
         </>
       )}
     </section>
+  )
+}
+
+/** The engine records a `BudgetThresholdCrossed` event (and a metric) at these shares of a limit. */
+const THRESHOLDS = [50, 80, 95]
+
+function Thresholds({ budget: b }: { budget: Budget }) {
+  const rows: { label: string; limit: number; spent: number; format: (n: number) => string }[] = []
+  if (b.monthlyUsd !== null && b.monthlyUsd > 0) rows.push({ label: 'Dollars', limit: b.monthlyUsd, spent: b.spentUsd, format: usd })
+  if (b.monthlyTokens !== null && b.monthlyTokens > 0)
+    rows.push({ label: 'Tokens', limit: b.monthlyTokens, spent: b.spentTokens, format: tokens })
+  if (rows.length === 0) return null
+  return (
+    <ul className="plain thresholds" aria-label="Alert thresholds">
+      {rows.map((r) => (
+        <li key={r.label}>
+          {r.label}:{' '}
+          {THRESHOLDS.map((t) => {
+            const at = (r.limit * t) / 100
+            const crossed = r.spent >= at
+            return (
+              <span key={t} className={`badge ${crossed ? 'badge-awaiting_approval' : ''}`}>
+                {t} % ({r.format(at)}){crossed ? ' reached' : ''}
+              </span>
+            )
+          })}
+        </li>
+      ))}
+    </ul>
   )
 }

@@ -1,5 +1,6 @@
 import { useEffect, useState } from 'react'
-import { Link, useParams } from 'react-router'
+import { Link, useLocation, useParams } from 'react-router'
+import { useAuth } from '../auth/store'
 import { useMutation, useQuery } from '@apollo/client/react'
 import { APPROVE, CANCEL, EXECUTION, EXECUTION_DEFINITION, REDRIVE, REJECT } from '../api/queries'
 import { Graph } from '../components/Graph'
@@ -63,21 +64,45 @@ interface Execution {
 
 export function ExecutionDetail() {
   const { id = '' } = useParams()
+  // A fresh page per execution: parent and child links reuse this route.
+  return <ExecutionPage key={id} id={id} />
+}
+
+/** Who may decide this workflow's approvals: `admin`, or a role the definition names (default `approver`). */
+function mayApprove(roles: string[], definition: unknown): boolean {
+  if (roles.includes('admin')) return true
+  const named = (definition as { approvers?: unknown } | null)?.approvers
+  const allowed = Array.isArray(named) ? (named as string[]) : ['approver']
+  return roles.some((r) => allowed.includes(r))
+}
+
+const NO_ROLES: string[] = []
+
+function ExecutionPage({ id }: { id: string }) {
+  const notice = (useLocation().state as { notice?: string } | null)?.notice
+  const roles = useAuth((s) => s.user?.roles ?? NO_ROLES)
   const [selected, setSelected] = useState<string | null>(null)
   const [comment, setComment] = useState('')
   const [actionError, setActionError] = useState<unknown>(null)
   const [more, setMore] = useState<Event[]>([])
   const [moreFrom, setMoreFrom] = useState<number | null>(null)
-  const q = useQuery<{ execution: Execution | null }>(EXECUTION, { variables: { id } })
+  const q = useQuery<{ execution: Execution | null }>(EXECUTION, {
+    variables: { id },
+    skipPollAttempt: () => document.hidden,
+  })
   const e = q.data?.execution
-  // Live while it runs: the engine moves on its own (stream-driven), the page follows.
+  // Live while it runs: the engine moves on its own (stream-driven), the page follows; every
+  // second while steps run, every 5 s while it only waits for a person.
   const running = e?.status === 'RUNNING'
+  const onlyWaiting = running && e.currentSteps.length > 0 && e.currentSteps.every((k) => e.awaitingApproval.includes(k))
+  const interval = !running ? 0 : onlyWaiting ? 5000 : 1000
   const { startPolling, stopPolling } = q
   useEffect(() => {
-    if (running) startPolling(1000)
+    if (interval > 0) startPolling(interval)
     else stopPolling()
     return stopPolling
-  }, [running, startPolling, stopPolling])
+  }, [interval, startPolling, stopPolling])
+  const [moreError, setMoreError] = useState<unknown>(null)
   const def = useQuery<{ workflow: { id: string; name: string; version: { definition: unknown } | null } | null }>(
     EXECUTION_DEFINITION,
     { variables: { id: e?.workflowId, version: e?.workflowVersion }, skip: !e, fetchPolicy: 'cache-first' },
@@ -114,17 +139,26 @@ export function ExecutionDetail() {
   const nextFrom = more.length > 0 ? moreFrom : e.events.nextFrom
 
   const loadMore = async () => {
-    const res = await q.client.query<{ execution: Execution | null }>({
-      query: EXECUTION,
-      variables: { id, from: nextFrom },
-      fetchPolicy: 'network-only',
-    })
-    const page = res.data?.execution?.events
-    if (page) {
-      setMore((cur) => [...cur, ...page.nodes])
-      setMoreFrom(page.nextFrom)
+    setMoreError(null)
+    try {
+      const res = await q.client.query<{ execution: Execution | null }>({
+        query: EXECUTION,
+        variables: { id, from: nextFrom },
+        fetchPolicy: 'network-only',
+      })
+      const page = res.data?.execution?.events
+      if (page) {
+        setMore((cur) => [...cur, ...page.nodes])
+        setMoreFrom(page.nextFrom)
+      }
+    } catch (err) {
+      setMoreError(err)
     }
   }
+  const confirmThen = (question: string, f: () => Promise<unknown>) => {
+    if (window.confirm(question)) void act(f)
+  }
+  const canDecide = mayApprove(roles, def.data?.workflow?.version?.definition ?? null)
 
   return (
     <section>
@@ -132,7 +166,15 @@ export function ExecutionDetail() {
         actions={
           <>
             {e.status === 'RUNNING' && (
-              <button type="button" disabled={busy} onClick={() => void act(() => cancel({ variables: { id: e.id, reason: 'cancelled from the web app' } }))}>
+              <button
+                type="button"
+                disabled={busy}
+                onClick={() =>
+                  confirmThen('Cancel this execution? Steps in flight finish, nothing new starts.', () =>
+                    cancel({ variables: { id: e.id, reason: 'cancelled from the web app' } }),
+                  )
+                }
+              >
                 Cancel
               </button>
             )}
@@ -155,8 +197,18 @@ export function ExecutionDetail() {
           </>
         )}
       </p>
+      {notice && (
+        <p className="notice" role="status">
+          {notice}
+        </p>
+      )}
       <ErrorBox error={actionError} title="Not done" />
-      {e.awaitingApproval.length > 0 && (
+      {e.awaitingApproval.length > 0 && !canDecide && def.data && (
+        <p className="notice" role="status">
+          Waiting for approval of {e.awaitingApproval.join(', ')} by someone with an approver role.
+        </p>
+      )}
+      {e.awaitingApproval.length > 0 && canDecide && (
         <div className="approval" role="region" aria-label="Waiting for approval">
           <h2>Waiting for your decision</h2>
           <label>
@@ -178,7 +230,11 @@ export function ExecutionDetail() {
                 type="button"
                 className="danger"
                 disabled={busy}
-                onClick={() => void act(() => reject({ variables: { id: e.id, step, comment: comment || null } }))}
+                onClick={() =>
+                  confirmThen(`Reject ${step}? The execution fails with ApprovalRejected unless it catches it.`, () =>
+                    reject({ variables: { id: e.id, step, comment: comment || null } }),
+                  )
+                }
               >
                 Reject {step}
               </button>
@@ -332,9 +388,10 @@ export function ExecutionDetail() {
       </ol>
       {nextFrom !== null && nextFrom !== undefined && (
         <button type="button" onClick={() => void loadMore()}>
-          Older events…
+          Later events…
         </button>
       )}
+      <ErrorBox error={moreError} title="Could not load more events" />
     </section>
   )
 }

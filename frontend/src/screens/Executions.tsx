@@ -1,3 +1,4 @@
+import { useState } from 'react'
 import { Link, useSearchParams } from 'react-router'
 import { useQuery } from '@apollo/client/react'
 import { EXECUTIONS } from '../api/queries'
@@ -8,6 +9,7 @@ interface Row {
   id: string
   workflowId: string
   workflowVersion: number
+  workflow: { id: string; name: string } | null
   status: string
   startedAt: string | null
   endedAt: string | null
@@ -27,11 +29,16 @@ export function Executions() {
   const [params, setParams] = useSearchParams()
   const workflow = params.get('workflow') || undefined
   const status = params.get('status') || undefined
-  const { data, loading, error, fetchMore } = useQuery<Data>(EXECUTIONS, {
+  // Polls the first page while it is all that is shown; a poll would drop pages loaded with
+  // "Show more", so those stop it (and "Refresh" starts over).
+  const [paged, setPaged] = useState(false)
+  const { data, loading, error, fetchMore, refetch } = useQuery<Data>(EXECUTIONS, {
     variables: { workflowId: workflow, status, first: 25 },
-    pollInterval: 5000,
+    pollInterval: paged ? 0 : 5000,
+    skipPollAttempt: () => document.hidden,
   })
   const set = (k: string, v: string) => {
+    setPaged(false)
     const next = new URLSearchParams(params)
     if (v) next.set(k, v)
     else next.delete(k)
@@ -40,7 +47,23 @@ export function Executions() {
   const rows = data?.executions.nodes ?? []
   return (
     <section>
-      <PageTitle>Executions</PageTitle>
+      <PageTitle
+        actions={
+          paged && (
+            <button
+              type="button"
+              onClick={() => {
+                setPaged(false)
+                void refetch()
+              }}
+            >
+              Refresh
+            </button>
+          )
+        }
+      >
+        Executions
+      </PageTitle>
       <form className="filters" role="search" aria-label="Filter executions" onSubmit={(e) => e.preventDefault()}>
         <label>
           Status
@@ -104,7 +127,7 @@ export function Executions() {
                     </Link>
                   </th>
                   <td>
-                    <Link to={`/workflows/${encodeURIComponent(e.workflowId)}`}>{e.workflowId}</Link>{' '}
+                    <Link to={`/workflows/${encodeURIComponent(e.workflowId)}`}>{e.workflow?.name ?? e.workflowId}</Link>{' '}
                     <span className="muted small">v{e.workflowVersion}</span>
                   </td>
                   <td>
@@ -124,7 +147,8 @@ export function Executions() {
       {data?.executions.pageInfo.hasNextPage && (
         <button
           type="button"
-          onClick={() =>
+          onClick={() => {
+            setPaged(true)
             void fetchMore({
               variables: { after: data.executions.pageInfo.endCursor },
               updateQuery: (prev, { fetchMoreResult }) => ({
@@ -134,7 +158,7 @@ export function Executions() {
                 },
               }),
             })
-          }
+          }}
         >
           Show more
         </button>

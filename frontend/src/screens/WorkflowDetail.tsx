@@ -172,7 +172,15 @@ export function WorkflowDetail() {
           <h2>Recent executions</h2>
           {w.executions.nodes.length === 0 ? (
             <Empty>
-              Not run yet. <Link to={`/workflows/${encodeURIComponent(w.id)}/run`}>Run it</Link>.
+              Not run yet.
+              {w.status === 'ACTIVE' ? (
+                <>
+                  {' '}
+                  <Link to={`/workflows/${encodeURIComponent(w.id)}/run`}>Run it</Link>.
+                </>
+              ) : (
+                ' Restore it to run it.'
+              )}
             </Empty>
           ) : (
             <ul className="plain">

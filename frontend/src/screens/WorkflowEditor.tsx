@@ -7,7 +7,7 @@ import { goToLine } from '../lib/caret'
 import { Graph } from '../components/Graph'
 import { ErrorBox, Loading, PageTitle } from '../components/ui'
 import { parseDefinition, placeProblems, render, STARTER_YAML, type Format, type PlacedProblem } from '../lib/definition'
-import { fieldProblems } from '../api/problem'
+import { graphqlProblems } from '../api/problem'
 
 interface WorkflowData {
   workflow: { id: string; name: string; latestVersion: number; definition: unknown } | null
@@ -17,11 +17,6 @@ interface ValidateData {
   validateWorkflow: { valid: boolean; problems: { pointer: string; message: string }[] }
 }
 
-/** Problems a GraphQL error carries (BAD_USER_INPUT puts them in extensions.problems). */
-function problemsOfError(e: unknown): { pointer: string; message: string }[] {
-  const errors = (e as { errors?: { extensions?: { problems?: unknown } }[] } | null)?.errors ?? []
-  return errors.flatMap((x) => fieldProblems(x.extensions?.problems))
-}
 
 export function WorkflowEditor() {
   const { id } = useParams()
@@ -55,6 +50,7 @@ function DefinitionForm({
   const [serverProblems, setServerProblems] = useState<{ pointer: string; message: string }[]>([])
   const [checkedText, setCheckedText] = useState<string | null>(null)
   const [saveError, setSaveError] = useState<unknown>(null)
+  const [checkError, setCheckError] = useState<unknown>(null)
   const textarea = useRef<HTMLTextAreaElement>(null)
   const [validate] = useMutation<ValidateData>(VALIDATE)
   const [create, creating] = useMutation<{ createWorkflow: { id: string } }>(CREATE_WORKFLOW)
@@ -69,11 +65,16 @@ function DefinitionForm({
     const t = setTimeout(async () => {
       try {
         const res = await validate({ variables: { definition: parsed.value } })
-        if (snapshot !== textarea.current?.value && textarea.current) return
+        if (textarea.current && snapshot !== textarea.current.value) return
         setServerProblems(res.data?.validateWorkflow.problems ?? [])
+        setCheckError(null)
         setCheckedText(snapshot)
       } catch (e) {
-        setServerProblems(problemsOfError(e))
+        if (textarea.current && snapshot !== textarea.current.value) return
+        const ps = graphqlProblems(e)
+        setServerProblems(ps)
+        // Not a verdict on the definition (network, server, session): say so, and do not call it valid.
+        setCheckError(ps.length > 0 ? null : e)
         setCheckedText(snapshot)
       }
     }, 350)
@@ -83,7 +84,7 @@ function DefinitionForm({
   const problems: PlacedProblem[] =
     parsed.errors.length > 0 ? parsed.errors : checkedText === text ? placeProblems(text, serverProblems) : []
   const checked = parsed.errors.length === 0 && checkedText === text
-  const valid = checked && serverProblems.length === 0
+  const valid = checked && serverProblems.length === 0 && checkError === null
 
   const switchFormat = (next: Format) => {
     if (next === format) return
@@ -102,7 +103,7 @@ function DefinitionForm({
         navigate(`/workflows/${encodeURIComponent(res.data!.createWorkflow.id)}`)
       }
     } catch (e) {
-      const ps = problemsOfError(e)
+      const ps = graphqlProblems(e)
       if (ps.length > 0) {
         setServerProblems(ps)
         setCheckedText(text)
@@ -133,7 +134,9 @@ function DefinitionForm({
                 ? 'Syntax error'
                 : !checked
                   ? 'Checking…'
-                  : valid
+                  : checkError
+                    ? 'Could not check'
+                    : valid
                     ? 'Valid'
                     : `${problems.length} problem${problems.length === 1 ? '' : 's'}`}
             </span>
@@ -153,6 +156,7 @@ function DefinitionForm({
               </ul>
             )}
           </div>
+          {checked && <ErrorBox error={checkError} title="Could not check the definition" />}
           <ErrorBox error={saveError} title="Not saved" />
           <div className="actions">
             <button

@@ -68,7 +68,10 @@ async fn build_artifacts() -> &'static Artifacts {
                 status.success(),
                 "cargo build of the function binaries failed"
             );
-            Artifacts(root.join("target/debug"), false)
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            Artifacts(target.join("debug"), false)
         })
         .await
 }

@@ -63,6 +63,14 @@ async fn serves_the_app_the_api_under_api_and_graphql_through_the_gateway() {
         .await
         .unwrap();
     assert_eq!(asset.text().await.unwrap(), "console.log(1)");
+    let gone = http
+        .get(format!("{base}/assets/removed-by-a-rebuild.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "a missing bundle is not the app's page");
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(index.headers()["cache-control"], "no-cache");
     let escape = http
         .get(format!("{base}/..%2f..%2fetc%2fpasswd"))
         .send()
