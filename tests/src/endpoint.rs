@@ -67,12 +67,13 @@ pub async fn sdk_config_for(url: &str) -> SdkConfig {
         panic!("{e}");
     }
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    aws_config::defaults(BehaviorVersion::latest())
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(url)
         .region(Region::new(region))
         .credentials_provider(Credentials::new("local", "local", None, None, "wfe-local"))
         .load()
-        .await
+        .await;
+    crate::writes::wrap(sdk)
 }
 
 /// Creates every table of the template that does not exist yet; returns their physical names.

@@ -287,13 +287,18 @@ impl Delivery {
 }
 
 /// Polls the stream and delivers to `handler` until the task is dropped; one log line per batch.
+/// A write made in this process through the local stack's SDK config wakes the poll at once
+/// (`crate::writes`); otherwise it polls every `poll`.
 pub async fn run(
     mut reader: StreamReader,
     mut delivery: Delivery,
     handler: Handler,
     poll: std::time::Duration,
 ) {
+    let mut written = crate::writes::subscribe();
     loop {
+        // Seen before reading: a write landing during this poll or the deliveries wakes the next.
+        written.borrow_and_update();
         match reader.poll(1000).await {
             Ok(records) => delivery.offer(records),
             Err(e) => {
@@ -324,7 +329,10 @@ pub async fn run(
                 tokio::time::sleep(poll).await;
             }
         }
-        tokio::time::sleep(poll).await;
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
     }
 }
 

@@ -33,6 +33,9 @@ struct Proxy {
     upstream: String,
     client: reqwest::Client,
     counts: Counts,
+    /// Prices each call in request units (the cost benchmark); off for the other benchmarks,
+    /// whose timings it would distort.
+    meter: Option<crate::meter::Meter>,
 }
 
 async fn forward(
@@ -48,6 +51,14 @@ async fn forward(
         .map(|t| t.rsplit('.').next().unwrap_or(t).to_owned())
         .unwrap_or_else(|| "other".into());
     *p.counts.lock().unwrap().entry(target.clone()).or_default() += 1;
+    let metered = match &p.meter {
+        Some(m) => {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let pending = m.before(&headers, &target, &request).await;
+            Some((m, request, pending))
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut req = p.client.request(
         method,
@@ -71,21 +82,39 @@ async fn forward(
         }
     }
     let bytes = r.bytes().await.unwrap();
+    let ms = started.elapsed().as_millis() as u64;
     *p.counts
         .lock()
         .unwrap()
         .entry(format!("ms:{target}"))
-        .or_default() += started.elapsed().as_millis() as u64;
+        .or_default() += ms;
+    if let Some((m, request, pending)) = metered {
+        m.after(&headers, pending, &request, status.as_u16(), &bytes, ms)
+            .await;
+    }
     (status, out, bytes)
 }
 
 /// Starts a proxy to `upstream` on a free loopback port: its URL and the counts it keeps.
 pub async fn start(upstream: String) -> (String, Counts) {
+    start_with(upstream, None).await
+}
+
+/// [`start`], also pricing every call in request units by function (`crate::meter`).
+pub async fn start_metered(upstream: String) -> (String, Counts, crate::meter::Ledger) {
+    let meter = crate::meter::Meter::new(upstream.clone());
+    let ledger = meter.ledger.clone();
+    let (url, counts) = start_with(upstream, Some(meter)).await;
+    (url, counts, ledger)
+}
+
+async fn start_with(upstream: String, meter: Option<crate::meter::Meter>) -> (String, Counts) {
     let counts: Counts = Default::default();
     let proxy = Proxy {
         upstream,
         client: reqwest::Client::new(),
         counts: counts.clone(),
+        meter,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

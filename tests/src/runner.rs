@@ -100,12 +100,22 @@ pub fn function_config(
     Config::from_sources(env.into_iter().collect(), None).map_err(|e| e.to_string())
 }
 
+/// `sdk` naming the function in its User-Agent (`app/<logical id>`), as each Lambda function has
+/// its own clients: the counting proxy attributes DynamoDB calls to functions by it.
+pub fn function_sdk(sdk: &SdkConfig, id: &str) -> SdkConfig {
+    match aws_config::AppName::new(id.to_owned()) {
+        Ok(name) => sdk.to_builder().app_name(name).build(),
+        Err(_) => sdk.clone(),
+    }
+}
+
 async fn function_app(
     id: &str,
     config: &Config,
     sdk: &SdkConfig,
     started: Instant,
 ) -> Result<Router, String> {
+    let sdk = &function_sdk(sdk, id);
     match id {
         "AuthFunction" => auth::app(config, sdk).await,
         "HealthFunction" => health::app(config, sdk, started),
@@ -207,6 +217,7 @@ async fn scheduled_function(
     sdk: &SdkConfig,
     overrides: &BTreeMap<String, String>,
 ) -> Result<Tick, String> {
+    let sdk = &function_sdk(sdk, id);
     match id {
         "MigratorFunction" => {
             let tables = template.tables().map_err(|e| e.to_string())?;
@@ -299,6 +310,7 @@ async fn stream_handler(
 ) -> Result<crate::esm::Handler, String> {
     let config = function_config(template, function, overrides)?;
     let timeout = function_timeout(template, function);
+    let sdk = &function_sdk(sdk, function);
     let handler: crate::esm::Handler = match function {
         "OrchestratorFunction" => {
             let h = std::sync::Arc::new(orchestrator::Handler::new(&config, sdk)?);

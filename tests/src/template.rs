@@ -203,6 +203,11 @@ impl Template {
         self.globals.get("Timeout").and_then(Json::as_u64)
     }
 
+    /// `Globals.Function.MemorySize`, in MB.
+    pub fn global_memory(&self) -> Option<u64> {
+        self.globals.get("MemorySize").and_then(Json::as_u64)
+    }
+
     /// The environment a function gets: Globals first, then its own variables, all resolved.
     pub fn function_env(&self, id: &str) -> Result<BTreeMap<String, String>, TemplateError> {
         let mut env = BTreeMap::new();
