@@ -48,9 +48,12 @@ on the same port. Every answer is JSON; a bad rule gets 400 {"message": ...}.
             "probability": 0.5,                   # chance to cancel a matching transaction (1.0)
             "count": 40,                          # at most this many forced conflicts (unlimited)
             "seed": 7,                            # seeds the rule's RNG (default: unseeded)
-            "hold_ms": 0}                         # see below (default 0)
+            "hold_ms": 0,                         # see below (default 0)
+            "single_writes": false}               # also PutItem/UpdateItem/DeleteItem (false)
 
 A forced conflict cancels the transaction with `TransactionConflict` on every matching item.
+With `single_writes`, a matching PutItem, UpdateItem or DeleteItem is refused the way AWS refuses
+one on an item a transaction holds (TransactionConflictException), or held `hold_ms` first.
 `hold_ms`: a matching transaction that is not cancelled keeps its keys that long before doing its
 work (outside the backend lock), so tests can act while it is in flight, e.g. see a PutItem on the
 item refused; with `probability` 0 a rule only holds. Counters: `matched` (transactions touching a
@@ -397,6 +400,10 @@ def _guard_single_write(handler):
 
     @functools.wraps(handler)
     def guarded(self):
+        forced, hold_seconds = _consult_single_write_rules(self.dynamodb_backend, self.body)
+        if forced:
+            raise TransactionConflictException()
+        time.sleep(hold_seconds)
         with _LOCK:
             if _held_by_transaction(self.dynamodb_backend, self.body):
                 with _STATE:
@@ -422,7 +429,7 @@ class _BadRequest(ValueError):
 class _Rule:
     """Cancels (or holds) transactions that touch an item whose key contains a substring."""
 
-    FIELDS = {"key_contains", "table", "probability", "count", "seed", "hold_ms"}
+    FIELDS = {"key_contains", "table", "probability", "count", "seed", "hold_ms", "single_writes"}
 
     def __init__(self, rule_id, spec):
         if not isinstance(spec, dict):
@@ -443,6 +450,9 @@ class _Rule:
                                        or self.count < 0):
             raise _BadRequest("count must be a non-negative integer")
         self.hold_ms = _number(spec, "hold_ms", 0, 0, 60_000)
+        self.single_writes = spec.get("single_writes", False)
+        if not isinstance(self.single_writes, bool):
+            raise _BadRequest("single_writes must be true or false")
         self.seed = spec.get("seed")
         # Unseeded unless asked: a seed makes a probabilistic rule repeatable.
         self.rng = random.Random(self.seed) if self.seed is not None else random.Random()
@@ -461,7 +471,8 @@ class _Rule:
     def view(self):
         return {"id": self.id, "key_contains": self.key_contains, "table": self.table,
                 "probability": self.probability, "count": self.count, "seed": self.seed,
-                "hold_ms": self.hold_ms, "matched": self.matched, "forced": self.forced,
+                "hold_ms": self.hold_ms, "single_writes": self.single_writes,
+                "matched": self.matched, "forced": self.forced,
                 "held": self.held}
 
 
@@ -504,6 +515,31 @@ def _consult_rules(ops):
     if forced:
         return forced, 0, []
     return forced, hold_ms / 1000, holders
+
+
+def _consult_single_write_rules(backend, body):
+    """For a PutItem/UpdateItem/DeleteItem: (refuse it with a forced conflict?, seconds to hold)."""
+    if not any(rule.single_writes for rule in _RULES.values()):
+        return False, 0
+    try:
+        kind = "Put" if "Item" in body else "Update"
+        table_name = body["TableName"]
+        texts = _key_texts(_key(backend, kind, body))
+    except Exception:  # noqa: BLE001 - a malformed request: moto's own validation answers
+        return False, 0
+    hold_ms = 0
+    with _STATE:
+        for rule in _RULES.values():
+            if not rule.single_writes or not rule.matches(table_name, texts):
+                continue
+            rule.matched += 1
+            if rule.fires():
+                rule.forced += 1
+                return True, 0
+            if rule.hold_ms:
+                rule.held += 1
+                hold_ms = max(hold_ms, rule.hold_ms)
+    return False, hold_ms / 1000
 
 
 def _new_rule(spec):

@@ -289,6 +289,30 @@ class StrictServerTest(unittest.TestCase):
         self.assertEqual({k: self.rule(rule_id)[k] for k in ("matched", "forced", "count")},
                          {"matched": 4, "forced": 3, "count": 3})
 
+    def test_single_write_rules_refuse_puts_updates_and_deletes_like_a_held_item(self):
+        pk, other = unique("tenant-abc#execution#"), unique("plain")
+        self.seed_item(pk)
+        rule_id = self.add_rule({"key_contains": pk, "count": 3, "single_writes": True})
+        attempts = [
+            lambda: self.db.put_item(TableName=TABLE, Item={**key(pk), "n": {"N": "9"}}),
+            lambda: self.db.update_item(TableName=TABLE, Key=key(pk), UpdateExpression="SET x = :x",
+                                        ExpressionAttributeValues={":x": {"S": "x"}}),
+            lambda: self.db.delete_item(TableName=TABLE, Key=key(pk)),
+        ]
+        for attempt in attempts:
+            with self.assertRaises(ClientError) as caught:
+                attempt()
+            self.assertEqual(code(caught.exception), "TransactionConflictException")
+        self.db.put_item(TableName=TABLE, Item={**key(other), "n": {"N": "1"}})  # not matching
+        self.db.put_item(TableName=TABLE, Item={**key(pk), "n": {"N": "7"}})  # count spent
+        self.assertEqual(self.counter(pk), 7)
+        self.assertEqual({k: self.rule(rule_id)[k] for k in ("matched", "forced")},
+                         {"matched": 4, "forced": 3})
+        # Without the switch, a rule leaves single writes alone.
+        self.add_rule({"key_contains": pk})
+        self.db.put_item(TableName=TABLE, Item={**key(pk), "n": {"N": "8"}})
+        self.assertEqual(self.counter(pk), 8)
+
     def test_removed_rule_stops_and_other_rules_stay(self):
         first, second = unique("first"), unique("second")
         self.seed_item(first)

@@ -5,8 +5,8 @@ The template is read with cfn-lint's decoder (intrinsic tags in their long form,
 `AWS::IAM::Policy` attached to its SAM-generated role (`<Function>Role`). The rules:
 
 - no SAM policy template, no managed policy, no wildcard action, only `Allow`;
-- the events table is append-only: PutItem and ConditionCheckItem (what TransactWriteItems of
-  Puts and ConditionChecks is authorised as), and reads; only the migrator may also UpdateTable
+- the events table is append-only: PutItem (what a conditional put, alone or in a
+  TransactWriteItems, is authorised as), and reads; only the migrator may also UpdateTable
   (its indexes), and nobody may UpdateItem, DeleteItem, BatchWriteItem or set a TTL on it;
 - tenant secrets (`<stack>/tenant/*`) are touched only by the worker (read) and the secrets
   function (write, never read); MCP tokens (`<stack>/mcp/*`) only by the worker and mcp;
@@ -61,7 +61,6 @@ RESOURCE_NAMES = {
 # Reads and appends: all that any function but the migrator may do on the events table.
 EVENTS_ALLOWED = {
     "dynamodb:PutItem",
-    "dynamodb:ConditionCheckItem",
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:Query",
@@ -81,7 +80,7 @@ EVENTS_FORBIDDEN = {
 }
 
 JWT = {"jwt-secret": {"secretsmanager:GetSecretValue"}}
-EVENTS_APPEND = {"events": {"dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"}}
+EVENTS_APPEND = {"events": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}}
 # UpdateItem of rate-limit counters only (dynamodb:LeadingKeys RATE#*).
 RATE_LIMIT = {"state [RATE#*]": {"dynamodb:UpdateItem"}}
 

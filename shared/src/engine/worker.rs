@@ -242,13 +242,11 @@ impl Worker {
         stream: &StreamId,
         event: E,
         cause: &Cause<'_>,
-        key: String,
+        key: Option<String>,
     ) -> Result<crate::events::AppendResult, RepoError> {
         let writer = self.writer(stream);
         let _turn = writer.lock().await;
-        self.repo
-            .append_any(stream, vec![event], cause, Some(key))
-            .await
+        self.repo.append_any(stream, vec![event], cause, key).await
     }
 
     /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
@@ -312,7 +310,7 @@ impl Worker {
                     child_execution_id: child.clone(),
                 },
                 &cause,
-                format!("started:{}", task.attempt_id()),
+                Some(format!("started:{}", task.attempt_id())),
             )
             .await?;
         if let Some(child) = child {
@@ -520,8 +518,12 @@ impl Worker {
             .await
     }
 
-    /// Appends the outcome once per attempt; an output too large for the event store fails the
-    /// step clearly instead.
+    /// Appends the outcome; an output too large for the event store fails the step clearly
+    /// instead. Only one outcome per attempt ever counts (`evolve` applies the first), so a
+    /// second one (a duplicate worker that took the attempt for interrupted while it ran) changes
+    /// nothing, and an http or mcp outcome is a single conditional put. An llm outcome carries
+    /// usage, which every outcome event would add to the ledger: it is written once per attempt
+    /// (an idempotency record in the same transaction).
     async fn record_event(
         &self,
         stream: &StreamId,
@@ -529,7 +531,7 @@ impl Worker {
         outcome: E,
         cause: &Cause<'_>,
     ) -> Result<(), RepoError> {
-        let key = format!("outcome:{}", task.attempt_id());
+        let key = (task.kind == "llm").then(|| format!("outcome:{}", task.attempt_id()));
         match self.append_one(stream, outcome, cause, key.clone()).await {
             Err(RepoError::Store(StoreError::TooLarge { detail, .. })) => {
                 let error = StepError::new(

@@ -2,12 +2,16 @@
 //! stream); idempotency records and snapshots live in the state table (key `pk` + `sk`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +39,16 @@ pub struct DynamoEventStore {
     client: Client,
     tables: EventTables,
     upcasters: Upcasters,
+    /// The highest version this process has seen stored, per stream. Events are never deleted, so
+    /// a version seen once exists for good: an append after it needs no check that it exists
+    /// (which inside a transaction costs two write units). If retention ever deletes streams,
+    /// this must go.
+    known: Arc<Mutex<HashMap<String, u64>>>,
 }
+
+/// Streams whose last version is remembered; past this the memory starts over (a miss costs one
+/// read, never correctness).
+const KNOWN_STREAMS: usize = 10_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct IdempotencyItem {
@@ -126,6 +139,105 @@ impl DynamoEventStore {
             client,
             tables,
             upcasters,
+            known: Default::default(),
+        }
+    }
+
+    /// Remembers that `version` of `stream` is stored.
+    fn saw(&self, stream: &StreamId, version: u64) {
+        if version == 0 {
+            return;
+        }
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_STREAMS && !known.contains_key(stream.as_str()) {
+                known.clear();
+            }
+            let v = known.entry(stream.to_string()).or_default();
+            *v = (*v).max(version);
+        }
+    }
+
+    /// Whether `version` of `stream` is stored: from memory, else one consistent read. An append
+    /// "after version 7" onto a 5-event stream would otherwise leave a gap.
+    async fn exists(&self, stream: &StreamId, version: u64) -> Result<bool, StoreError> {
+        if version == 0 {
+            return Ok(true);
+        }
+        let remembered = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(stream.as_str()).copied())
+            .unwrap_or(0);
+        if remembered >= version {
+            return Ok(true);
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key(STREAM_ID, AttributeValue::S(stream.to_string()))
+            .key(VERSION, AttributeValue::N(version.to_string()))
+            .projection_expression("#v")
+            .expression_attribute_names("#v", VERSION)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let found = out.item.is_some();
+        if found {
+            self.saw(stream, version);
+        }
+        Ok(found)
+    }
+
+    /// One event without an idempotency key: a conditional put, half the units of a transaction.
+    /// A put retried by the SDK after its answer was lost finds its own item; the item returned
+    /// with the failed condition tells that apart from another writer's event.
+    async fn put_one(&self, request: &AppendRequest, base: u64) -> Result<Attempt, StoreError> {
+        let envelope = Envelope::from_new(
+            request.stream_id.clone(),
+            base + 1,
+            request.events[0].clone(),
+        );
+        let event_id = envelope.event_id.clone();
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.events)
+            .set_item(Some(to_item(&EventItem::from(envelope))?))
+            .condition_expression("attribute_not_exists(#v)")
+            .expression_attribute_names("#v", VERSION)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let done = Attempt::Done(AppendResult {
+            first_version: base + 1,
+            last_version: base + 1,
+            replayed: false,
+        });
+        let err = match sent {
+            Ok(_) => return Ok(done),
+            Err(e) => e,
+        };
+        let text = DisplayErrorContext(&err).to_string();
+        match err.into_service_error() {
+            PutItemError::ConditionalCheckFailedException(failed) => {
+                let ours = failed
+                    .item()
+                    .and_then(|i| i.get("event_id"))
+                    .is_some_and(|id| id == &AttributeValue::S(event_id));
+                Ok(if ours { done } else { Attempt::Conflict })
+            }
+            // AWS refuses a put on an item a transaction holds.
+            PutItemError::TransactionConflictException(_) => Ok(Attempt::TransactionConflict),
+            _ if text.contains("Item size") || text.contains("item size") => {
+                Err(StoreError::TooLarge {
+                    stream_id: request.stream_id.clone(),
+                    detail: text,
+                })
+            }
+            _ => Err(StoreError::Backend(text)),
         }
     }
 
@@ -150,18 +262,6 @@ impl DynamoEventStore {
                 .build()
                 .map_err(backend)?;
             items.push(TransactWriteItem::builder().put(put).build());
-        }
-        if base > 0 {
-            // Without this check an append "after version 7" onto a 5-event stream would leave a gap.
-            let check = ConditionCheck::builder()
-                .table_name(&self.tables.events)
-                .key(STREAM_ID, AttributeValue::S(request.stream_id.to_string()))
-                .key(VERSION, AttributeValue::N(base.to_string()))
-                .condition_expression("attribute_exists(#v)")
-                .expression_attribute_names("#v", VERSION)
-                .build()
-                .map_err(backend)?;
-            items.push(TransactWriteItem::builder().condition_check(check).build());
         }
         if let (Some(key), Some(fp)) = (&request.idempotency_key, fingerprint) {
             let first = request.events[0].metadata.occurred_at.timestamp();
@@ -190,6 +290,9 @@ impl DynamoEventStore {
         base: u64,
         fingerprint: Option<&str>,
     ) -> Result<Attempt, StoreError> {
+        if request.events.len() == 1 && fingerprint.is_none() {
+            return self.put_one(request, base).await;
+        }
         let items = self.transaction(request, base, fingerprint)?;
         let idem_index = fingerprint.map(|_| items.len() - 1);
         let sent = self
@@ -456,8 +559,17 @@ impl EventStore for DynamoEventStore {
                 ExpectedVersion::Exact(v) => v,
                 ExpectedVersion::Any => self.last_version(&request.stream_id).await?,
             };
+            // The base of an `Any` append was just read; any other is checked (usually from memory).
+            if !matches!(request.expected, ExpectedVersion::Any)
+                && !self.exists(&request.stream_id, base).await?
+            {
+                break;
+            }
             match self.append_at(&request, base, fp).await? {
-                Attempt::Done(result) => return Ok(result),
+                Attempt::Done(result) => {
+                    self.saw(&request.stream_id, result.last_version);
+                    return Ok(result);
+                }
                 Attempt::IdempotencyHit => {
                     return self
                         .replay_idempotent(&request, fp.unwrap_or_default())
@@ -501,6 +613,9 @@ impl EventStore for DynamoEventStore {
             .collect::<Result<Vec<_>, _>>()?;
         // AWS may return a LastEvaluatedKey before an empty last page; moto may not return one
         // when the page ends exactly at the end. Both end the read correctly.
+        if let Some(last) = events.last() {
+            self.saw(stream, last.version);
+        }
         let next = match (&out.last_evaluated_key, events.last()) {
             (Some(_), Some(last)) => Some(last.version + 1),
             _ => None,
@@ -530,9 +645,13 @@ impl EventStore for DynamoEventStore {
             .first()
             .and_then(|i| i.get(VERSION))
         {
-            Some(AttributeValue::N(n)) => n
-                .parse()
-                .map_err(|_| StoreError::Decode(format!("version {n:?} is not a number"))),
+            Some(AttributeValue::N(n)) => {
+                let v = n
+                    .parse()
+                    .map_err(|_| StoreError::Decode(format!("version {n:?} is not a number")))?;
+                self.saw(stream, v);
+                Ok(v)
+            }
             Some(other) => Err(StoreError::Decode(format!("version is {other:?}"))),
             None => Ok(0),
         }

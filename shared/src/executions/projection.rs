@@ -56,6 +56,17 @@ struct SummaryItem {
     summary: Summary,
 }
 
+/// `active_at` is rounded down to this many seconds: successive summary writes of a busy
+/// execution then keep the `active` index key, which costs no index write, where a changed key
+/// costs a delete and a put. An execution may look idle to the stall sweep this much sooner; the
+/// sweep only moves or fails what nothing else can move, and looks after at least 60 s.
+const ACTIVE_BUCKET_SECS: i64 = 30;
+
+fn active_bucket(now: DateTime<Utc>) -> i64 {
+    let t = now.timestamp();
+    t - t.rem_euclid(ACTIVE_BUCKET_SECS)
+}
+
 /// Partitions of the `active` index.
 pub const ACTIVE_SHARDS: u32 = 8;
 pub const ACTIVE_INDEX: &str = "active";
@@ -218,7 +229,7 @@ impl Projections {
                     <sha2::Sha256 as sha2::Digest>::digest(summary.execution_id.as_bytes());
                 format!("ACTIVE#{}", u32::from(digest[0]) % ACTIVE_SHARDS)
             }),
-            active_at: (summary.status == "running").then(|| Utc::now().timestamp()),
+            active_at: (summary.status == "running").then(|| active_bucket(Utc::now())),
             summary: summary.clone(),
         };
         serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))
@@ -575,5 +586,19 @@ impl Projections {
         let rows = serde_dynamo::from_items(out.items.unwrap_or_default())
             .map_err(|e| ProjectionError::Backend(e.to_string()))?;
         Ok((rows, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_rounds_down_to_its_bucket() {
+        let at = |t: i64| DateTime::from_timestamp(t, 0).unwrap();
+        assert_eq!(active_bucket(at(1_800_000_000)), 1_800_000_000);
+        assert_eq!(active_bucket(at(1_800_000_001)), 1_800_000_000);
+        assert_eq!(active_bucket(at(1_800_000_029)), 1_800_000_000);
+        assert_eq!(active_bucket(at(1_800_000_031)), 1_800_000_030);
     }
 }

@@ -828,7 +828,7 @@ async fn an_invocation_that_outlives_its_timeout_is_cut_off_and_its_batch_retrie
     // orchestrator may run (a throttled or slow call): Lambda kills the invocation at its
     // timeout, whatever the handler was doing.
     let hold = ForcedConflicts::add(
-        json!({"key_contains": format!("{tenant}#execution#"), "probability": 0.0, "hold_ms": 3000}),
+        json!({"key_contains": format!("{tenant}#execution#"), "probability": 0.0, "hold_ms": 3000, "single_writes": true}),
     )
     .await;
     let id = c.start(&wf, json!({})).await;
@@ -883,8 +883,14 @@ async fn the_sweep_never_fails_an_execution_whose_turn_only_lost_its_races() {
     // The decision's record never reaches the orchestrator: nothing is pending any more, and
     // the next step is not scheduled yet.
     let _dropped = f.poll().await;
-    // Every append the sweep's turn tries loses its race (8 tries of 3 transactions each).
-    let races = ForcedConflicts::add(json!({"key_contains": id, "count": 24})).await;
+    // Every append the sweep's turn tries loses its race (8 tries of 3 writes each).
+    let races = ForcedConflicts::add(json!({
+        "key_contains": id,
+        "table": app.template.tables().unwrap().events,
+        "count": 24,
+        "single_writes": true,
+    }))
+    .await;
     let orchestrator = f.services.orchestrator();
     let (repo, projections) = (f.services.repo.clone(), f.services.projections.clone());
     let sweep = async || {

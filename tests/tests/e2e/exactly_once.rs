@@ -170,12 +170,13 @@ async fn an_approval_lands_on_an_execution_whose_stream_keeps_conflicting() {
             .is_some_and(|a| !a.is_empty())
     })
     .await;
-    // Twenty appends in a row are cancelled with TransactionConflict, as when workers and the
+    // Twenty appends in a row are refused with a transaction conflict, as when workers and the
     // orchestrator write the same stream at once.
     let rule = ForcedConflicts::add(json!({
         "table": app.template.tables().unwrap().events,
         "key_contains": id,
         "count": 20,
+        "single_writes": true,
     }))
     .await;
     let r = c
