@@ -61,6 +61,7 @@ RESOURCE_NAMES = {
 # Reads and appends: all that any function but the migrator may do on the events table.
 EVENTS_ALLOWED = {
     "dynamodb:PutItem",
+    "dynamodb:ConditionCheckItem",
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:Query",
@@ -80,7 +81,9 @@ EVENTS_FORBIDDEN = {
 }
 
 JWT = {"jwt-secret": {"secretsmanager:GetSecretValue"}}
-EVENTS_APPEND = {"events": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query"}}
+# ConditionCheckItem: the previous release's appends, during one deploy (see the template).
+EVENTS_APPEND = {"events": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query",
+                            "dynamodb:ConditionCheckItem"}}
 # UpdateItem of rate-limit counters only (dynamodb:LeadingKeys RATE#*).
 RATE_LIMIT = {"state [RATE#*]": {"dynamodb:UpdateItem"}}
 

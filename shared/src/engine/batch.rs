@@ -59,16 +59,8 @@ fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<Poisoned>) {
             }
             Ok(None) => {}
             Err(e) => {
-                let stream = record
-                    .change
-                    .new_image
-                    .get("stream_id")
-                    .and_then(|v| match v {
-                        serde_dynamo::AttributeValue::S(s) => StreamId::try_from(s.clone()).ok(),
-                        _ => None,
-                    });
                 tracing::error!(sequence = %sequence, error = %e, "unreadable stream record");
-                poisoned.push((stream, sequence.clone(), e.to_string()));
+                poisoned.push((record_stream(record), sequence.clone(), e.to_string()));
             }
         }
     }
@@ -77,6 +69,18 @@ fn group(event: &Event, upcasters: &Upcasters) -> (Vec<Group>, Vec<Poisoned>) {
         .filter_map(|k| groups.remove(&k))
         .collect();
     (groups, poisoned)
+}
+
+/// The stream a record names, when it names a valid one.
+fn record_stream(record: &aws_lambda_events::dynamodb::EventRecord) -> Option<StreamId> {
+    record
+        .change
+        .new_image
+        .get("stream_id")
+        .and_then(|v| match v {
+            serde_dynamo::AttributeValue::S(s) => StreamId::try_from(s.clone()).ok(),
+            _ => None,
+        })
 }
 
 fn failures(sequences: Vec<String>) -> DynamoDbEventResponse {
@@ -164,22 +168,32 @@ pub async fn work(
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let calls_until = deadline - (left / 5).min(std::time::Duration::from_secs(10));
     // Each task on its own, so only a failed one (and what follows it) is redelivered.
-    let tasks: Vec<(String, Envelope)> = event
-        .records
-        .iter()
-        .filter_map(|record| {
-            let seq = record.change.sequence_number.clone().unwrap_or_default();
-            match decode_stream_record(record, upcasters) {
-                Ok(Some(envelope)) => Some((seq, envelope)),
-                Ok(None) => None,
-                Err(e) => {
-                    // The orchestrator sees the same record and fails its execution.
-                    tracing::error!(sequence = %seq, error = %e, "unreadable task record skipped");
-                    None
+    let mut tasks: Vec<(String, Envelope)> = Vec::new();
+    for record in &event.records {
+        let seq = record.change.sequence_number.clone().unwrap_or_default();
+        match decode_stream_record(record, upcasters) {
+            Ok(Some(envelope)) => tasks.push((seq, envelope)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(sequence = %seq, error = %e, "unreadable task record");
+                // The orchestrator is not sent task records (its filter), so the execution is
+                // failed here: nothing would ever perform this task.
+                let Some(stream) = record_stream(record)
+                    .filter(|s| s.category() == crate::executions::repo::CATEGORY)
+                else {
+                    continue;
+                };
+                let error = StepError::new(
+                    "OrchestrationError",
+                    format!("a task could not be read: {e}"),
+                    false,
+                );
+                if let Err(e) = w.fail_execution(&stream, &seq, error).await {
+                    tracing::error!(stream = %stream, error = %e, "could not fail the execution of an unreadable task");
                 }
             }
-        })
-        .collect();
+        }
+    }
     let failed: Vec<String> = futures::stream::iter(tasks)
         .map(|(seq, envelope)| async move {
             let task = AssertUnwindSafe(w.handle_until(&envelope, Some(calls_until))).catch_unwind();
@@ -203,6 +217,20 @@ pub async fn work(
                 Err(e) if e.is_transient() => {
                     tracing::warn!(stream = %envelope.stream_id, error = %e, "task failed; redelivering");
                     Some(seq)
+                }
+                Err(e @ RepoError::Decode { .. }) => {
+                    // A history that cannot be read (this task's event or one after it): the
+                    // orchestrator, which is not sent task records, would fail it the same way.
+                    tracing::error!(stream = %envelope.stream_id, error = %e, "task cannot be read");
+                    let error = StepError::new(
+                        "OrchestrationError",
+                        format!("an event could not be read: {e}"),
+                        false,
+                    );
+                    if let Err(e) = w.fail_execution(&envelope.stream_id, &seq, error).await {
+                        tracing::error!(stream = %envelope.stream_id, error = %e, "could not fail the execution of an unreadable task");
+                    }
+                    None
                 }
                 Err(e) => {
                     tracing::error!(stream = %envelope.stream_id, error = %e, "task cannot be performed");

@@ -128,9 +128,11 @@ impl Orchestrator {
         turn.replayed = loaded.replayed;
         let mut state = loaded.state.clone();
         let mut ended_now = false;
-        for _ in 0..CONFLICT_ATTEMPTS {
+        let mut settled = false;
+        for attempt in 0..CONFLICT_ATTEMPTS {
             let (next, events) = decide(&state, now);
             if events.is_empty() {
+                settled = true;
                 break;
             }
             let count = events.len();
@@ -167,10 +169,15 @@ impl Orchestrator {
                     }
                     state = next;
                     state.version = r.last_version;
+                    settled = true;
                     break;
                 }
                 Err(RepoError::Store(StoreError::Conflict { .. })) => {
                     turn.conflicts += 1;
+                    // Writers that collided once tend to collide again at once: spread out.
+                    let jitter = uuid::Uuid::new_v4().as_u128() % 10;
+                    let pause = 5 * (attempt as u64 + 1) + jitter as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                     loaded = self.load(stream).await?;
                     turn.replayed += loaded.replayed;
                     state = loaded.state.clone();
@@ -189,6 +196,16 @@ impl Orchestrator {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !settled {
+            // Decisions are still unwritten and no other record may come to plan them again (the
+            // racing writer's own record may be one this function is not sent): the batch goes
+            // back for redelivery from here.
+            return Err(TurnError::Repo(RepoError::Store(StoreError::Conflict {
+                stream_id: stream.clone(),
+                expected: ExpectedVersion::Exact(state.version),
+                actual: state.version,
+            })));
         }
         turn.status = state.status.as_str().to_owned();
         if state.status == ExecutionStatus::New {

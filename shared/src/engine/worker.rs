@@ -249,6 +249,23 @@ impl Worker {
         self.repo.append_any(stream, vec![event], cause, key).await
     }
 
+    /// Fails an execution whose task cannot be performed, as the orchestrator fails one whose
+    /// events cannot be read (once per epoch; nothing after an ending).
+    pub async fn fail_execution(
+        &self,
+        stream: &StreamId,
+        record: &str,
+        error: StepError,
+    ) -> Result<(), String> {
+        let Some(projections) = &self.projections else {
+            return Err("this worker has no read models to fail an execution with".into());
+        };
+        super::Orchestrator::new(self.repo.clone(), projections.clone())
+            .fail(stream, None, record, error, Utc::now())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Handles one `StepScheduled` envelope. `Err` only for failures worth redelivering.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Done, RepoError> {
         self.handle_until(envelope, None).await

@@ -313,8 +313,8 @@ pub async fn thousand_events_read_across_pages(store: Store) {
         } else {
             ExpectedVersion::Exact(batch * 100)
         };
-        // 99 events + the version check (+ nothing else) stays within one transaction; the first
-        // batch has no check, so it takes the full 100.
+        // 100 events in the first append, then 99 and a single-event append (a conditional put)
+        // per hundred.
         let last = if batch == 0 { from + 99 } else { from + 98 };
         let r = store
             .append(request(&s, expected, events(&t, from..=last)))

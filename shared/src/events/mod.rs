@@ -24,8 +24,7 @@ pub use memory::InMemoryEventStore;
 pub use stream::{decode_stream_record, StreamRecordError};
 pub use upcast::{UpcastFn, Upcasters};
 
-/// DynamoDB allows 100 items in one TransactWriteItems; one may be the idempotency record and one
-/// the check that the expected version exists.
+/// DynamoDB allows 100 items in one TransactWriteItems; one may be the idempotency record.
 pub const MAX_TRANSACT_ITEMS: usize = 100;
 /// DynamoDB refuses a transaction over 4 MB in all; appends keep well under it (item sizes are
 /// estimated, and the idempotency record and version check ride along).
@@ -148,11 +147,10 @@ pub(crate) fn validate(request: &AppendRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// How many TransactWriteItems entries an append takes: its events, the idempotency record, and
-/// the check that the expected version exists.
+/// How many TransactWriteItems entries an append takes: its events and the idempotency record
+/// (the expected version is checked before, not inside, the transaction).
 pub(crate) fn transact_items(request: &AppendRequest) -> usize {
-    let check = matches!(request.expected, ExpectedVersion::Exact(v) if v > 0) as usize;
-    request.events.len() + request.idempotency_key.is_some() as usize + check
+    request.events.len() + request.idempotency_key.is_some() as usize
 }
 
 /// Identifies "the same request" for idempotency: what is appended and by whom, not when or under

@@ -307,7 +307,7 @@ impl Projections {
             .set_key(Some(Self::summary_key(tenant, execution_id)))
             .update_expression("SET active_at = :at")
             .condition_expression("attribute_exists(active_shard)")
-            .expression_attribute_values(":at", AttributeValue::N(at.timestamp().to_string()))
+            .expression_attribute_values(":at", AttributeValue::N(active_bucket(at).to_string()))
             .send()
             .await;
         match r {

@@ -283,6 +283,67 @@ async fn a_worker_that_dies_mid_llm_call_gives_its_budget_reservation_back() {
 }
 
 #[tokio::test]
+async fn an_unreadable_task_fails_its_execution_though_only_the_worker_is_sent_it() {
+    let app = App::start("poison-task", &[]).await;
+    let tenant = "t-poison-task";
+    let c = Client::new(&app, tenant).await;
+    let mut f = Functions::new(&app).await;
+    let wf = c
+        .create(json!({"name": "gate", "start": "ask", "steps": {"ask": {"type": "approval"}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    f.pump(async || c.execution(&id).await["awaiting_approval"] == json!(["ask"]))
+        .await;
+    // A task whose payload does not match its type: the orchestrator's filter leaves task
+    // records to the worker alone.
+    let stream = shared::executions::stream_id(tenant, &id).unwrap();
+    f.services
+        .repo
+        .store()
+        .append(AppendRequest {
+            stream_id: stream.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                event_type: "StepScheduled".into(),
+                schema_version: 1,
+                payload: json!({"key": 42}).as_object().unwrap().clone(),
+                metadata: Metadata {
+                    tenant: tenant.into(),
+                    actor: None,
+                    correlation_id: id.clone(),
+                    causation_id: None,
+                    occurred_at: chrono::Utc::now(),
+                },
+            }],
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let store = f.services.repo.store().clone();
+    let failures = async || {
+        store
+            .read_from(&stream, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == "ExecutionFailed")
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failures().await.is_empty() {
+        assert!(Instant::now() < deadline, "the execution was never failed");
+        f.pump(async || true).await;
+    }
+    let failed = failures().await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].payload["error"]["kind"], "OrchestrationError");
+    // Redelivery fails it only once.
+    f.pump(async || true).await;
+    assert_eq!(failures().await.len(), 1);
+}
+
+#[tokio::test]
 async fn an_unreadable_event_fails_its_execution_and_never_blocks_the_stream() {
     let app = App::start("poison", &[]).await;
     let c = Client::new(&app, "t-poison").await;

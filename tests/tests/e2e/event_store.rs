@@ -149,3 +149,86 @@ async fn a_snapshot_with_missing_parts_reads_as_none_and_replaced_parts_are_remo
         "a torn snapshot is no snapshot"
     );
 }
+
+/// Forwards to moto, but answers the first `PutItem` on `table` with a 500 after moto has
+/// applied it: the write happened and its answer was lost, as a network or a DynamoDB front end
+/// can lose it. The SDK retries the same request.
+async fn losing_first_put_answer(table: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let lost = Arc::new(AtomicUsize::new(0));
+    let puts = lost.clone();
+    let upstream = wfe_local::endpoint::endpoint_url();
+    let client = reqwest::Client::new();
+    let forward = move |headers: HeaderMap, body: Bytes| {
+        let (client, upstream, puts, table) = (
+            client.clone(),
+            upstream.clone(),
+            puts.clone(),
+            table.clone(),
+        );
+        async move {
+            let mut req = client.post(&upstream);
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            let answer = req.body(body.clone()).send().await.unwrap();
+            let status = answer.status();
+            let bytes = answer.bytes().await.unwrap();
+            let is_put = headers
+                .get("x-amz-target")
+                .is_some_and(|t| t == "DynamoDB_20120810.PutItem");
+            let on_table = String::from_utf8_lossy(&body).contains(&format!("\"{table}\""));
+            if is_put && on_table && puts.fetch_add(1, Ordering::SeqCst) == 0 {
+                let lost = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"answer lost"}"#;
+                return (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from(lost));
+            }
+            (StatusCode::from_u16(status.as_u16()).unwrap(), bytes)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(forward))
+            .await
+            .unwrap()
+    });
+    (url, lost)
+}
+
+#[tokio::test]
+async fn a_single_event_whose_answer_was_lost_is_appended_once_and_reported_as_done() {
+    let stack = Stack::shared().await;
+    let (url, puts) = losing_first_put_answer(stack.tables.events.clone()).await;
+    let sdk = wfe_local::endpoint::sdk_config_for(&url).await;
+    let store = DynamoEventStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        EventTables {
+            events: stack.tables.events.clone(),
+            state: stack.tables.state.clone(),
+        },
+        Upcasters::default(),
+    );
+    let tenant = format!("t{}", uuid::Uuid::new_v4().simple());
+    let stream = StreamId::new(&tenant, "execution", "lost-answer").unwrap();
+    let event = shared::events::contract::event(&tenant, 1);
+    let id = event.event_id.clone();
+    let r = store
+        .append(AppendRequest {
+            stream_id: stream.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![event],
+            idempotency_key: None,
+        })
+        .await
+        .expect("the SDK's retry finds the event it wrote and the append succeeds");
+    assert_eq!((r.first_version, r.last_version), (1, 1));
+    // The first put was applied and its answer lost; the retry met its own event.
+    assert_eq!(puts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let stored = store.read_from(&stream, 1).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].event_id, id);
+}
