@@ -321,6 +321,50 @@ async fn main() {
             );
         }
     }
+    idle_cost(&template, &sdk, &env, &ledger, &prices).await;
+}
+
+/// What the deployment costs with no work at all: the timer's schedule (the only thing that
+/// runs when idle), measured as 20 ticks of its handler through the meter, priced per month at
+/// the template's rate (one minute; 43,200 ticks a month).
+async fn idle_cost(
+    template: &wfe_local::template::Template,
+    sdk: &aws_config::SdkConfig,
+    env: &BTreeMap<String, String>,
+    ledger: &wfe_local::meter::Ledger,
+    prices: &Value,
+) {
+    const TICKS: u32 = 20;
+    const TICKS_PER_MONTH: f64 = 43_200.0;
+    let p = |path: &str| prices.pointer(path).and_then(Value::as_f64).unwrap();
+    let config = runner::function_config(template, "TimerFunction", env).unwrap();
+    let probe = timer::Handler::new(&config, &runner::function_sdk(sdk, "TimerProbe")).unwrap();
+    let started = Instant::now();
+    for _ in 0..TICKS {
+        probe.handle(Duration::from_secs(60)).await.unwrap();
+    }
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(TICKS);
+    let usage = ledger
+        .lock()
+        .unwrap()
+        .get("TimerProbe")
+        .cloned()
+        .unwrap_or_default();
+    let per_tick = |x: f64| x / f64::from(TICKS);
+    let calls = per_tick(usage.calls.values().sum::<u64>() as f64);
+    let rru = per_tick(usage.rru);
+    let own_ms = (wall_ms - per_tick(usage.ms as f64)).max(0.0);
+    let ms = own_ms + calls * p("/model/dynamodb_ms_per_call");
+    let gb_s = ms / 1000.0 * memory_mb(template, "TimerFunction") / 1024.0;
+    let month = TICKS_PER_MONTH
+        * (rru * p("/dynamodb/usd_per_million_read_request_units") / 1e6
+            + p("/lambda/usd_per_million_requests") / 1e6
+            + gb_s * p("/lambda/usd_per_gb_second_arm64"));
+    println!();
+    println!(
+        "idle: one timer tick makes {calls:.0} DynamoDB calls ({rru:.1} RRU, {:?}); at one tick a minute that is ${month:.3} a month",
+        usage.calls
+    );
 }
 
 /// Waits until no function has made a DynamoDB call for a second (the timer's polls aside).

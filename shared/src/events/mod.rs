@@ -33,7 +33,22 @@ pub const MAX_APPEND_BYTES: usize = 3 * 1024 * 1024;
 /// JSON length approximates DynamoDB's item size (names plus values) closely enough for the
 /// limits: 400 KB per item, 4 MB per transaction.
 pub fn approx_item_bytes(event: &NewEvent) -> usize {
-    serde_json::to_vec(event).map_or(usize::MAX, |v| v.len())
+    // Counted as written, not collected: every append sizes its events.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, event) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Default page size for reads that follow every page.

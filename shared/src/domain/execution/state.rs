@@ -114,8 +114,9 @@ pub struct ExecutionState {
     pub id: String,
     pub workflow_id: String,
     pub workflow_version: u32,
+    /// Shared: every turn clones the state, and the definition is most of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub definition: Option<Box<Definition>>,
+    pub definition: Option<std::sync::Arc<Definition>>,
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
@@ -243,7 +244,7 @@ pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event
             state.id = execution_id.clone();
             state.workflow_id = workflow_id.clone();
             state.workflow_version = *workflow_version;
-            state.definition = Some(definition.clone());
+            state.definition = Some(std::sync::Arc::new((**definition).clone()));
             state.input = input.clone();
             state.parent = parent.clone();
             state.status = ExecutionStatus::Running;
