@@ -137,16 +137,7 @@ async fn main() {
     let stack = format!("bench-cost-{}", std::process::id());
     let template = runner::provision(&direct, &stack).await.unwrap();
     runner::migrate(&direct, &template).await.unwrap();
-    let env: BTreeMap<String, String> = [
-        ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
-        ("TIMER_PERIOD_MS", "200"),
-        ("RATE_LIMIT_REQUESTS", "100000"),
-        ("OPENAI_API_KEY", "sk-bench"),
-        ("OPENAI_BASE_URL", peer.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = runner::bench_env(&peer);
     let base = runner::serve_http(&template, &sdk, &env).await.unwrap();
     let invocations: Invocations = Default::default();
     let tally = invocations.clone();
@@ -159,27 +150,12 @@ async fn main() {
         .await
         .unwrap();
 
-    let tables = template.tables().unwrap();
     let token = runner::user_token(&template, &direct, &base, "cost", "bench-cost")
         .await
         .unwrap();
-    // LLM steps run priced and under a tenant budget, as a careful operator would run them.
-    shared::engine::budget::Budgets::new(
-        aws_sdk_dynamodb::Client::new(&direct),
-        tables.state.clone(),
-    )
-    .set(
-        "bench-cost",
-        &shared::engine::budget::Scope::Tenant,
-        &shared::engine::budget::BudgetConfig {
-            monthly_usd: Some(1000.0),
-            monthly_tokens: None,
-        },
-        chrono::Utc::now(),
-        (0.0, 0),
-    )
-    .await
-    .unwrap();
+    runner::bench_budget(&template, &direct, "bench-cost")
+        .await
+        .unwrap();
     let repo = shared::engine::Services::new(
         &runner::function_config(&template, "OrchestratorFunction", &env).unwrap(),
         &direct,

@@ -3,7 +3,6 @@
 //! Polling for completion goes straight to moto, so it is not counted.
 //! Run with `scripts/bench throughput` (a plain harness: one run per scenario, printed as a table).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -69,43 +68,20 @@ async fn main() {
     let stack = format!("bench-throughput-{}", std::process::id());
     let template = runner::provision(&direct, &stack).await.unwrap();
     runner::migrate(&direct, &template).await.unwrap();
-    let env: BTreeMap<String, String> = [
-        ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
-        ("TIMER_PERIOD_MS", "200"),
-        ("RATE_LIMIT_REQUESTS", "100000"),
-        ("OPENAI_API_KEY", "sk-bench"),
-        ("OPENAI_BASE_URL", peer.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env = runner::bench_env(&peer);
     let base = runner::serve_http(&template, &sdk, &env).await.unwrap();
     let _streams = runner::spawn_streams(&template, &sdk, &env).await.unwrap();
     let _timer = runner::spawn_schedules(&template, &sdk, &env)
         .await
         .unwrap();
 
-    let tables = template.tables().unwrap();
     let token = runner::user_token(&template, &direct, &base, "bench", "bench")
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    shared::engine::budget::Budgets::new(
-        aws_sdk_dynamodb::Client::new(&direct),
-        tables.state.clone(),
-    )
-    .set(
-        "bench",
-        &shared::engine::budget::Scope::Tenant,
-        &shared::engine::budget::BudgetConfig {
-            monthly_usd: Some(1000.0),
-            monthly_tokens: None,
-        },
-        chrono::Utc::now(),
-        (0.0, 0),
-    )
-    .await
-    .unwrap();
+    runner::bench_budget(&template, &direct, "bench")
+        .await
+        .unwrap();
     let repo = shared::engine::Services::new(
         &runner::function_config(&template, "OrchestratorFunction", &env).unwrap(),
         &direct,

@@ -522,3 +522,42 @@ pub async fn user_token(
         .map(str::to_owned)
         .ok_or_else(|| format!("login refused: {login}"))
 }
+
+/// The environment the end-to-end benchmarks run the functions with: private addresses allowed
+/// (the peer is local), the timer every 200 ms, no rate limit in the way, OpenAI at `peer`.
+pub fn bench_env(peer: &str) -> BTreeMap<String, String> {
+    [
+        ("HTTP_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("TIMER_PERIOD_MS", "200"),
+        ("RATE_LIMIT_REQUESTS", "100000"),
+        ("OPENAI_API_KEY", "sk-bench"),
+        ("OPENAI_BASE_URL", peer),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A $1,000 monthly budget for `tenant`: benchmarks run `llm` steps priced and under a budget,
+/// as a careful operator would.
+pub async fn bench_budget(
+    template: &Template,
+    sdk: &SdkConfig,
+    tenant: &str,
+) -> Result<(), String> {
+    let tables = template.tables().map_err(|e| e.to_string())?;
+    shared::engine::budget::Budgets::new(aws_sdk_dynamodb::Client::new(sdk), tables.state)
+        .set(
+            tenant,
+            &shared::engine::budget::Scope::Tenant,
+            &shared::engine::budget::BudgetConfig {
+                monthly_usd: Some(1000.0),
+                monthly_tokens: None,
+            },
+            chrono::Utc::now(),
+            (0.0, 0),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
