@@ -102,12 +102,7 @@ fn timed(
 }
 
 fn memory_mb(template: &wfe_local::template::Template, id: &str) -> f64 {
-    template
-        .properties(id)
-        .ok()
-        .and_then(|p| p["MemorySize"].as_u64())
-        .or_else(|| template.global_memory())
-        .unwrap_or(128) as f64
+    template.function_memory(id) as f64
 }
 
 #[tokio::main]

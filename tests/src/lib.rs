@@ -9,6 +9,7 @@ pub mod failures;
 pub mod meter;
 pub mod proxy;
 pub mod runner;
+pub mod runtime_api;
 pub mod streams;
 pub mod template;
 pub mod web;

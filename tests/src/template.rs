@@ -208,6 +208,25 @@ impl Template {
         self.globals.get("MemorySize").and_then(Json::as_u64)
     }
 
+    /// A function's `MemorySize` (its own, else Globals', else Lambda's default 128), in MB.
+    pub fn function_memory(&self, id: &str) -> u64 {
+        self.properties(id)
+            .ok()
+            .and_then(|p| p["MemorySize"].as_u64())
+            .or_else(|| self.global_memory())
+            .unwrap_or(128)
+    }
+
+    /// The binary a function runs (`Metadata.BinaryName`, else its `CodeUri` crate).
+    pub fn function_binary(&self, id: &str) -> Option<String> {
+        let resource = self.resources.get(id)?;
+        resource
+            .pointer("/Metadata/BuildProperties/Binary")
+            .or_else(|| resource.pointer("/Metadata/BinaryName"))
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+    }
+
     /// The environment a function gets: Globals first, then its own variables, all resolved.
     pub fn function_env(&self, id: &str) -> Result<BTreeMap<String, String>, TemplateError> {
         let mut env = BTreeMap::new();

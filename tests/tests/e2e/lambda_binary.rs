@@ -10,12 +10,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Mutex};
+use wfe_local::runtime_api::{self, RuntimeApi};
 
 use crate::support::App;
 
@@ -100,56 +96,6 @@ async fn auth_artifact_without_a_jwt_secret_stops_with_the_seed_message() {
     );
 }
 
-#[derive(Clone)]
-struct Runtime {
-    events: std::sync::Arc<Mutex<Vec<Value>>>,
-    results: mpsc::UnboundedSender<(String, Value)>,
-}
-
-async fn next(State(rt): State<Runtime>) -> (HeaderMap, String) {
-    let event = rt.events.lock().await.pop();
-    let Some(event) = event else {
-        // No more work: hold the poll open, as Lambda does between invocations.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", "invoke-1".parse().unwrap());
-    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        deadline.to_string().parse().unwrap(),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        "arn:aws:lambda:us-east-1:123456789012:function:health"
-            .parse()
-            .unwrap(),
-    );
-    headers.insert(
-        "lambda-runtime-trace-id",
-        "Root=1-5e9f0c65-1de4d666d4dd26aced652b6c".parse().unwrap(),
-    );
-    (headers, event.to_string())
-}
-
-async fn report(
-    State(rt): State<Runtime>,
-    Path((id, kind)): Path<(String, String)>,
-    body: String,
-) -> &'static str {
-    let _ = rt.results.send((
-        format!("{id}/{kind}"),
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    ));
-    "{}"
-}
-
-async fn init_error(State(rt): State<Runtime>, body: String) -> &'static str {
-    let _ = rt.results.send(("init/error".into(), Value::String(body)));
-    "{}"
-}
-
 #[tokio::test]
 async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() {
     let app = App::start("binary", &[]).await;
@@ -178,34 +124,19 @@ async fn health_artifact_answers_an_api_gateway_event_through_the_runtime_api() 
     assert_eq!(body["status"], "pass", "{body}");
 }
 
-/// Runs a release artifact against a Runtime API that hands it `event` once; returns what it
+/// Runs a function's binary against a Runtime API that hands it `event` once; returns what it
 /// reported (`<request id>/response` or `/error`) and the payload.
 async fn invoke(
     bootstrap: &std::path::Path,
     env: std::collections::BTreeMap<String, String>,
     event: Value,
 ) -> (String, Value) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let runtime = Runtime {
-        events: std::sync::Arc::new(Mutex::new(vec![event])),
-        results: tx,
-    };
-    let api = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(report))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .with_state(runtime);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, api).await });
-
+    let mut api = RuntimeApi::start("smoke").await.unwrap();
+    api.push(event).await;
     let mut child = tokio::process::Command::new(bootstrap)
         .env_clear()
         .envs(env)
-        .env("AWS_LAMBDA_RUNTIME_API", api_addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "health")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(runtime_api::lambda_env(&api, "smoke", 256))
         .env("AWS_ENDPOINT_URL", wfe_local::endpoint::endpoint_url())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "local")
@@ -215,13 +146,12 @@ async fn invoke(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-
-    let (what, response) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+    let report = api
+        .next_report(Duration::from_secs(60))
         .await
-        .expect("the function answered within 60 s")
-        .unwrap();
+        .expect("the function answered within 60 s");
     let _ = child.kill().await;
-    (what, response)
+    (report.what, report.payload)
 }
 
 #[tokio::test]
