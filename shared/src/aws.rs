@@ -5,8 +5,12 @@ pub use aws_config::SdkConfig;
 /// Loads the SDK configuration the standard way: `AWS_REGION`, credentials chain, and
 /// `AWS_ENDPOINT_URL` (plus per-service `AWS_ENDPOINT_URL_<SERVICE>`), which is how the local
 /// stack points every client at moto.
+/// Every client shares one HTTPS client ([`crate::tls::aws_https_client`]).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::tls::aws_https_client())
+        .load()
+        .await
 }
 
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {

@@ -13,4 +13,5 @@ pub mod migrate;
 pub mod secrets;
 pub mod services;
 pub mod telemetry;
+pub mod tls;
 pub mod workflows;

@@ -1,6 +1,7 @@
 //! Cold start of every function beside a bare `lambda_http` hello-world: `scripts/bench coldstart`
 //! (`-- --runs N`, default 10; `--json` for one line per function; `--no-build` to reuse the
-//! binaries in `target/release`).
+//! binaries in `target/release`; `--env NAME=VALUE`, repeatable, to try a setting on every function;
+//! `--only <logical id>` to start one function beside the hello-world).
 //!
 //! Every function of the template and the hello-world (`tests/hello-lambda`) are built in this run
 //! with the release profile the artifacts ship with (for this host: Lambda's arm64 cannot run
@@ -50,11 +51,23 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(10);
+    let extra_env: Vec<(String, String)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--env")
+        .filter_map(|w| w[1].split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let root = wfe_local::workspace_root();
     let template = Template::workspace("cold").expect("template");
     let functions: Vec<(String, String)> = template
         .resource_ids("AWS::Serverless::Function")
         .into_iter()
+        .filter(|id| only.as_ref().is_none_or(|o| o == id))
         .filter_map(|id| template.function_binary(&id).map(|b| (id, b)))
         .collect();
 
@@ -103,10 +116,12 @@ async fn main() {
         event: http_event("GET", "/hello", &token),
     }];
     for (id, binary) in &functions {
+        let mut env = template.function_env(id).expect("function env");
+        env.extend(extra_env.iter().cloned());
         subjects.push(Subject {
             name: id.clone(),
             binary: binary.clone(),
-            env: template.function_env(id).expect("function env"),
+            env,
             memory_mb: template.function_memory(id),
             event: first_event(&template, id, &token),
         });

@@ -1,6 +1,6 @@
 //! Engine throughput on one core: many executions of a 10-step linear workflow of `http` steps,
 //! driven as the functions drive them (the orchestrator's turn: catch up from its cached state,
-//! `decide`, append at the expected version; the worker: the claim with its idempotency key, then
+//! `decide`, append at the expected version; the worker: the claim of the attempt, then
 //! the outcome), against the in-memory event store, with an inline worker that answers each
 //! task at once. No read models and no I/O: what is left is the engine's own work per step
 //! (event encoding, replay, planning, templating).
@@ -126,21 +126,11 @@ async fn run(executions: usize) -> (usize, f64) {
             }
             // The worker, inline: claim, perform (an echo), record.
             for (key, step, epoch, attempt, request) in tasks {
-                repo.append_any(
-                    &stream,
-                    vec![E::StepStarted {
-                        key: key.clone(),
-                        step: step.clone(),
-                        epoch,
-                        attempt,
-                        items: None,
-                        child_execution_id: None,
-                    }],
-                    &cause,
-                    Some(format!("started:{key}@{epoch}.{attempt}")),
-                )
-                .await
-                .unwrap();
+                assert!(repo
+                    .store()
+                    .claim(&stream, &format!("started:{key}@{epoch}.{attempt}"))
+                    .await
+                    .unwrap());
                 let output = json!({"status": 200, "body": request["body"].clone()});
                 repo.append_any(
                     &stream,

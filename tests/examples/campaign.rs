@@ -470,15 +470,18 @@ async fn main() {
         let history = services.repo.store().read_from(&stream, 1).await.unwrap();
         let mut attempts: HashMap<(String, u32), std::collections::BTreeSet<u32>> = HashMap::new();
         for e in &history {
-            if let Ok(shared::domain::execution::ExecutionEvent::StepStarted {
+            // Each attempt is scheduled once; http steps are claimed without an event.
+            if let Ok(shared::domain::execution::ExecutionEvent::StepScheduled {
                 key,
                 epoch,
                 attempt,
-                child_execution_id: None,
-                items: None,
+                kind,
                 ..
             }) = shared::executions::repo::decode(e)
             {
+                if kind != "http" {
+                    continue;
+                }
                 attempts.entry((key, epoch)).or_default().insert(attempt);
             }
         }

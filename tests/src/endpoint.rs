@@ -71,6 +71,7 @@ pub async fn sdk_config_for(url: &str) -> SdkConfig {
         .endpoint_url(url)
         .region(Region::new(region))
         .credentials_provider(Credentials::new("local", "local", None, None, "wfe-local"))
+        .http_client(shared::tls::aws_https_client())
         .load()
         .await;
     crate::writes::wrap(sdk)

@@ -47,7 +47,7 @@ impl Gateway {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| format!("GRAPHQL_GATEWAY_URL {raw:?} is not an http(s) URL"))?;
-        let client = reqwest::Client::builder()
+        let client = shared::tls::reqwest_builder()
             .timeout(GATEWAY_TIMEOUT)
             .connect_timeout(GATEWAY_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

@@ -111,7 +111,7 @@ impl Resolve for GuardedResolver {
 
 /// A client whose connections can only reach the addresses steps may call.
 pub fn guarded_client(allow_private: bool) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    crate::tls::reqwest_builder()
         // A proxy from the environment (HTTP_PROXY, ...) would resolve names itself, past the
         // guarded resolver: steps never go through one.
         .no_proxy()

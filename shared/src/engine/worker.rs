@@ -1,8 +1,9 @@
 //! The step worker: performs `StepScheduled` tasks (http, subworkflow, llm, mcp) and appends the
 //! outcome.
 //!
-//! Exactly-once effect per attempt under redelivery: the worker first appends `StepStarted` under
-//! the idempotency key of the attempt. A replayed append means this attempt was already taken: if
+//! Exactly-once effect per attempt under redelivery: the worker first claims the attempt (a claim
+//! record, or for llm and subworkflow steps a `StepStarted` event under the same key as its
+//! idempotency key). A key already taken means this attempt was already taken: if
 //! its outcome is recorded, the record is done; if not, the earlier run died mid-step, and the
 //! attempt fails as `WorkerInterrupted` (retryable), so the step's retry policy decides. The side
 //! effect itself never runs twice for one attempt.
@@ -315,28 +316,38 @@ impl Worker {
         }
         let child = (task.kind == "subworkflow")
             .then(|| crate::engine::derived_id(&[stream.as_str(), &task.attempt_id()]));
-        let started = self
-            .append_one(
-                stream,
-                E::StepStarted {
-                    key: task.key.clone(),
-                    step: task.step.clone(),
-                    epoch: task.epoch,
-                    attempt: task.attempt,
-                    items: None,
-                    child_execution_id: child.clone(),
-                },
-                &cause,
-                Some(format!("started:{}", task.attempt_id())),
-            )
-            .await?;
-        if let Some(child) = child {
-            // Starting a child is idempotent by its id; its end reports back to this step.
-            return self.start_child(stream, &task, &child, &cause).await;
-        }
-        if started.replayed {
+        let claim_key = format!("started:{}", task.attempt_id());
+        // http and mcp calls are bounded by their timeouts: they are claimed without a
+        // `StepStarted` event (1 write unit instead of a 4-unit transaction) and show as scheduled
+        // until their outcome. llm steps (long, and holding budget) and children keep the event.
+        let taken = if matches!(task.kind.as_str(), "http" | "mcp") {
+            !self.repo.store().claim(stream, &claim_key).await?
+        } else {
+            let started = self
+                .append_one(
+                    stream,
+                    E::StepStarted {
+                        key: task.key.clone(),
+                        step: task.step.clone(),
+                        epoch: task.epoch,
+                        attempt: task.attempt,
+                        items: None,
+                        child_execution_id: child.clone(),
+                    },
+                    &cause,
+                    Some(claim_key),
+                )
+                .await?;
+            if let Some(child) = child {
+                // Starting a child is idempotent by its id; its end reports back to this step.
+                return self.start_child(stream, &task, &child, &cause).await;
+            }
+            started.replayed
+        };
+        if taken {
+            // The outcome comes after the task's own record in the stream.
             if self
-                .outcome_recorded(stream, started.first_version, &task)
+                .outcome_recorded(stream, envelope.version, &task)
                 .await?
             {
                 return Ok(Done::Duplicate);

@@ -25,7 +25,8 @@ macro_rules! event_store_contract {
             read_from_any_version, snapshots_keep_the_newest, snapshots_larger_than_an_item,
             upcasters_apply_on_read,
             tenant_mismatch_is_rejected, too_many_events_are_rejected, empty_append_is_rejected,
-            streams_and_tenants_are_isolated, oversized_event_is_rejected);
+            streams_and_tenants_are_isolated, oversized_event_is_rejected,
+            a_key_is_claimed_once, claims_and_idempotent_appends_share_keys);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -590,4 +591,43 @@ pub async fn oversized_event_is_rejected(store: Store) {
         0,
         "nothing written"
     );
+}
+
+pub async fn a_key_is_claimed_once(store: Store) {
+    let t = tenant();
+    let (a, b) = (stream(&t, "a"), stream(&t, "b"));
+    let takers = join_all((0..8).map(|_| store.claim(&a, "started:x@0.1"))).await;
+    let won = takers
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1, "exactly one of eight concurrent claims wins");
+    assert!(!store.claim(&a, "started:x@0.1").await.unwrap());
+    assert!(store.claim(&a, "started:x@0.2").await.unwrap());
+    assert!(
+        store.claim(&b, "started:x@0.1").await.unwrap(),
+        "keys are per stream"
+    );
+    assert_eq!(
+        store.last_version(&a).await.unwrap(),
+        0,
+        "a claim is not an event"
+    );
+}
+
+pub async fn claims_and_idempotent_appends_share_keys(store: Store) {
+    let t = tenant();
+    let s = stream(&t, "s");
+    let mut first = request(&s, ExpectedVersion::Any, events(&t, 1..=1));
+    first.idempotency_key = Some("started:k".into());
+    store.append(first).await.unwrap();
+    assert!(!store.claim(&s, "started:k").await.unwrap());
+    assert!(store.claim(&s, "started:other").await.unwrap());
+    let mut second = request(&s, ExpectedVersion::Any, events(&t, 2..=2));
+    second.idempotency_key = Some("started:other".into());
+    assert!(matches!(
+        store.append(second).await,
+        Err(StoreError::IdempotencyConflict { .. })
+    ));
 }

@@ -23,6 +23,8 @@ use super::{
 
 /// Idempotency records outlive any sane client retry window, then DynamoDB's TTL removes them.
 const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
+/// The attribute of a claim record holding its taker's token.
+const CLAIM: &str = "claim";
 /// `Any` appends re-read the head and try again this many times before reporting the conflict.
 const ANY_ATTEMPTS: usize = 5;
 /// AWS cancels a transaction with `TransactionConflict` while another one holds the same item.
@@ -54,8 +56,12 @@ const KNOWN_STREAMS: usize = 10_000;
 struct IdempotencyItem {
     pk: String,
     sk: String,
+    /// Absent from a claim record: no append matches it.
+    #[serde(default)]
     request_hash: String,
+    #[serde(default)]
     first_version: u64,
+    #[serde(default)]
     last_version: u64,
     expires_at: i64,
 }
@@ -542,6 +548,38 @@ impl DynamoEventStore {
 
 #[async_trait]
 impl EventStore for DynamoEventStore {
+    /// A conditional put of the idempotency record alone (1 write unit, where an idempotent
+    /// one-event append is a two-item transaction: 4 or more). A random token in the record tells
+    /// this caller's own write, retried by the SDK after a lost answer, from another's.
+    async fn claim(&self, stream: &StreamId, key: &str) -> Result<bool, StoreError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut item = idempotency_key(stream, key);
+        item.insert(CLAIM.to_owned(), AttributeValue::S(token.clone()));
+        item.insert(
+            "expires_at".to_owned(),
+            AttributeValue::N((chrono::Utc::now().timestamp() + IDEMPOTENCY_TTL_SECS).to_string()),
+        );
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(failed) => Ok(failed
+                    .item()
+                    .and_then(|i| i.get(CLAIM))
+                    .is_some_and(|t| t == &AttributeValue::S(token))),
+                other => Err(backend(other)),
+            },
+        }
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         validate(&request)?;
         let fingerprint = request

@@ -120,6 +120,22 @@ impl EventStore for InMemoryEventStore {
         Ok(result)
     }
 
+    async fn claim(&self, stream: &StreamId, key: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let slot = (stream.clone(), key.to_owned());
+        if inner.idempotency.contains_key(&slot) {
+            return Ok(false);
+        }
+        // No append has this fingerprint: an append under a claimed key conflicts.
+        let claimed = AppendResult {
+            first_version: 0,
+            last_version: 0,
+            replayed: false,
+        };
+        inner.idempotency.insert(slot, ("claim".into(), claimed));
+        Ok(true)
+    }
+
     async fn read_page(
         &self,
         stream: &StreamId,

@@ -117,6 +117,12 @@ pub trait EventStore: Send + Sync {
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
 
+    /// Takes `key` on `stream` for one caller, in one small write: `true` for the first taker
+    /// (also when its write landed but the answer was lost and it was retried), `false` for
+    /// everyone after. Claims share the idempotency records' keys and expiry: a key an idempotent
+    /// append used is taken, and an idempotent append under a claimed key is refused.
+    async fn claim(&self, stream: &StreamId, key: &str) -> Result<bool, StoreError>;
+
     /// Reads from `from` to the end, following every page; never silently truncated.
     async fn read_from(&self, stream: &StreamId, from: u64) -> Result<Vec<Envelope>, StoreError> {
         let mut out = Vec::new();

@@ -153,7 +153,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::reqwest_builder()
             .timeout(timeout)
             .build()
             .expect("a TLS backend is compiled in");

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
+use tiktoken_rs::{CoreBPE, Rank};
 
 use super::Prompt;
 
@@ -36,16 +36,59 @@ fn encoding(model: &str) -> Option<&'static CoreBPE> {
         "chatgpt-4o",
     ];
     if o200k.iter().any(|p| model.starts_with(p)) {
-        return O200K
-            .get_or_init(|| tiktoken_rs::o200k_base().ok())
-            .as_ref();
+        return O200K.get_or_init(o200k_base).as_ref();
     }
     if ["gpt-4", "gpt-3.5"].iter().any(|p| model.starts_with(p)) {
-        return CL100K
-            .get_or_init(|| tiktoken_rs::cl100k_base().ok())
-            .as_ref();
+        return CL100K.get_or_init(cl100k_base).as_ref();
     }
     None
+}
+
+/// Packed by build.rs from tiktoken-rs's own tables.
+static O200K_BASE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.bpe"));
+static CL100K_BASE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.bpe"));
+
+/// cl100k_base's split pattern, as OpenAI publishes it (tiktoken-rs keeps it private).
+const CL100K_BASE_PAT_STR: &str = "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}++|\\p{N}{1,3}+| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*+|\\s++$|\\s*[\\r\\n]|\\s+(?!\\S)|\\s";
+
+fn o200k_base() -> Option<CoreBPE> {
+    use tiktoken_rs::{ENDOFPROMPT, ENDOFTEXT};
+    let special = [(ENDOFTEXT, 199_999), (ENDOFPROMPT, 200_018)];
+    unpack(O200K_BASE, &special, tiktoken_rs::O200K_BASE_PAT_STR)
+}
+
+fn cl100k_base() -> Option<CoreBPE> {
+    use tiktoken_rs::{ENDOFPROMPT, ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX};
+    let special = [
+        (ENDOFTEXT, 100_257),
+        (FIM_PREFIX, 100_258),
+        (FIM_MIDDLE, 100_259),
+        (FIM_SUFFIX, 100_260),
+        (ENDOFPROMPT, 100_276),
+    ];
+    unpack(CL100K_BASE, &special, CL100K_BASE_PAT_STR)
+}
+
+/// An encoding from its packed tokens (rank order, each prefixed with its length).
+fn unpack(packed: &[u8], special: &[(&str, Rank)], pattern: &str) -> Option<CoreBPE> {
+    let raw = miniz_oxide::inflate::decompress_to_vec(packed).ok()?;
+    let mut tokens = Vec::with_capacity(raw.len() / 8);
+    let mut rest = raw.as_slice();
+    while let Some((&len, tail)) = rest.split_first() {
+        let (token, tail) = tail.split_at_checked(usize::from(len))?;
+        tokens.push(token);
+        rest = tail;
+    }
+    CoreBPE::new(
+        tokens
+            .into_iter()
+            .zip(0..)
+            .map(|(token, rank)| (token.to_vec(), rank))
+            .collect(),
+        special.iter().map(|(s, r)| ((*s).to_owned(), *r)).collect(),
+        pattern,
+    )
+    .ok()
 }
 
 /// Input tokens of `prompt` for `provider`, and how they were counted.
@@ -90,6 +133,28 @@ mod tests {
         );
         // "Be brief." is three tokens in cl100k_base.
         assert_eq!((n, how), (3 + 3 + 3 + 3 + 2, Counting::Exact));
+    }
+
+    #[test]
+    fn the_packed_encodings_count_as_tiktoken_does() {
+        let texts = [
+            "hello world",
+            "Ünïcödé, emoji 🦀🦀 and CJK 漢字かな交じり文 with   spaces\n\n\ttabs",
+            "def f(x):\n    return x ** 2  # comment\n",
+            "<|endoftext|> is only text here; 1234567890 numbers, URLs https://a.example/b?c=d",
+        ];
+        for (ours, theirs) in [
+            (o200k_base().unwrap(), tiktoken_rs::o200k_base().unwrap()),
+            (cl100k_base().unwrap(), tiktoken_rs::cl100k_base().unwrap()),
+        ] {
+            for text in texts {
+                assert_eq!(
+                    ours.encode_ordinary(text),
+                    theirs.encode_ordinary(text),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

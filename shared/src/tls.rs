@@ -1,0 +1,115 @@
+//! TLS for every outbound connection: rustls on ring.
+//!
+//! Why not the SDK's default client: it links aws-lc-rs (a second, larger crypto library beside
+//! the ring our other clients could use) and reads every certificate of the system's store when
+//! the first client is built, which was about half of a function's init (docs/PERFORMANCE.md,
+//! cold start). AWS clients trust the Mozilla roots compiled in (`webpki-root-certs`), unless
+//! `SSL_CERT_FILE` or `SSL_CERT_DIR` is set, which means an operator wants the system's or their
+//! own. Step, provider and MCP calls (reqwest) share one rustls configuration with the same roots.
+
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use base64::Engine as _;
+
+/// Makes ring the process's rustls provider (reqwest uses it); idempotent.
+pub fn install_crypto_provider() {
+    // Err only when a provider is already installed, which is what this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client builder on the process's one TLS configuration: every reqwest client of the
+/// product starts here. (reqwest's own default builds a platform verifier per client, which
+/// reads the whole system store each time: several milliseconds per client at start-up.)
+pub fn reqwest_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    let builder = reqwest::Client::builder();
+    match client_config() {
+        Some(config) => builder.tls_backend_preconfigured(config.clone()),
+        None => builder,
+    }
+}
+
+/// Built once per process, on first use.
+fn client_config() -> Option<&'static rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            if system_roots_wanted() {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            } else {
+                roots.add_parsable_certificates(
+                    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
+                );
+            }
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Some(config)
+        })
+        .as_ref()
+}
+
+/// `SSL_CERT_FILE` or `SSL_CERT_DIR` set: an operator wants the system's roots or their own.
+fn system_roots_wanted() -> bool {
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// The HTTPS client every AWS SDK client of this process shares.
+pub fn aws_https_client() -> SharedHttpClient {
+    install_crypto_provider();
+    let builder = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+    let trust = if system_roots_wanted() {
+        TrustStore::default()
+    } else {
+        TrustStore::empty()
+            .with_native_roots(false)
+            .with_pem_certificate(compiled_in_roots_pem())
+    };
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // Only a trust store the builder rejects gets here: fall back to the system's roots.
+        Err(_) => builder.build_https(),
+    }
+}
+
+/// The compiled-in roots as one PEM document (the form the SDK's trust store takes).
+fn compiled_in_roots_pem() -> Vec<u8> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut pem = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2_200);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = engine.encode(cert.as_ref());
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_compiled_in_roots_are_all_readable_certificates() {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let pem = super::compiled_in_roots_pem();
+        let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(certs.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        let mut roots = rustls::RootCertStore::empty();
+        let (valid, invalid) = roots.add_parsable_certificates(certs);
+        assert_eq!(invalid, 0);
+        assert!(valid > 100, "{valid}");
+    }
+}
