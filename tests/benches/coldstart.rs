@@ -157,11 +157,6 @@ async fn cold_start(bootstrap: &std::path::Path, subject: &Subject) -> Result<Sa
             &subject.name,
             subject.memory_mb,
         ))
-        .env("AWS_ENDPOINT_URL", wfe_local::endpoint::endpoint_url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("METRICS", "off")
         .stdout(Stdio::null())
         .stderr(stderr)
         .kill_on_drop(true)

@@ -117,17 +117,7 @@ async fn main() {
     .unwrap();
     let services = shared::engine::Services::new(&config("OrchestratorFunction"), &direct).unwrap();
     // A tenant budget, so every llm step reserves and settles as in production.
-    shared::engine::budget::Budgets::new(dynamodb.clone(), tables.state.clone())
-        .set(
-            "bench",
-            &shared::engine::budget::Scope::Tenant,
-            &shared::engine::budget::BudgetConfig {
-                monthly_usd: Some(1000.0),
-                monthly_tokens: None,
-            },
-            chrono::Utc::now(),
-            (0.0, 0),
-        )
+    runner::bench_budget(&template, &direct, "bench")
         .await
         .unwrap();
 

@@ -170,13 +170,19 @@ async fn init_error(State(rt): State<Shared>, body: String) -> &'static str {
     "{}"
 }
 
-/// The environment Lambda gives every function, beside its own variables.
+/// The environment Lambda gives every function, beside its own variables, plus the local stack's
+/// endpoint and throwaway credentials (no metrics lines in the output).
 pub fn lambda_env(api: &RuntimeApi, function: &str, memory_mb: u64) -> Vec<(String, String)> {
     [
         ("AWS_LAMBDA_RUNTIME_API", api.address()),
         ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_ENDPOINT_URL", crate::endpoint::endpoint_url()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+        ("METRICS", "off".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
