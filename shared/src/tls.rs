@@ -37,8 +37,15 @@ fn client_config() -> Option<&'static rustls::ClientConfig> {
             let mut roots = rustls::RootCertStore::empty();
             if system_roots_wanted() {
                 let found = rustls_native_certs::load_native_certs();
+                for e in &found.errors {
+                    tracing::warn!(error = %e, "reading the system's TLS roots");
+                }
                 roots.add_parsable_certificates(found.certs);
-            } else {
+                if roots.is_empty() {
+                    tracing::warn!("SSL_CERT_FILE/SSL_CERT_DIR held no usable roots; using the compiled-in ones");
+                }
+            }
+            if roots.is_empty() {
                 roots.add_parsable_certificates(
                     webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
                 );
@@ -76,8 +83,10 @@ pub fn aws_https_client() -> SharedHttpClient {
     };
     match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => builder.tls_context(context).build_https(),
-        // Only a trust store the builder rejects gets here: fall back to the system's roots.
-        Err(_) => builder.build_https(),
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS context refused; the SDK's default trust store is used");
+            builder.build_https()
+        }
     }
 }
 

@@ -250,30 +250,36 @@ async fn redrive_one(
     }
     // A task no worker took up long after every stream mapping would have given its record up
     // (12 h maximum record age) is lost: its attempt fails as retryable `TaskLost`, so the step's
-    // policy decides, instead of the step waiting for ever. Written at the version read: a
-    // worker that starts it meanwhile wins.
-    let lost: Vec<E> = state
-        .steps
-        .iter()
-        .filter(|(_, s)| {
-            s.status == crate::domain::execution::StepStatus::Scheduled
-                && s.scheduled_at
-                    .is_some_and(|t| t < now - chrono::Duration::seconds(TASK_LOST_AFTER_SECS))
-        })
-        .map(|(key, s)| {
-            E::outcome(
-                key.clone(),
-                s.step.clone(),
-                s.epoch,
-                s.attempt,
-                Err(crate::domain::execution::StepError::new(
-                    "TaskLost",
-                    "no worker took this attempt up before its stream record expired",
-                    true,
-                )),
-            )
-        })
-        .collect();
+    // policy decides, instead of the step waiting for ever. The sweep takes the attempt's claim
+    // first (the key workers claim it under): an http or mcp attempt shows as scheduled while its
+    // call runs, so a taken claim means a worker has it; a won claim means no worker ever will.
+    let stale = chrono::Duration::seconds(TASK_LOST_AFTER_SECS);
+    let mut lost: Vec<E> = Vec::new();
+    for (key, s) in state.steps.iter().filter(|(_, s)| {
+        s.status == crate::domain::execution::StepStatus::Scheduled
+            && s.scheduled_at.is_some_and(|t| t < now - stale)
+    }) {
+        let claim = format!("started:{key}@{}.{}", s.epoch, s.attempt);
+        if !repo
+            .store()
+            .claim(&stream, &claim)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            continue;
+        }
+        lost.push(E::outcome(
+            key.clone(),
+            s.step.clone(),
+            s.epoch,
+            s.attempt,
+            Err(crate::domain::execution::StepError::new(
+                "TaskLost",
+                "no worker took this attempt up before its stream record expired",
+                true,
+            )),
+        ));
+    }
     if !lost.is_empty() {
         let cause = crate::executions::Cause {
             tenant,

@@ -197,6 +197,39 @@ impl DynamoEventStore {
         Ok(found)
     }
 
+    /// One try of [`EventStore::claim`]; `None` when a transaction held the record.
+    async fn claim_once(&self, stream: &StreamId, key: &str) -> Result<Option<bool>, StoreError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut item = idempotency_key(stream, key);
+        item.insert(CLAIM.to_owned(), AttributeValue::S(token.clone()));
+        item.insert(
+            "expires_at".to_owned(),
+            AttributeValue::N((chrono::Utc::now().timestamp() + IDEMPOTENCY_TTL_SECS).to_string()),
+        );
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.tables.state)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(Some(true)),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(failed) => Ok(Some(
+                    failed
+                        .item()
+                        .and_then(|i| i.get(CLAIM))
+                        .is_some_and(|t| t == &AttributeValue::S(token)),
+                )),
+                PutItemError::TransactionConflictException(_) => Ok(None),
+                other => Err(backend(other)),
+            },
+        }
+    }
+
     /// One event without an idempotency key: a conditional put, half the units of a transaction.
     /// A put retried by the SDK after its answer was lost finds its own item; the item returned
     /// with the failed condition tells that apart from another writer's event.
@@ -552,32 +585,20 @@ impl EventStore for DynamoEventStore {
     /// one-event append is a two-item transaction: 4 or more). A random token in the record tells
     /// this caller's own write, retried by the SDK after a lost answer, from another's.
     async fn claim(&self, stream: &StreamId, key: &str) -> Result<bool, StoreError> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let mut item = idempotency_key(stream, key);
-        item.insert(CLAIM.to_owned(), AttributeValue::S(token.clone()));
-        item.insert(
-            "expires_at".to_owned(),
-            AttributeValue::N((chrono::Utc::now().timestamp() + IDEMPOTENCY_TTL_SECS).to_string()),
-        );
-        let sent = self
-            .client
-            .put_item()
-            .table_name(&self.tables.state)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(failed) => Ok(failed
-                    .item()
-                    .and_then(|i| i.get(CLAIM))
-                    .is_some_and(|t| t == &AttributeValue::S(token))),
-                other => Err(backend(other)),
-            },
+        // AWS refuses the put while a transaction (an older worker's idempotent append under the
+        // same key) holds the item: wait it out, as appends do.
+        for attempt in 1..=TRANSACTION_CONFLICT_ATTEMPTS {
+            match self.claim_once(stream, key).await? {
+                Some(won) => return Ok(won),
+                None if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+                }
+                None => {}
+            }
         }
+        Err(StoreError::Backend(format!(
+            "claim {key:?} kept meeting a transaction on its record"
+        )))
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
