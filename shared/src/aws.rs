@@ -80,6 +80,58 @@ pub async fn query_partition(
     }
 }
 
+/// The items at `keys` (any number; BatchGetItem takes 100 at a time), in no particular order;
+/// missing ones are left out. Keys DynamoDB leaves unprocessed (throttling) are asked again with
+/// back-off, a few times, before giving up.
+pub async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    consistent: bool,
+) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, String>
+{
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    const ATTEMPTS: u32 = 8;
+    let err =
+        |e: &dyn std::error::Error| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string();
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(100) {
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(consistent)
+                .build()
+                .map_err(|e| err(&e))?,
+        );
+        let mut attempt = 0;
+        while let Some(keys) = request.take() {
+            if attempt > 0 {
+                tokio::time::sleep(transact::pause(attempt)).await;
+            }
+            attempt += 1;
+            let out = client
+                .batch_get_item()
+                .request_items(table, keys)
+                .send()
+                .await
+                .map_err(|e| err(&e))?;
+            found.extend(
+                out.responses
+                    .and_then(|mut r| r.remove(table))
+                    .unwrap_or_default(),
+            );
+            request = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .filter(|k| !k.keys.is_empty());
+            if request.is_some() && attempt >= ATTEMPTS {
+                return Err(format!("{table}: keys stayed unprocessed (throttled)"));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Pagination cursors: DynamoDB's `LastEvaluatedKey` as URL-safe base64 JSON. A cursor is only
 /// accepted back for the listing it came from (same index partition), so it cannot be used to
 /// page through another tenant's items.

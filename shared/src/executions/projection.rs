@@ -1,8 +1,11 @@
 //! Read models in the state table, written by the orchestrator from replayed state:
 //!
-//! - `<tenant>#EXEC#<id>` / `SUMMARY`: the execution summary, listed per workflow through gsi1
-//!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through gsi2 (`<tenant>#EXECS`), newest first
-//!   by `<started_at>#<id>`. Written only forwards (a stale turn never overwrites a newer one).
+//! - `<tenant>#EXEC#<id>` / `SUMMARY`: the execution summary, written only forwards (a stale turn
+//!   never overwrites a newer one). Listed per workflow through the `wf_execs` index
+//!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through `tenant_execs` (`<tenant>#EXECS`),
+//!   newest first by `<started_at>#<id>` (migration 0009). Both indexes project only the keys and
+//!   `status`, which change twice in a run, so the summary rewritten on every turn costs no index
+//!   write; a listing reads the summaries it found with one BatchGetItem.
 //! - `TIMERS#<n>` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function,
 //!   spread over [`TIMER_SHARDS`] partitions by stream (no single hot partition for every tenant's
 //!   timers; one execution's timers stay together).
@@ -41,10 +44,13 @@ fn backend<E: std::error::Error + 'static>(e: E) -> ProjectionError {
 struct SummaryItem {
     pk: String,
     sk: String,
-    gsi1pk: String,
-    gsi1sk: String,
-    gsi2pk: String,
-    gsi2sk: String,
+    // Default: a summary from before migration 0010 has only the old listing keys.
+    #[serde(default)]
+    wf_execs_pk: String,
+    #[serde(default)]
+    tenant_execs_pk: String,
+    #[serde(default)]
+    execs_sk: String,
     tenant: String,
     /// Only while running: the sparse `active` index (migration 0006) lists executions by when
     /// they last made progress, for the sweep that finds stalled ones.
@@ -70,6 +76,9 @@ fn active_bucket(now: DateTime<Utc>) -> i64 {
 /// Partitions of the `active` index.
 pub const ACTIVE_SHARDS: u32 = 8;
 pub const ACTIVE_INDEX: &str = "active";
+/// The execution listings (migration 0009): keys and `status` only.
+pub const WF_EXECS_INDEX: &str = "wf_execs";
+pub const TENANT_EXECS_INDEX: &str = "tenant_execs";
 
 /// One page of a listing; `next_cursor` continues it.
 #[derive(Debug, Clone, Serialize)]
@@ -219,10 +228,9 @@ impl Projections {
         let item = SummaryItem {
             pk: format!("{tenant}#EXEC#{}", summary.execution_id),
             sk: "SUMMARY".into(),
-            gsi1pk: format!("{tenant}#WF#{}#EXECS", summary.workflow_id),
-            gsi1sk: order.clone(),
-            gsi2pk: format!("{tenant}#EXECS"),
-            gsi2sk: order,
+            wf_execs_pk: format!("{tenant}#WF#{}#EXECS", summary.workflow_id),
+            tenant_execs_pk: format!("{tenant}#EXECS"),
+            execs_sk: order,
             tenant: tenant.to_owned(),
             active_shard: (summary.status == "running").then(|| {
                 let digest =
@@ -401,7 +409,8 @@ impl Projections {
     }
 
     /// Executions of a tenant, or of one workflow, newest first from `cursor`, optionally only
-    /// those with `status`.
+    /// those with `status`. The index gives keys and status; the summaries come from one
+    /// BatchGetItem (eventually consistent, like the index), in the index's order.
     pub async fn list(
         &self,
         tenant: &str,
@@ -411,8 +420,16 @@ impl Projections {
         cursor: Option<&str>,
     ) -> Result<Listing<Summary>, ProjectionError> {
         let (index, pk_name, pk) = match workflow_id {
-            Some(wf) => ("gsi1", "gsi1pk", format!("{tenant}#WF#{wf}#EXECS")),
-            None => ("gsi2", "gsi2pk", format!("{tenant}#EXECS")),
+            Some(wf) => (
+                WF_EXECS_INDEX,
+                "wf_execs_pk",
+                format!("{tenant}#WF#{wf}#EXECS"),
+            ),
+            None => (
+                TENANT_EXECS_INDEX,
+                "tenant_execs_pk",
+                format!("{tenant}#EXECS"),
+            ),
         };
         let start = cursor
             .map(|c| crate::aws::cursor::decode(c, pk_name, &pk))
@@ -436,10 +453,42 @@ impl Projections {
                 .expression_attribute_values(":status", s(status));
         }
         let out = q.send().await.map_err(backend)?;
-        let items: Vec<SummaryItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        let order: Vec<String> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| match i.get("pk") {
+                Some(AttributeValue::S(pk)) => Some(pk.clone()),
+                _ => None,
+            })
+            .collect();
+        let keys = order
+            .iter()
+            .map(|pk| {
+                HashMap::from([
+                    ("pk".to_owned(), s(pk.clone())),
+                    ("sk".to_owned(), s("SUMMARY")),
+                ])
+            })
+            .collect();
+        let found = crate::aws::batch_get(&self.client, &self.table, keys, false)
+            .await
+            .map_err(ProjectionError::Backend)?;
+        let mut by_pk: HashMap<String, Summary> = HashMap::with_capacity(found.len());
+        for item in found {
+            let item: SummaryItem = serde_dynamo::from_item(item)
+                .map_err(|e| ProjectionError::Backend(e.to_string()))?;
+            by_pk.insert(item.pk, item.summary);
+        }
+        // A summary gone since the index saw it (an operator dropped it) is left out, and so is
+        // one whose status moved on past the filter in between.
+        let items = order
+            .iter()
+            .filter_map(|pk| by_pk.remove(pk))
+            .filter(|summary| status.is_none_or(|want| summary.status == want))
+            .collect();
         Ok(Listing {
-            items: items.into_iter().map(|i| i.summary).collect(),
+            items,
             next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
         })
     }

@@ -386,52 +386,16 @@ impl WorkflowStore {
         tenant: &str,
         ids: &[String],
     ) -> Result<Vec<Workflow>, WorkflowError> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
-            let keys: Vec<_> = chunk
-                .iter()
-                .map(|id| key(pk(tenant, id), "HEAD".to_owned()))
-                .collect();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(backend)?,
-            );
-            let mut attempt = 0;
-            while let Some(keys) = request.take() {
-                if attempt > 0 {
-                    tokio::time::sleep(crate::aws::transact::pause(attempt)).await;
-                }
-                attempt += 1;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, keys)
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                let items = out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default();
-                let heads: Vec<HeadItem> = serde_dynamo::from_items(items)
-                    .map_err(|e| WorkflowError::Backend(e.to_string()))?;
-                found.extend(heads.into_iter().map(|h| h.workflow));
-                request = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .filter(|k| !k.keys.is_empty());
-                if request.is_some() && attempt >= 8 {
-                    return Err(WorkflowError::Backend(
-                        "workflow heads stayed unprocessed (throttled)".into(),
-                    ));
-                }
-            }
-        }
-        Ok(found)
+        let keys = ids
+            .iter()
+            .map(|id| key(pk(tenant, id), "HEAD".to_owned()))
+            .collect();
+        let items = crate::aws::batch_get(&self.client, &self.table, keys, true)
+            .await
+            .map_err(WorkflowError::Backend)?;
+        let heads: Vec<HeadItem> =
+            serde_dynamo::from_items(items).map_err(|e| WorkflowError::Backend(e.to_string()))?;
+        Ok(heads.into_iter().map(|h| h.workflow).collect())
     }
 
     /// A tenant's workflows, oldest first, filtered by status and name prefix.

@@ -83,7 +83,9 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0005_state_holds_index",
             "0006_state_active_index",
             "0007_state_active_backfill",
-            "0008_snapshot_prices"
+            "0008_snapshot_prices",
+            "0009_state_execution_listings",
+            "0010_state_execution_listings_backfill"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -99,7 +101,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 8);
+    assert_eq!(runner.ledger().await.unwrap().len(), 10);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -125,7 +127,9 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (5, Pending),
             (6, Pending),
             (7, Pending),
-            (8, Pending)
+            (8, Pending),
+            (9, Pending),
+            (10, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0);
@@ -135,6 +139,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0010_state_execution_listings_backfill",
+            "0009_state_execution_listings",
             "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
@@ -154,7 +160,9 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (5, Pending),
             (6, Pending),
             (7, Pending),
-            (8, Pending)
+            (8, Pending),
+            (9, Pending),
+            (10, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
@@ -174,12 +182,14 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (5, Pending),
             (6, Pending),
             (7, Pending),
-            (8, Pending)
+            (8, Pending),
+            (9, Pending),
+            (10, Pending)
         ]
     );
 
-    let err = runner.down(&ms, 9).await.unwrap_err();
-    assert!(matches!(err, MigrateError::UnknownTarget(9)), "{err}");
+    let err = runner.down(&ms, 11).await.unwrap_err();
+    assert!(matches!(err, MigrateError::UnknownTarget(11)), "{err}");
 }
 
 #[tokio::test]
@@ -209,12 +219,14 @@ async fn concurrent_runs_never_both_apply() {
             "0005_state_holds_index",
             "0006_state_active_index",
             "0007_state_active_backfill",
-            "0008_snapshot_prices"
+            "0008_snapshot_prices",
+            "0009_state_execution_listings",
+            "0010_state_execution_listings_backfill"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 8);
+    assert_eq!(ledger.len(), 10);
 }
 
 #[tokio::test]
@@ -245,7 +257,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 8, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 10, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -308,7 +320,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 8);
+    assert_eq!(report.applied.len(), 10);
 
     let command = |detail: Value| {
         event(json!({
@@ -324,6 +336,8 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
+            "0010_state_execution_listings_backfill",
+            "0009_state_execution_listings",
             "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
@@ -346,7 +360,9 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
             (5, Pending),
             (6, Pending),
             (7, Pending),
-            (8, Pending)
+            (8, Pending),
+            (9, Pending),
+            (10, Pending)
         ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
@@ -384,7 +400,12 @@ async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep
     let report = runner.up(&ms, None).await.unwrap();
     assert_eq!(
         ids(&report.applied),
-        ["0007_state_active_backfill", "0008_snapshot_prices"]
+        [
+            "0007_state_active_backfill",
+            "0008_snapshot_prices",
+            "0009_state_execution_listings",
+            "0010_state_execution_listings_backfill"
+        ]
     );
     let get = async |id: &str| {
         stack
@@ -429,4 +450,168 @@ async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep
         get("legacy").await["active_shard"],
         AttributeValue::S("ACTIVE#0".into())
     );
+}
+
+fn summary(
+    id: &str,
+    workflow: &str,
+    started: &str,
+    status: &str,
+) -> shared::domain::execution::Summary {
+    serde_json::from_value(json!({
+        "execution_id": id, "workflow_id": workflow, "workflow_version": 1, "status": status,
+        "current_steps": [], "awaiting_approval": [], "started_at": started,
+        "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "steps_completed": 0,
+        "version": 2
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn execution_listings_move_to_their_own_indexes_and_back() {
+    let stack = Stack::fresh("mig-listings").await;
+    let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
+    let ms = migrations();
+    runner.up(&ms, Some(8)).await.unwrap();
+    let projections =
+        shared::executions::Projections::new(stack.dynamodb.clone(), stack.tables.state.clone());
+    let key = |id: &str| {
+        std::collections::HashMap::from([
+            (
+                "pk".to_owned(),
+                AttributeValue::S(format!("t-list#EXEC#{id}")),
+            ),
+            ("sk".to_owned(), AttributeValue::S("SUMMARY".into())),
+        ])
+    };
+    let get = async |id: &str| {
+        stack
+            .dynamodb
+            .get_item()
+            .table_name(&stack.tables.state)
+            .set_key(Some(key(id)))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap()
+    };
+    // A summary as the previous release wrote it: the same strings under gsi1/gsi2's key names.
+    projections
+        .replace_summary(
+            "t-list",
+            &summary("old", "wf-a", "2026-11-01T00:00:00Z", "succeeded"),
+        )
+        .await
+        .unwrap();
+    let mut old = get("old").await;
+    for (from, to) in [
+        ("wf_execs_pk", "gsi1pk"),
+        ("execs_sk", "gsi1sk"),
+        ("tenant_execs_pk", "gsi2pk"),
+        ("execs_sk", "gsi2sk"),
+    ] {
+        let v = old[from].clone();
+        old.insert(to.to_owned(), v);
+    }
+    for gone in ["wf_execs_pk", "tenant_execs_pk", "execs_sk"] {
+        old.remove(gone);
+    }
+    stack
+        .dynamodb
+        .put_item()
+        .table_name(&stack.tables.state)
+        .set_item(Some(old))
+        .send()
+        .await
+        .unwrap();
+
+    let report = runner.up(&ms, None).await.unwrap();
+    assert_eq!(
+        ids(&report.applied),
+        [
+            "0009_state_execution_listings",
+            "0010_state_execution_listings_backfill"
+        ]
+    );
+    projections
+        .write_summary(
+            "t-list",
+            &summary("new", "wf-a", "2026-11-02T00:00:00Z", "running"),
+        )
+        .await
+        .unwrap();
+    let listed = |l: shared::executions::Listing<shared::domain::execution::Summary>| {
+        l.items
+            .into_iter()
+            .map(|s| s.execution_id)
+            .collect::<Vec<_>>()
+    };
+    // moto's indexes are updated with the write, as AWS's are within a moment.
+    let all = projections
+        .list("t-list", None, None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(all),
+        ["new", "old"],
+        "newest first, the backfilled one included"
+    );
+    let of_wf = projections
+        .list("t-list", Some("wf-a"), None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(listed(of_wf), ["new", "old"]);
+    let done = projections
+        .list("t-list", None, Some("succeeded"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(done),
+        ["old"],
+        "the status filter works on the index"
+    );
+    let page = projections
+        .list("t-list", None, None, 1, None)
+        .await
+        .unwrap();
+    let cursor = page.next_cursor.clone().expect("a second page");
+    assert_eq!(listed(page), ["new"]);
+    let rest = projections
+        .list("t-list", None, None, 1, Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!(listed(rest), ["old"]);
+    let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
+    assert_eq!((stats.runs, stats.succeeded, stats.running), (2, 1, 1));
+    assert!(
+        !get("new").await.contains_key("gsi2pk"),
+        "a summary the new release writes leaves the old indexes"
+    );
+
+    // Back to the previous release: both are listed through gsi2 and gsi1 again.
+    runner.down(&ms, 8).await.unwrap();
+    for (index, pk_name, pk) in [
+        ("gsi2", "gsi2pk", "t-list#EXECS"),
+        ("gsi1", "gsi1pk", "t-list#WF#wf-a#EXECS"),
+    ] {
+        let out = stack
+            .dynamodb
+            .query()
+            .table_name(&stack.tables.state)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+            .scan_index_forward(false)
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<_> = out
+            .items()
+            .iter()
+            .map(|i| i["execution_id"].as_s().unwrap().clone())
+            .collect();
+        assert_eq!(ids, ["new", "old"], "{index}");
+    }
 }
