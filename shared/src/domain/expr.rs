@@ -419,8 +419,21 @@ pub fn template_problems(template: &str, as_expression: bool) -> Result<Vec<Stri
     Ok(problems.into_iter().collect())
 }
 
-/// Renders a text template, within its fuel and output cap.
-pub fn render(template: &str, context: &Value) -> Result<String, ExprError> {
+/// A template context converted once: every template of a step is evaluated against the same
+/// one, where converting a JSON context on each call copied every step's output again.
+pub type Context = JValue;
+
+/// The context of `value` (a JSON value, or a struct borrowing the parts).
+pub fn context<T: serde::Serialize + ?Sized>(value: &T) -> Context {
+    JValue::from_serialize(value)
+}
+
+/// Renders a text template, within its fuel and output cap. `context` is a [`Context`] or
+/// anything serializable (converted on each call).
+pub fn render<C: serde::Serialize + ?Sized>(
+    template: &str,
+    context: &C,
+) -> Result<String, ExprError> {
     let compiled = env().template_from_str(template).map_err(error)?;
     let mut out = Capped(Vec::new());
     compiled
@@ -430,7 +443,10 @@ pub fn render(template: &str, context: &Value) -> Result<String, ExprError> {
 }
 
 /// Evaluates an expression to a JSON value.
-pub fn eval(expression: &str, context: &Value) -> Result<Value, ExprError> {
+pub fn eval<C: serde::Serialize + ?Sized>(
+    expression: &str,
+    context: &C,
+) -> Result<Value, ExprError> {
     let compiled = env().compile_expression(expression).map_err(error)?;
     let value = compiled.eval(context).map_err(error)?;
     if value.is_undefined() {
@@ -447,7 +463,10 @@ pub fn eval(expression: &str, context: &Value) -> Result<Value, ExprError> {
 }
 
 /// Evaluates an expression as a condition (Jinja truthiness).
-pub fn truthy(expression: &str, context: &Value) -> Result<bool, ExprError> {
+pub fn truthy<C: serde::Serialize + ?Sized>(
+    expression: &str,
+    context: &C,
+) -> Result<bool, ExprError> {
     let compiled = env().compile_expression(expression).map_err(error)?;
     Ok(compiled.eval(context).map_err(error)?.is_true())
 }
@@ -460,7 +479,10 @@ fn single_expression(s: &str) -> Option<&str> {
 
 /// Renders a JSON value whose strings are templates. A string that is one `{{ expr }}` becomes
 /// the expression's value (an object stays an object); other strings render to text.
-pub fn render_value(template: &Value, context: &Value) -> Result<Value, ExprError> {
+pub fn render_value<C: serde::Serialize + ?Sized>(
+    template: &Value,
+    context: &C,
+) -> Result<Value, ExprError> {
     Ok(match template {
         Value::String(s) => match single_expression(s) {
             Some(expr) => eval(expr, context)?,
@@ -482,7 +504,10 @@ pub fn render_value(template: &Value, context: &Value) -> Result<Value, ExprErro
 }
 
 /// Evaluates a JSON mapping whose string leaves are expressions; other leaves are literals.
-pub fn transform(mapping: &Value, context: &Value) -> Result<Value, ExprError> {
+pub fn transform<C: serde::Serialize + ?Sized>(
+    mapping: &Value,
+    context: &C,
+) -> Result<Value, ExprError> {
     Ok(match mapping {
         Value::String(expr) => eval(expr, context)?,
         Value::Array(items) => Value::Array(

@@ -1,7 +1,10 @@
 //! `plan`: given the state, what happens next. Pure: the time is an argument, jitter is derived
 //! from the timer id, and maps iterate in index order, so the same state always plans the same.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -662,7 +665,14 @@ impl Planner<'_> {
     }
 
     /// A task attempt for the step worker, with its request rendered now.
-    fn schedule(&mut self, id: &str, key: &str, scope: &Scope, attempt: u32, ctx: Option<Value>) {
+    fn schedule(
+        &mut self,
+        id: &str,
+        key: &str,
+        scope: &Scope,
+        attempt: u32,
+        ctx: Option<expr::Context>,
+    ) {
         let step = self.step(id).clone();
         let ctx = ctx.unwrap_or_else(|| self.context(scope, None));
         let epoch = self.state.epoch;
@@ -717,9 +727,34 @@ impl Planner<'_> {
     }
 
     /// The template context: `input`, `steps` (the innermost instance of each step), `execution`,
-    /// and inside maps `item` and `index`; `error` in a catch's fallback.
-    fn context(&self, scope: &Scope, error: Option<&StepError>) -> Value {
-        let mut steps = Map::new();
+    /// and inside maps `item` and `index`; `error` in a catch's fallback. Built from borrowed
+    /// parts straight into the template engine's values (no copy of every output as JSON first).
+    fn context(&self, scope: &Scope, error: Option<&StepError>) -> expr::Context {
+        #[derive(Serialize)]
+        struct StepView<'a> {
+            output: &'a Option<Value>,
+            status: StepStatus,
+            error: &'a Option<StepError>,
+        }
+        #[derive(Serialize)]
+        struct ExecutionView<'a> {
+            id: &'a str,
+            workflow_id: &'a str,
+            workflow_version: u32,
+        }
+        #[derive(Serialize)]
+        struct View<'a> {
+            input: &'a Value,
+            steps: BTreeMap<&'a str, StepView<'a>>,
+            execution: ExecutionView<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            item: Option<&'a Value>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            index: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a StepError>,
+        }
+        let mut steps = BTreeMap::new();
         for id in self.def.steps.keys() {
             let found = scope
                 .prefixes
@@ -727,32 +762,31 @@ impl Planner<'_> {
                 .find_map(|p| self.state.steps.get(&format!("{p}{id}")));
             if let Some(s) = found {
                 steps.insert(
-                    id.clone(),
-                    json!({"output": s.output, "status": s.status, "error": s.error}),
+                    id.as_str(),
+                    StepView {
+                        output: &s.output,
+                        status: s.status,
+                        error: &s.error,
+                    },
                 );
             }
         }
-        let mut ctx = json!({
-            "input": self.state.input,
-            "steps": steps,
-            "execution": {
-                "id": self.state.id,
-                "workflow_id": self.state.workflow_id,
-                "workflow_version": self.state.workflow_version,
+        expr::context(&View {
+            input: &self.state.input,
+            steps,
+            execution: ExecutionView {
+                id: &self.state.id,
+                workflow_id: &self.state.workflow_id,
+                workflow_version: self.state.workflow_version,
             },
-        });
-        if let Some((item, index)) = &scope.item {
-            ctx["item"] = item.clone();
-            ctx["index"] = json!(index);
-        }
-        if let Some(e) = error {
-            ctx["error"] = json!(e);
-        }
-        ctx
+            item: scope.item.as_ref().map(|(item, _)| item),
+            index: scope.item.as_ref().map(|(_, index)| *index),
+            error,
+        })
     }
 }
 
-fn render_request(kind: &StepKind, ctx: &Value) -> Result<Value, StepError> {
+fn render_request(kind: &StepKind, ctx: &expr::Context) -> Result<Value, StepError> {
     let r = |v: &Value| expr::render_value(v, ctx).map_err(|e| template_error(&e));
     let t = |s: &str| expr::render(s, ctx).map_err(|e| template_error(&e));
     Ok(match kind {
@@ -839,7 +873,7 @@ fn pointer_token(key: &str) -> String {
 /// pointers are collected.
 fn render_keeping_secrets(
     template: &Value,
-    ctx: &Value,
+    ctx: &expr::Context,
     at: &str,
     refs: &mut Vec<String>,
 ) -> Result<Value, StepError> {
