@@ -418,6 +418,28 @@ for _name in ("put_item", "update_item", "delete_item"):
     setattr(DynamoHandler, _name, _guard_single_write(getattr(DynamoHandler, _name)))
 
 # ---------------------------------------------------------------------------------------------
+# A Query of an index the table does not have
+# ---------------------------------------------------------------------------------------------
+
+_moto_get_schema = DynamoDBBackend.get_schema
+
+
+def get_schema(self, table_name, index_name):
+    """AWS answers ValidationException "The table does not have the specified index: <name>";
+    moto answers ResourceNotFoundException, which reads as a missing table. Code that falls back
+    while a migration builds an index must see what AWS sends."""
+    if index_name:
+        table = self.get_table(table_name)
+        names = {i.name for i in (table.global_indexes or []) + (table.indexes or [])}
+        if index_name not in names:
+            raise MockValidationException(
+                f"The table does not have the specified index: {index_name}")
+    return _moto_get_schema(self, table_name, index_name)
+
+
+DynamoDBBackend.get_schema = get_schema
+
+# ---------------------------------------------------------------------------------------------
 # Forced conflicts (test switch)
 # ---------------------------------------------------------------------------------------------
 

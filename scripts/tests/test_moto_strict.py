@@ -529,6 +529,11 @@ class StrictServerTest(unittest.TestCase):
         self.assertEqual(sks(**where("pk = :p", {":p": "nobody"})), [])
         self.assertEqual(sks(IndexName="by-g", **where("g = :g", {":g": "g-1"})), sorted(every[1::2] * 3))
 
+        with self.assertRaises(ClientError) as missing:
+            self.db.query(TableName=table, IndexName="not-yet", **where("g = :g", {":g": "g-1"}))
+        error = missing.exception.response["Error"]
+        self.assertEqual(error["Code"], "ValidationException")
+        self.assertIn("does not have the specified index: not-yet", error["Message"])
 
 class StartupRulesTest(unittest.TestCase):
     def test_rules_from_the_environment_apply_from_the_start(self):

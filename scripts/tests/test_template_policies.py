@@ -107,20 +107,22 @@ EXPECTED = {
         "jwt-secret": {"secretsmanager:DescribeSecret"},
     },
     "WorkflowsFunction": {
-        "state": actions("GetItem", "PutItem", "UpdateItem"),
+        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem"),
         "state/index/*": actions("Query"),
         **JWT,
     },
     "ExecutionsFunction": {
         **EVENTS_APPEND,
-        "state": actions("GetItem", "BatchGetItem", "PutItem"),
+        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem"),
         "state/index/*": actions("Query"),
         **RATE_LIMIT,
         **JWT,
     },
     "GraphqlFunction": {
         **EVENTS_APPEND,
-        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query"),
+        "state": actions(
+            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query",
+        ),
         "state/index/*": actions("Query"),
         "secrets:mcp/*": {"secretsmanager:GetSecretValue"},
         **JWT,
@@ -149,11 +151,13 @@ EXPECTED = {
     },
     "OrchestratorFunction": {
         **EVENTS_APPEND,
-        "state": actions("GetItem", "BatchGetItem", "PutItem", "DeleteItem"),
+        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem", "DeleteItem"),
     },
     "WorkerFunction": {
         **EVENTS_APPEND,
-        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"),
+        "state": actions(
+            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
+        ),
         "secrets:mcp/*": {"secretsmanager:GetSecretValue"},
         "secrets:tenant/*": {"secretsmanager:GetSecretValue"},
         "openai-key": {"secretsmanager:GetSecretValue"},
@@ -163,7 +167,10 @@ EXPECTED = {
     },
     "TimerFunction": {
         **EVENTS_APPEND,
-        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"),
+        "state": actions(
+            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
+            "Query",
+        ),
         "state/index/*": actions("Query"),
     },
     "MigratorFunction": {

@@ -81,8 +81,8 @@ pub async fn query_partition(
 }
 
 /// The items at `keys` (any number; BatchGetItem takes 100 at a time), in no particular order;
-/// missing ones are left out. Keys DynamoDB leaves unprocessed (throttling) are asked again with
-/// back-off, a few times, before giving up.
+/// missing ones are left out. Keys DynamoDB leaves unprocessed (throttling, or a response past
+/// 16 MB) are asked again with back-off, a few times, before giving up.
 pub async fn batch_get(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -94,6 +94,16 @@ pub async fn batch_get(
     const ATTEMPTS: u32 = 8;
     let err =
         |e: &dyn std::error::Error| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string();
+    // DynamoDB refuses a request that names one key twice; a caller's duplicates are read once.
+    let mut seen = std::collections::HashSet::new();
+    let keys: Vec<_> = keys
+        .into_iter()
+        .filter(|key| {
+            let mut parts: Vec<String> = key.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+            parts.sort_unstable();
+            seen.insert(parts.join("\u{0}"))
+        })
+        .collect();
     let mut found = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(100) {
         let mut request = Some(
@@ -125,7 +135,9 @@ pub async fn batch_get(
                 .and_then(|mut u| u.remove(table))
                 .filter(|k| !k.keys.is_empty());
             if request.is_some() && attempt >= ATTEMPTS {
-                return Err(format!("{table}: keys stayed unprocessed (throttled)"));
+                return Err(format!(
+                    "{table}: keys stayed unprocessed after {ATTEMPTS} attempts (throttled)"
+                ));
             }
         }
     }

@@ -34,6 +34,25 @@ fn linear_workflow_renders_templates_and_outputs() {
     );
 }
 
+/// Printing a whole context entry renders its keys in name order (the text of a rendered body
+/// or prompt must not change between releases: signatures, idempotency hashes, prompt caches).
+#[test]
+fn whole_context_entries_render_with_keys_in_name_order() {
+    let run = Run::start(
+        json!({"name": "order", "start": "a", "steps": {
+            "a": {"type": "template", "template": "x", "next": "b"},
+            "b": {"type": "template", "template": "{{ steps.a | tojson }} {{ execution | tojson }}"}}}),
+        json!({}),
+    );
+    let rendered = run.state.output.clone().unwrap();
+    let text = rendered.as_str().unwrap();
+    assert!(
+        text.starts_with(r#"{"error":null,"output":"x","status":"succeeded"} {"id":"#),
+        "{text}"
+    );
+    assert!(text.contains(r#","workflow_id":"#), "{text}");
+}
+
 #[test]
 fn condition_routes_both_ways() {
     for (score, expected) in [(0.9, "high"), (0.1, "low")] {

@@ -17,11 +17,16 @@ pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, St
             JwtKeys::new(secret, &previous)
         }
         JwtKeySource::SecretsManager { arn } => {
-            let current = secrets
-                .get_secret_value()
-                .secret_id(arn)
-                .send()
-                .await
+            // Both versions at once: init waits for one round trip, not two.
+            let (current, previous) = tokio::join!(
+                secrets.get_secret_value().secret_id(arn).send(),
+                secrets
+                    .get_secret_value()
+                    .secret_id(arn)
+                    .version_stage("AWSPREVIOUS")
+                    .send(),
+            );
+            let current = current
                 .map_err(|e| {
                     format!(
                         "reading secret {arn}: {}",
@@ -30,12 +35,8 @@ pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, St
                 })?
                 .secret_string
                 .ok_or_else(|| format!("secret {arn} has no string value"))?;
-            let previous = secrets
-                .get_secret_value()
-                .secret_id(arn)
-                .version_stage("AWSPREVIOUS")
-                .send()
-                .await
+            // No previous version (never rotated) is the usual case, not an error.
+            let previous = previous
                 .ok()
                 .and_then(|o| o.secret_string)
                 .into_iter()

@@ -3,7 +3,7 @@
 //! - `<tenant>#EXEC#<id>` / `SUMMARY`: the execution summary, written only forwards (a stale turn
 //!   never overwrites a newer one). Listed per workflow through the `wf_execs` index
 //!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through `tenant_execs` (`<tenant>#EXECS`),
-//!   newest first by `<started_at>#<id>` (migration 0009). Both indexes project only the keys and
+//!   newest first by `<started_at>#<id>` (migration 0010). Both indexes project only the keys and
 //!   `status`, which change twice in a run, so the summary rewritten on every turn costs no index
 //!   write; a listing reads the summaries it found with one BatchGetItem.
 //! - `TIMERS#<n>` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function,
@@ -14,6 +14,7 @@
 //! they can never disagree with them and need no counters that a redelivery could double.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -44,13 +45,23 @@ fn backend<E: std::error::Error + 'static>(e: E) -> ProjectionError {
 struct SummaryItem {
     pk: String,
     sk: String,
-    // Default: a summary from before migration 0010 has only the old listing keys.
+    // Default: a summary from before migration 0009 has only the previous listing keys.
     #[serde(default)]
     wf_execs_pk: String,
     #[serde(default)]
     tenant_execs_pk: String,
     #[serde(default)]
     execs_sk: String,
+    /// The previous release's listing keys (gsi1, gsi2; same strings), written only while the
+    /// new listing indexes are not active: see [`Projections::listings_ready`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2sk: Option<String>,
     tenant: String,
     /// Only while running: the sparse `active` index (migration 0006) lists executions by when
     /// they last made progress, for the sweep that finds stalled ones.
@@ -76,9 +87,21 @@ fn active_bucket(now: DateTime<Utc>) -> i64 {
 /// Partitions of the `active` index.
 pub const ACTIVE_SHARDS: u32 = 8;
 pub const ACTIVE_INDEX: &str = "active";
-/// The execution listings (migration 0009): keys and `status` only.
+/// The execution listings (migration 0010): keys and `status` only.
 pub const WF_EXECS_INDEX: &str = "wf_execs";
 pub const TENANT_EXECS_INDEX: &str = "tenant_execs";
+
+/// DynamoDB's answer to a Query of an index that does not exist yet, or is still being built
+/// ("The table does not have the specified index", "Cannot read from backfilling global
+/// secondary index").
+fn index_not_ready<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.as_service_error().is_some_and(|s| {
+        s.code() == Some("ValidationException")
+            && s.message().is_some_and(|m| {
+                m.contains("does not have the specified index") || m.contains("backfilling")
+            })
+    })
+}
 
 /// One page of a listing; `next_cursor` continues it.
 #[derive(Debug, Clone, Serialize)]
@@ -194,7 +217,27 @@ impl WorkflowStats {
 pub struct Projections {
     client: Client,
     table: String,
+    listings: Arc<ListingIndexes>,
 }
+
+/// Whether the listing indexes of migration 0010 are active, as last looked up. The release
+/// runs before its migrations (the migrator runs after a deploy) and may outlive their revert
+/// (`down` runs before the code is rolled back): while they are not active, summaries also carry
+/// the previous keys and listings read the previous indexes, so no execution goes missing from
+/// a listing either way.
+struct ListingIndexes {
+    /// How long an answer is trusted (per process); each lookup is one DescribeTable.
+    ttl: std::time::Duration,
+    last: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+/// See [`ListingIndexes`]: a minute, so a revert or a finished index build is seen by every
+/// warm function within a minute (the README's rollback steps wait that long).
+pub const LISTING_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A listing page stops adding summaries past this many bytes of JSON (outputs can be large; a
+/// Lambda response is at most 6 MB); its cursor continues after the last one it holds.
+const PAGE_BYTES: usize = 1 << 20;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -210,7 +253,65 @@ fn order_key(summary: &Summary) -> String {
 
 impl Projections {
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+        Self::with_listing_check(client, table, LISTING_CHECK)
+    }
+
+    /// With the listing indexes looked up again after `ttl` (tests: zero, every call).
+    pub fn with_listing_check(client: Client, table: String, ttl: std::time::Duration) -> Self {
+        Self {
+            client,
+            table,
+            listings: Arc::new(ListingIndexes {
+                ttl,
+                last: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Whether `wf_execs` and `tenant_execs` exist, are active and are not backfilling. When the
+    /// lookup fails the last answer stands, and without one they count as not ready (summaries
+    /// then carry both key sets: dearer, never incomplete).
+    pub async fn listings_ready(&self) -> bool {
+        let last = *self.listings.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, ready)) = last {
+            if at.elapsed() < self.listings.ttl {
+                return ready;
+            }
+        }
+        let ready = match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let indexes = out
+                    .table
+                    .map(|t| t.global_secondary_indexes.unwrap_or_default())
+                    .unwrap_or_default();
+                [WF_EXECS_INDEX, TENANT_EXECS_INDEX].iter().all(|name| {
+                    indexes.iter().any(|g| {
+                        g.index_name() == Some(name)
+                            && g.index_status()
+                                == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+                            && g.backfilling() != Some(true)
+                    })
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "listing indexes: DescribeTable failed");
+                last.is_some_and(|(_, ready)| ready)
+            }
+        };
+        *self.listings.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), ready));
+        ready
+    }
+
+    /// Forgets the last answer (a Query found an index missing).
+    fn listings_changed(&self) {
+        *self.listings.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn summary_key(tenant: &str, execution_id: &str) -> HashMap<String, AttributeValue> {
@@ -223,13 +324,21 @@ impl Projections {
     fn summary_item(
         tenant: &str,
         summary: &Summary,
+        previous_keys: bool,
     ) -> Result<HashMap<String, AttributeValue>, ProjectionError> {
         let order = order_key(summary);
+        let wf_execs_pk = format!("{tenant}#WF#{}#EXECS", summary.workflow_id);
+        let tenant_execs_pk = format!("{tenant}#EXECS");
+        let previous = |v: &String| previous_keys.then(|| v.clone());
         let item = SummaryItem {
             pk: format!("{tenant}#EXEC#{}", summary.execution_id),
             sk: "SUMMARY".into(),
-            wf_execs_pk: format!("{tenant}#WF#{}#EXECS", summary.workflow_id),
-            tenant_execs_pk: format!("{tenant}#EXECS"),
+            gsi1pk: previous(&wf_execs_pk),
+            gsi1sk: previous(&order),
+            gsi2pk: previous(&tenant_execs_pk),
+            gsi2sk: previous(&order),
+            wf_execs_pk,
+            tenant_execs_pk,
             execs_sk: order,
             tenant: tenant.to_owned(),
             active_shard: (summary.status == "running").then(|| {
@@ -253,7 +362,11 @@ impl Projections {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::summary_item(tenant, summary)?))
+            .set_item(Some(Self::summary_item(
+                tenant,
+                summary,
+                !self.listings_ready().await,
+            )?))
             .condition_expression("attribute_not_exists(pk) OR version < :v")
             .expression_attribute_values(":v", AttributeValue::N(summary.version.to_string()))
             .send()
@@ -334,7 +447,11 @@ impl Projections {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::summary_item(tenant, summary)?))
+            .set_item(Some(Self::summary_item(
+                tenant,
+                summary,
+                !self.listings_ready().await,
+            )?))
             .send()
             .await
             .map_err(backend)?;
@@ -419,6 +536,11 @@ impl Projections {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Listing<Summary>, ProjectionError> {
+        if !self.listings_ready().await {
+            return self
+                .list_previous(tenant, workflow_id, status, limit, cursor)
+                .await;
+        }
         let (index, pk_name, pk) = match workflow_id {
             Some(wf) => (
                 WF_EXECS_INDEX,
@@ -452,24 +574,26 @@ impl Projections {
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status));
         }
-        let out = q.send().await.map_err(backend)?;
-        let order: Vec<String> = out
-            .items
-            .unwrap_or_default()
+        let out = match q.send().await {
+            Ok(out) => out,
+            // Reverted since the last lookup: list as the previous release does.
+            Err(e) if index_not_ready(&e) => {
+                self.listings_changed();
+                return self
+                    .list_previous(tenant, workflow_id, status, limit, cursor)
+                    .await;
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        let entries = out.items.unwrap_or_default();
+        let pk_of = |entry: &HashMap<String, AttributeValue>| match entry.get("pk") {
+            Some(AttributeValue::S(pk)) => Some(pk.clone()),
+            _ => None,
+        };
+        let keys = entries
             .iter()
-            .filter_map(|i| match i.get("pk") {
-                Some(AttributeValue::S(pk)) => Some(pk.clone()),
-                _ => None,
-            })
-            .collect();
-        let keys = order
-            .iter()
-            .map(|pk| {
-                HashMap::from([
-                    ("pk".to_owned(), s(pk.clone())),
-                    ("sk".to_owned(), s("SUMMARY")),
-                ])
-            })
+            .filter_map(pk_of)
+            .map(|pk| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s("SUMMARY"))]))
             .collect();
         let found = crate::aws::batch_get(&self.client, &self.table, keys, false)
             .await
@@ -480,15 +604,80 @@ impl Projections {
                 .map_err(|e| ProjectionError::Backend(e.to_string()))?;
             by_pk.insert(item.pk, item.summary);
         }
-        // A summary gone since the index saw it (an operator dropped it) is left out, and so is
-        // one whose status moved on past the filter in between.
-        let items = order
-            .iter()
-            .filter_map(|pk| by_pk.remove(pk))
-            .filter(|summary| status.is_none_or(|want| summary.status == want))
-            .collect();
+        let mut items = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            // A summary gone since the index saw it (an operator dropped it) is left out, and so
+            // is one whose status moved on past the filter in between.
+            let Some(summary) = pk_of(entry).and_then(|pk| by_pk.remove(&pk)) else {
+                continue;
+            };
+            if status.is_some_and(|want| summary.status != want) {
+                continue;
+            }
+            bytes += serde_json::to_vec(&summary).map_or(0, |v| v.len());
+            if !items.is_empty() && bytes > PAGE_BYTES {
+                // Full: the next page starts after the entry before this one.
+                let cursor: HashMap<String, AttributeValue> = entries[i - 1]
+                    .iter()
+                    .filter(|(k, _)| {
+                        matches!(k.as_str(), "pk" | "sk" | "execs_sk") || *k == pk_name
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                return Ok(Listing {
+                    items,
+                    next_cursor: Some(crate::aws::cursor::encode(cursor)),
+                });
+            }
+            items.push(summary);
+        }
         Ok(Listing {
             items,
+            next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
+        })
+    }
+
+    /// The listing as the previous release reads it (gsi1/gsi2, which project whole summaries),
+    /// while 0010's indexes are missing or still being built.
+    async fn list_previous(
+        &self,
+        tenant: &str,
+        workflow_id: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Listing<Summary>, ProjectionError> {
+        let (index, pk_name, pk) = match workflow_id {
+            Some(wf) => ("gsi1", "gsi1pk", format!("{tenant}#WF#{wf}#EXECS")),
+            None => ("gsi2", "gsi2pk", format!("{tenant}#EXECS")),
+        };
+        let start = cursor
+            .map(|c| crate::aws::cursor::decode(c, pk_name, &pk))
+            .transpose()
+            .map_err(|e| ProjectionError::BadCursor(e.into()))?;
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_values(":pk", s(pk))
+            .set_exclusive_start_key(start)
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32);
+        if let Some(status) = status {
+            q = q
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status));
+        }
+        let out = q.send().await.map_err(backend)?;
+        let items: Vec<SummaryItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
+            .map_err(|e| ProjectionError::Backend(e.to_string()))?;
+        Ok(Listing {
+            items: items.into_iter().map(|i| i.summary).collect(),
             next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
         })
     }
@@ -499,6 +688,18 @@ impl Projections {
         tenant: &str,
         workflow_id: &str,
     ) -> Result<WorkflowStats, ProjectionError> {
+        if self.listings_ready().await {
+            match self.recent_runs(tenant, workflow_id).await {
+                Ok((summaries, windowed)) => {
+                    return Ok(WorkflowStats {
+                        windowed,
+                        ..WorkflowStats::of(&summaries)
+                    })
+                }
+                Err(None) => self.listings_changed(),
+                Err(Some(e)) => return Err(e),
+            }
+        }
         let mut summaries = Vec::new();
         let mut cursor = None;
         loop {
@@ -517,6 +718,75 @@ impl Projections {
             windowed,
             ..WorkflowStats::of(&summaries)
         })
+    }
+
+    /// The summaries of a workflow's most recent [`STATS_WINDOW`] runs and whether there are
+    /// more: the keys from the index in as few pages as its 1 MB page allows (an entry is about
+    /// 150 bytes), then the summaries by BatchGetItem, all chunks at once. `Err(None)`: the index
+    /// is not there (reverted).
+    async fn recent_runs(
+        &self,
+        tenant: &str,
+        workflow_id: &str,
+    ) -> Result<(Vec<Summary>, bool), Option<ProjectionError>> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(WF_EXECS_INDEX)
+                .key_condition_expression("wf_execs_pk = :pk")
+                .expression_attribute_values(":pk", s(format!("{tenant}#WF#{workflow_id}#EXECS")))
+                .set_exclusive_start_key(start)
+                .scan_index_forward(false)
+                .limit((STATS_WINDOW + 1 - keys.len()) as i32)
+                .send()
+                .await
+                .map_err(|e| (!index_not_ready(&e)).then(|| backend(e)))?;
+            keys.extend(
+                out.items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|entry| match entry.get("pk") {
+                        Some(AttributeValue::S(pk)) => Some(HashMap::from([
+                            ("pk".to_owned(), s(pk.clone())),
+                            ("sk".to_owned(), s("SUMMARY")),
+                        ])),
+                        _ => None,
+                    }),
+            );
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() && keys.len() <= STATS_WINDOW => start = Some(k),
+                _ => break,
+            }
+        }
+        let windowed = keys.len() > STATS_WINDOW;
+        keys.truncate(STATS_WINDOW);
+        let chunks = keys
+            .chunks(100)
+            .map(|chunk| crate::aws::batch_get(&self.client, &self.table, chunk.to_vec(), false));
+        let mut order: HashMap<String, usize> = HashMap::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(AttributeValue::S(pk)) = key.get("pk") {
+                order.insert(pk.clone(), i);
+            }
+        }
+        let mut found: Vec<SummaryItem> = Vec::with_capacity(keys.len());
+        for items in futures::future::try_join_all(chunks)
+            .await
+            .map_err(|e| Some(ProjectionError::Backend(e)))?
+        {
+            for item in items {
+                found.push(
+                    serde_dynamo::from_item(item)
+                        .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?,
+                );
+            }
+        }
+        found.sort_by_key(|i| order.get(&i.pk).copied().unwrap_or(usize::MAX));
+        Ok((found.into_iter().map(|i| i.summary).collect(), windowed))
     }
 
     pub async fn put_timer(

@@ -84,8 +84,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0006_state_active_index",
             "0007_state_active_backfill",
             "0008_snapshot_prices",
-            "0009_state_execution_listings",
-            "0010_state_execution_listings_backfill"
+            "0009_state_execution_listings_backfill",
+            "0010_state_execution_listings"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -139,8 +139,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
-            "0010_state_execution_listings_backfill",
-            "0009_state_execution_listings",
+            "0010_state_execution_listings",
+            "0009_state_execution_listings_backfill",
             "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
@@ -220,8 +220,8 @@ async fn concurrent_runs_never_both_apply() {
             "0006_state_active_index",
             "0007_state_active_backfill",
             "0008_snapshot_prices",
-            "0009_state_execution_listings",
-            "0010_state_execution_listings_backfill"
+            "0009_state_execution_listings_backfill",
+            "0010_state_execution_listings"
         ],
         "each migration applied exactly once across all runs"
     );
@@ -336,8 +336,8 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
-            "0010_state_execution_listings_backfill",
-            "0009_state_execution_listings",
+            "0010_state_execution_listings",
+            "0009_state_execution_listings_backfill",
             "0008_snapshot_prices",
             "0007_state_active_backfill",
             "0006_state_active_index",
@@ -403,8 +403,8 @@ async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep
         [
             "0007_state_active_backfill",
             "0008_snapshot_prices",
-            "0009_state_execution_listings",
-            "0010_state_execution_listings_backfill"
+            "0009_state_execution_listings_backfill",
+            "0010_state_execution_listings"
         ]
     );
     let get = async |id: &str| {
@@ -473,8 +473,12 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
     let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
     let ms = migrations();
     runner.up(&ms, Some(8)).await.unwrap();
-    let projections =
-        shared::executions::Projections::new(stack.dynamodb.clone(), stack.tables.state.clone());
+    // Looks the indexes up on every call, where a function trusts its answer for a minute.
+    let projections = shared::executions::Projections::with_listing_check(
+        stack.dynamodb.clone(),
+        stack.tables.state.clone(),
+        std::time::Duration::ZERO,
+    );
     let key = |id: &str| {
         std::collections::HashMap::from([
             (
@@ -496,7 +500,13 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
             .item
             .unwrap()
     };
-    // A summary as the previous release wrote it: the same strings under gsi1/gsi2's key names.
+    let listed = |l: shared::executions::Listing<shared::domain::execution::Summary>| {
+        l.items
+            .into_iter()
+            .map(|s| s.execution_id)
+            .collect::<Vec<_>>()
+    };
+    // A summary the previous release wrote: only the gsi1/gsi2 keys.
     projections
         .replace_summary(
             "t-list",
@@ -504,64 +514,67 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
         )
         .await
         .unwrap();
-    let mut old = get("old").await;
-    for (from, to) in [
-        ("wf_execs_pk", "gsi1pk"),
-        ("execs_sk", "gsi1sk"),
-        ("tenant_execs_pk", "gsi2pk"),
-        ("execs_sk", "gsi2sk"),
-    ] {
-        let v = old[from].clone();
-        old.insert(to.to_owned(), v);
-    }
-    for gone in ["wf_execs_pk", "tenant_execs_pk", "execs_sk"] {
-        old.remove(gone);
-    }
     stack
         .dynamodb
-        .put_item()
+        .update_item()
         .table_name(&stack.tables.state)
-        .set_item(Some(old))
+        .set_key(Some(key("old")))
+        .update_expression("REMOVE wf_execs_pk, tenant_execs_pk, execs_sk")
         .send()
         .await
         .unwrap();
+    // This release runs before its migrations: it writes both key sets and lists through gsi1/gsi2.
+    let mid = summary("mid", "wf-a", "2026-11-02T00:00:00Z", "running");
+    projections.write_summary("t-list", &mid).await.unwrap();
+    let written = get("mid").await;
+    assert!(written.contains_key("gsi2pk") && written.contains_key("execs_sk"));
+    let before = projections
+        .list("t-list", None, None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(listed(before), ["mid", "old"]);
 
     let report = runner.up(&ms, None).await.unwrap();
     assert_eq!(
         ids(&report.applied),
         [
-            "0009_state_execution_listings",
-            "0010_state_execution_listings_backfill"
+            "0009_state_execution_listings_backfill",
+            "0010_state_execution_listings"
         ]
     );
     projections
         .write_summary(
             "t-list",
-            &summary("new", "wf-a", "2026-11-02T00:00:00Z", "running"),
+            &summary("new", "wf-a", "2026-11-03T00:00:00Z", "running"),
         )
         .await
         .unwrap();
-    let listed = |l: shared::executions::Listing<shared::domain::execution::Summary>| {
-        l.items
-            .into_iter()
-            .map(|s| s.execution_id)
-            .collect::<Vec<_>>()
-    };
-    // moto's indexes are updated with the write, as AWS's are within a moment.
+    assert!(
+        !get("new").await.contains_key("gsi2pk"),
+        "with the new indexes active, summaries stop writing the old keys"
+    );
+    let mut moved = mid.clone();
+    moved.version += 1;
+    projections.write_summary("t-list", &moved).await.unwrap();
+    assert!(
+        !get("mid").await.contains_key("gsi2pk"),
+        "and drop them when rewritten"
+    );
+
     let all = projections
         .list("t-list", None, None, 10, None)
         .await
         .unwrap();
     assert_eq!(
         listed(all),
-        ["new", "old"],
+        ["new", "mid", "old"],
         "newest first, the backfilled one included"
     );
     let of_wf = projections
         .list("t-list", Some("wf-a"), None, 10, None)
         .await
         .unwrap();
-    assert_eq!(listed(of_wf), ["new", "old"]);
+    assert_eq!(listed(of_wf), ["new", "mid", "old"]);
     let done = projections
         .list("t-list", None, Some("succeeded"), 10, None)
         .await
@@ -572,25 +585,26 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
         "the status filter works on the index"
     );
     let page = projections
-        .list("t-list", None, None, 1, None)
+        .list("t-list", None, None, 2, None)
         .await
         .unwrap();
     let cursor = page.next_cursor.clone().expect("a second page");
-    assert_eq!(listed(page), ["new"]);
+    assert_eq!(listed(page), ["new", "mid"]);
     let rest = projections
-        .list("t-list", None, None, 1, Some(&cursor))
+        .list("t-list", None, None, 2, Some(&cursor))
         .await
         .unwrap();
     assert_eq!(listed(rest), ["old"]);
     let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
-    assert_eq!((stats.runs, stats.succeeded, stats.running), (2, 1, 1));
-    assert!(
-        !get("new").await.contains_key("gsi2pk"),
-        "a summary the new release writes leaves the old indexes"
-    );
+    assert_eq!((stats.runs, stats.succeeded, stats.running), (3, 1, 2));
 
-    // Back to the previous release: both are listed through gsi2 and gsi1 again.
+    // Back to the previous release: every summary is listed through gsi2 and gsi1 again.
     runner.down(&ms, 8).await.unwrap();
+    let reverted = projections
+        .list("t-list", None, None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(listed(reverted), ["new", "mid", "old"]);
     for (index, pk_name, pk) in [
         ("gsi2", "gsi2pk", "t-list#EXECS"),
         ("gsi1", "gsi1pk", "t-list#WF#wf-a#EXECS"),
@@ -612,6 +626,6 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
             .iter()
             .map(|i| i["execution_id"].as_s().unwrap().clone())
             .collect();
-        assert_eq!(ids, ["new", "old"], "{index}");
+        assert_eq!(ids, ["new", "mid", "old"], "{index}");
     }
 }

@@ -730,11 +730,13 @@ impl Planner<'_> {
     /// and inside maps `item` and `index`; `error` in a catch's fallback. Built from borrowed
     /// parts straight into the template engine's values (no copy of every output as JSON first).
     fn context(&self, scope: &Scope, error: Option<&StepError>) -> expr::Context {
+        // Fields in name order, as the JSON maps this replaced kept them: a template printing a
+        // whole entry (`{{ steps.a | tojson }}`) renders the same text as before.
         #[derive(Serialize)]
         struct StepView<'a> {
+            error: &'a Option<StepError>,
             output: &'a Option<Value>,
             status: StepStatus,
-            error: &'a Option<StepError>,
         }
         #[derive(Serialize)]
         struct ExecutionView<'a> {
@@ -744,15 +746,15 @@ impl Planner<'_> {
         }
         #[derive(Serialize)]
         struct View<'a> {
-            input: &'a Value,
-            steps: BTreeMap<&'a str, StepView<'a>>,
-            execution: ExecutionView<'a>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            item: Option<&'a Value>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            index: Option<usize>,
             #[serde(skip_serializing_if = "Option::is_none")]
             error: Option<&'a StepError>,
+            execution: ExecutionView<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            index: Option<usize>,
+            input: &'a Value,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            item: Option<&'a Value>,
+            steps: BTreeMap<&'a str, StepView<'a>>,
         }
         let mut steps = BTreeMap::new();
         for id in self.def.steps.keys() {

@@ -252,7 +252,12 @@ impl Llm {
             prices,
             budgets,
         };
-        if let Some(key) = config.provider_key("OPENAI", &secrets).await? {
+        // Both keys at once: a cold start waits for one Secrets Manager round trip, not two.
+        let (openai, anthropic) = tokio::join!(
+            config.provider_key("OPENAI", &secrets),
+            config.provider_key("ANTHROPIC", &secrets),
+        );
+        if let Some(key) = openai? {
             let base = config
                 .value("OPENAI_BASE_URL")
                 .unwrap_or_else(|| "https://api.openai.com".into());
@@ -264,7 +269,7 @@ impl Llm {
                 )),
             );
         }
-        if let Some(key) = config.provider_key("ANTHROPIC", &secrets).await? {
+        if let Some(key) = anthropic? {
             let base = config
                 .value("ANTHROPIC_BASE_URL")
                 .unwrap_or_else(|| "https://api.anthropic.com".into());
