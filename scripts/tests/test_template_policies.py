@@ -107,22 +107,20 @@ EXPECTED = {
         "jwt-secret": {"secretsmanager:DescribeSecret"},
     },
     "WorkflowsFunction": {
-        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem"),
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem"),
         "state/index/*": actions("Query"),
         **JWT,
     },
     "ExecutionsFunction": {
         **EVENTS_APPEND,
-        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem"),
+        "state": actions("GetItem", "BatchGetItem", "PutItem"),
         "state/index/*": actions("Query"),
         **RATE_LIMIT,
         **JWT,
     },
     "GraphqlFunction": {
         **EVENTS_APPEND,
-        "state": actions(
-            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query",
-        ),
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "Query"),
         "state/index/*": actions("Query"),
         "secrets:mcp/*": {"secretsmanager:GetSecretValue"},
         **JWT,
@@ -151,13 +149,11 @@ EXPECTED = {
     },
     "OrchestratorFunction": {
         **EVENTS_APPEND,
-        "state": actions("DescribeTable", "GetItem", "BatchGetItem", "PutItem", "DeleteItem"),
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "DeleteItem"),
     },
     "WorkerFunction": {
         **EVENTS_APPEND,
-        "state": actions(
-            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
-        ),
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"),
         "secrets:mcp/*": {"secretsmanager:GetSecretValue"},
         "secrets:tenant/*": {"secretsmanager:GetSecretValue"},
         "openai-key": {"secretsmanager:GetSecretValue"},
@@ -167,10 +163,7 @@ EXPECTED = {
     },
     "TimerFunction": {
         **EVENTS_APPEND,
-        "state": actions(
-            "DescribeTable", "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem",
-            "Query",
-        ),
+        "state": actions("GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"),
         "state/index/*": actions("Query"),
     },
     "MigratorFunction": {

@@ -52,8 +52,8 @@ struct SummaryItem {
     tenant_execs_pk: String,
     #[serde(default)]
     execs_sk: String,
-    /// The previous release's listing keys (gsi1, gsi2; same strings), written only while the
-    /// new listing indexes are not active: see [`Projections::listings_ready`].
+    /// The previous release's listing keys (gsi1, gsi2; same strings), written only until
+    /// migration 0010 has switched listings over: see [`ListingSwitch`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +101,79 @@ fn index_not_ready<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkErro
                 m.contains("does not have the specified index") || m.contains("backfilling")
             })
     })
+}
+
+/// Which indexes a listing reads: the current ones (migration 0010) or the previous release's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Current,
+    Previous,
+}
+
+/// An execution listing's index and key attribute names. Both variants hold the same strings, so
+/// a cursor names them neutrally (`lpk`, `lsk`) and stays good when a listing moves between them.
+struct ListingKeys {
+    index: &'static str,
+    pk: &'static str,
+    sk: &'static str,
+}
+
+impl ListingKeys {
+    fn of(variant: Variant, per_workflow: bool) -> Self {
+        let (index, pk, sk) = match (variant, per_workflow) {
+            (Variant::Current, true) => (WF_EXECS_INDEX, "wf_execs_pk", "execs_sk"),
+            (Variant::Current, false) => (TENANT_EXECS_INDEX, "tenant_execs_pk", "execs_sk"),
+            (Variant::Previous, true) => ("gsi1", "gsi1pk", "gsi1sk"),
+            (Variant::Previous, false) => ("gsi2", "gsi2pk", "gsi2sk"),
+        };
+        Self { index, pk, sk }
+    }
+
+    /// The cursor after `entry` (an index entry, or a Query's LastEvaluatedKey).
+    fn cursor(&self, entry: &HashMap<String, AttributeValue>) -> String {
+        let mut key = HashMap::new();
+        for (from, to) in [
+            ("pk", "pk"),
+            ("sk", "sk"),
+            (self.pk, "lpk"),
+            (self.sk, "lsk"),
+        ] {
+            if let Some(v) = entry.get(from) {
+                key.insert(to.to_owned(), v.clone());
+            }
+        }
+        crate::aws::cursor::encode(key)
+    }
+
+    /// The ExclusiveStartKey of `cursor`, if it belongs to the listing of partition `pk`. Cursors
+    /// handed out before the neutral names (gsi1/gsi2 names) are read too.
+    fn start_key(
+        &self,
+        cursor: &str,
+        pk: &str,
+    ) -> Result<HashMap<String, AttributeValue>, &'static str> {
+        let neutral = crate::aws::cursor::decode(cursor, "lpk", pk)
+            .map(|k| (k, "lpk", "lsk"))
+            .or_else(|_| {
+                [("gsi1pk", "gsi1sk"), ("gsi2pk", "gsi2sk")]
+                    .into_iter()
+                    .find_map(|(p, s)| {
+                        crate::aws::cursor::decode(cursor, p, pk)
+                            .ok()
+                            .map(|k| (k, p, s))
+                    })
+                    .ok_or(crate::aws::cursor::INVALID)
+            });
+        let (key, lpk, lsk) = neutral?;
+        let mut start = HashMap::new();
+        for (from, to) in [("pk", "pk"), ("sk", "sk"), (lpk, self.pk), (lsk, self.sk)] {
+            match key.get(from) {
+                Some(v @ AttributeValue::S(_)) => start.insert(to.to_owned(), v.clone()),
+                _ => return Err(crate::aws::cursor::INVALID),
+            };
+        }
+        Ok(start)
+    }
 }
 
 /// One page of a listing; `next_cursor` continues it.
@@ -217,27 +290,33 @@ impl WorkflowStats {
 pub struct Projections {
     client: Client,
     table: String,
-    listings: Arc<ListingIndexes>,
+    switch: Arc<ListingSwitch>,
 }
 
-/// Whether the listing indexes of migration 0010 are active, as last looked up. The release
-/// runs before its migrations (the migrator runs after a deploy) and may outlive their revert
-/// (`down` runs before the code is rolled back): while they are not active, summaries also carry
-/// the previous keys and listings read the previous indexes, so no execution goes missing from
-/// a listing either way.
-struct ListingIndexes {
-    /// How long an answer is trusted (per process); each lookup is one DescribeTable.
+/// Whether summaries still need the previous release's listing keys. The release runs before its
+/// migrations (the migrator runs after a deploy) and may outlive their revert (`down` runs before
+/// the code is rolled back), so summaries carry both key sets until migration 0010 has built the
+/// new indexes, backfilled once more and put its marker item; its down removes the marker first.
+/// Listings need no such answer: they query the new index and fall back when it is not there.
+struct ListingSwitch {
+    /// How long an answer is trusted (per process); each lookup is one GetItem.
     ttl: std::time::Duration,
-    last: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    last: std::sync::Mutex<Option<(std::time::SystemTime, bool)>>,
 }
 
-/// See [`ListingIndexes`]: a minute, so a revert or a finished index build is seen by every
-/// warm function within a minute (the README's rollback steps wait that long).
+/// See [`ListingSwitch`]: a minute, so a revert is seen by every warm function within a minute
+/// (the README's rollback steps wait that long).
 pub const LISTING_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The marker migration 0010 puts once its indexes are active and complete.
+const SWITCH_PK: &str = "SCHEMA";
+const SWITCH_SK: &str = "EXECUTION_LISTINGS";
+
 /// A listing page stops adding summaries past this many bytes of JSON (outputs can be large; a
-/// Lambda response is at most 6 MB); its cursor continues after the last one it holds.
+/// Lambda response is at most 6 MB); its cursor continues after the last one it holds. Summaries
+/// are read this many at a time, in order, so a full page reads little past what it returns.
 const PAGE_BYTES: usize = 1 << 20;
+const READ_SLICE: usize = 25;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -256,62 +335,51 @@ impl Projections {
         Self::with_listing_check(client, table, LISTING_CHECK)
     }
 
-    /// With the listing indexes looked up again after `ttl` (tests: zero, every call).
+    /// With the marker of migration 0010 looked up again after `ttl` (tests: zero, every call).
     pub fn with_listing_check(client: Client, table: String, ttl: std::time::Duration) -> Self {
         Self {
             client,
             table,
-            listings: Arc::new(ListingIndexes {
+            switch: Arc::new(ListingSwitch {
                 ttl,
                 last: std::sync::Mutex::new(None),
             }),
         }
     }
 
-    /// Whether `wf_execs` and `tenant_execs` exist, are active and are not backfilling. When the
-    /// lookup fails the last answer stands, and without one they count as not ready (summaries
-    /// then carry both key sets: dearer, never incomplete).
-    pub async fn listings_ready(&self) -> bool {
-        let last = *self.listings.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, ready)) = last {
-            if at.elapsed() < self.listings.ttl {
-                return ready;
+    /// Whether summaries can leave out the previous listing keys (migration 0010's marker is
+    /// there). Unknown (the lookup failed) counts as no: both key sets are always safe, only
+    /// dearer; the next call looks again. Wall-clock time, so an environment thawed after hours
+    /// asks again at once.
+    async fn listings_switched(&self) -> bool {
+        let last = *self.switch.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, switched)) = last {
+            if at.elapsed().is_ok_and(|age| age < self.switch.ttl) {
+                return switched;
             }
         }
-        let ready = match self
+        let found = self
             .client
-            .describe_table()
+            .get_item()
             .table_name(&self.table)
+            .key("pk", s(SWITCH_PK))
+            .key("sk", s(SWITCH_SK))
+            .projection_expression("pk")
+            .consistent_read(true)
             .send()
-            .await
-        {
+            .await;
+        match found {
             Ok(out) => {
-                let indexes = out
-                    .table
-                    .map(|t| t.global_secondary_indexes.unwrap_or_default())
-                    .unwrap_or_default();
-                [WF_EXECS_INDEX, TENANT_EXECS_INDEX].iter().all(|name| {
-                    indexes.iter().any(|g| {
-                        g.index_name() == Some(name)
-                            && g.index_status()
-                                == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
-                            && g.backfilling() != Some(true)
-                    })
-                })
+                let switched = out.item.is_some();
+                *self.switch.last.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((std::time::SystemTime::now(), switched));
+                switched
             }
             Err(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "listing indexes: DescribeTable failed");
-                last.is_some_and(|(_, ready)| ready)
+                tracing::error!(error = %DisplayErrorContext(&e), "listing switch: GetItem failed; writing both listing key sets");
+                false
             }
-        };
-        *self.listings.last.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((std::time::Instant::now(), ready));
-        ready
-    }
-
-    /// Forgets the last answer (a Query found an index missing).
-    fn listings_changed(&self) {
-        *self.listings.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 
     fn summary_key(tenant: &str, execution_id: &str) -> HashMap<String, AttributeValue> {
@@ -365,7 +433,7 @@ impl Projections {
             .set_item(Some(Self::summary_item(
                 tenant,
                 summary,
-                !self.listings_ready().await,
+                !self.listings_switched().await,
             )?))
             .condition_expression("attribute_not_exists(pk) OR version < :v")
             .expression_attribute_values(":v", AttributeValue::N(summary.version.to_string()))
@@ -450,7 +518,7 @@ impl Projections {
             .set_item(Some(Self::summary_item(
                 tenant,
                 summary,
-                !self.listings_ready().await,
+                !self.listings_switched().await,
             )?))
             .send()
             .await
@@ -526,8 +594,9 @@ impl Projections {
     }
 
     /// Executions of a tenant, or of one workflow, newest first from `cursor`, optionally only
-    /// those with `status`. The index gives keys and status; the summaries come from one
-    /// BatchGetItem (eventually consistent, like the index), in the index's order.
+    /// those with `status`. The index gives keys and status; the summaries come by BatchGetItem
+    /// (eventually consistent, like the index), in the index's order. Until migration 0010's
+    /// indexes exist, the previous release's indexes answer (same order, same cursors).
     pub async fn list(
         &self,
         tenant: &str,
@@ -536,34 +605,54 @@ impl Projections {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Listing<Summary>, ProjectionError> {
-        if !self.listings_ready().await {
-            return self
-                .list_previous(tenant, workflow_id, status, limit, cursor)
-                .await;
+        match self
+            .list_from(Variant::Current, tenant, workflow_id, status, limit, cursor)
+            .await
+        {
+            Err(None) => self
+                .list_from(
+                    Variant::Previous,
+                    tenant,
+                    workflow_id,
+                    status,
+                    limit,
+                    cursor,
+                )
+                .await
+                .map_err(|e| {
+                    e.unwrap_or_else(|| ProjectionError::Backend("no listing index".into()))
+                }),
+            other => other.map_err(Option::unwrap),
         }
-        let (index, pk_name, pk) = match workflow_id {
-            Some(wf) => (
-                WF_EXECS_INDEX,
-                "wf_execs_pk",
-                format!("{tenant}#WF#{wf}#EXECS"),
-            ),
-            None => (
-                TENANT_EXECS_INDEX,
-                "tenant_execs_pk",
-                format!("{tenant}#EXECS"),
-            ),
+    }
+
+    /// One page from one set of indexes; `Err(None)`: that index is not there (not built yet,
+    /// or reverted).
+    async fn list_from(
+        &self,
+        variant: Variant,
+        tenant: &str,
+        workflow_id: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Listing<Summary>, Option<ProjectionError>> {
+        let keys = ListingKeys::of(variant, workflow_id.is_some());
+        let pk = match workflow_id {
+            Some(wf) => format!("{tenant}#WF#{wf}#EXECS"),
+            None => format!("{tenant}#EXECS"),
         };
         let start = cursor
-            .map(|c| crate::aws::cursor::decode(c, pk_name, &pk))
+            .map(|c| keys.start_key(c, &pk))
             .transpose()
-            .map_err(|e| ProjectionError::BadCursor(e.into()))?;
+            .map_err(|e| Some(ProjectionError::BadCursor(e.into())))?;
         let mut q = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(index)
+            .index_name(keys.index)
             .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", pk_name)
+            .expression_attribute_names("#pk", keys.pk)
             .expression_attribute_values(":pk", s(pk.clone()))
             .set_exclusive_start_key(start)
             .scan_index_forward(false)
@@ -574,112 +663,70 @@ impl Projections {
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status));
         }
-        let out = match q.send().await {
-            Ok(out) => out,
-            // Reverted since the last lookup: list as the previous release does.
-            Err(e) if index_not_ready(&e) => {
-                self.listings_changed();
-                return self
-                    .list_previous(tenant, workflow_id, status, limit, cursor)
-                    .await;
-            }
-            Err(e) => return Err(backend(e)),
-        };
+        let out = q
+            .send()
+            .await
+            .map_err(|e| (!index_not_ready(&e)).then(|| backend(e)))?;
         let entries = out.items.unwrap_or_default();
         let pk_of = |entry: &HashMap<String, AttributeValue>| match entry.get("pk") {
             Some(AttributeValue::S(pk)) => Some(pk.clone()),
             _ => None,
         };
-        let keys = entries
-            .iter()
-            .filter_map(pk_of)
-            .map(|pk| HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s("SUMMARY"))]))
-            .collect();
-        let found = crate::aws::batch_get(&self.client, &self.table, keys, false)
-            .await
-            .map_err(ProjectionError::Backend)?;
-        let mut by_pk: HashMap<String, Summary> = HashMap::with_capacity(found.len());
-        for item in found {
-            let item: SummaryItem = serde_dynamo::from_item(item)
-                .map_err(|e| ProjectionError::Backend(e.to_string()))?;
-            by_pk.insert(item.pk, item.summary);
-        }
         let mut items = Vec::with_capacity(entries.len());
         let mut bytes = 0;
-        for (i, entry) in entries.iter().enumerate() {
-            // A summary gone since the index saw it (an operator dropped it) is left out, and so
-            // is one whose status moved on past the filter in between.
-            let Some(summary) = pk_of(entry).and_then(|pk| by_pk.remove(&pk)) else {
-                continue;
+        for (slice_at, slice) in entries.chunks(READ_SLICE).enumerate() {
+            // The previous indexes project whole summaries; the current ones only keys.
+            let mut by_pk: HashMap<String, Summary> = HashMap::with_capacity(slice.len());
+            let found = match variant {
+                Variant::Previous => slice.to_vec(),
+                Variant::Current => {
+                    let wanted = slice
+                        .iter()
+                        .filter_map(pk_of)
+                        .map(Self::summary_key_of)
+                        .collect();
+                    crate::aws::batch_get(&self.client, &self.table, wanted, false)
+                        .await
+                        .map_err(|e| Some(ProjectionError::Backend(e)))?
+                }
             };
-            if status.is_some_and(|want| summary.status != want) {
-                continue;
+            for item in found {
+                let item: SummaryItem = serde_dynamo::from_item(item)
+                    .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?;
+                by_pk.insert(item.pk, item.summary);
             }
-            bytes += serde_json::to_vec(&summary).map_or(0, |v| v.len());
-            if !items.is_empty() && bytes > PAGE_BYTES {
-                // Full: the next page starts after the entry before this one.
-                let cursor: HashMap<String, AttributeValue> = entries[i - 1]
-                    .iter()
-                    .filter(|(k, _)| {
-                        matches!(k.as_str(), "pk" | "sk" | "execs_sk") || *k == pk_name
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                return Ok(Listing {
-                    items,
-                    next_cursor: Some(crate::aws::cursor::encode(cursor)),
-                });
+            for (j, entry) in slice.iter().enumerate() {
+                // A summary gone since the index saw it (an operator dropped it) is left out,
+                // and so is one whose status moved on past the filter in between.
+                let Some(summary) = pk_of(entry).and_then(|pk| by_pk.remove(&pk)) else {
+                    continue;
+                };
+                if status.is_some_and(|want| summary.status != want) {
+                    continue;
+                }
+                bytes += serde_json::to_vec(&summary).map_or(0, |v| v.len());
+                if !items.is_empty() && bytes > PAGE_BYTES {
+                    // Full: the next page starts after the entry before this one.
+                    let before = &entries[slice_at * READ_SLICE + j - 1];
+                    return Ok(Listing {
+                        items,
+                        next_cursor: Some(keys.cursor(before)),
+                    });
+                }
+                items.push(summary);
             }
-            items.push(summary);
         }
         Ok(Listing {
             items,
-            next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
+            next_cursor: out
+                .last_evaluated_key
+                .filter(|k| !k.is_empty())
+                .map(|k| keys.cursor(&k)),
         })
     }
 
-    /// The listing as the previous release reads it (gsi1/gsi2, which project whole summaries),
-    /// while 0010's indexes are missing or still being built.
-    async fn list_previous(
-        &self,
-        tenant: &str,
-        workflow_id: Option<&str>,
-        status: Option<&str>,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> Result<Listing<Summary>, ProjectionError> {
-        let (index, pk_name, pk) = match workflow_id {
-            Some(wf) => ("gsi1", "gsi1pk", format!("{tenant}#WF#{wf}#EXECS")),
-            None => ("gsi2", "gsi2pk", format!("{tenant}#EXECS")),
-        };
-        let start = cursor
-            .map(|c| crate::aws::cursor::decode(c, pk_name, &pk))
-            .transpose()
-            .map_err(|e| ProjectionError::BadCursor(e.into()))?;
-        let mut q = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", pk_name)
-            .expression_attribute_values(":pk", s(pk))
-            .set_exclusive_start_key(start)
-            .scan_index_forward(false)
-            .limit(limit.clamp(1, 100) as i32);
-        if let Some(status) = status {
-            q = q
-                .filter_expression("#status = :status")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status));
-        }
-        let out = q.send().await.map_err(backend)?;
-        let items: Vec<SummaryItem> = serde_dynamo::from_items(out.items.unwrap_or_default())
-            .map_err(|e| ProjectionError::Backend(e.to_string()))?;
-        Ok(Listing {
-            items: items.into_iter().map(|i| i.summary).collect(),
-            next_cursor: out.last_evaluated_key.map(crate::aws::cursor::encode),
-        })
+    fn summary_key_of(pk: String) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s("SUMMARY"))])
     }
 
     /// Statistics over a workflow's most recent runs.
@@ -688,31 +735,40 @@ impl Projections {
         tenant: &str,
         workflow_id: &str,
     ) -> Result<WorkflowStats, ProjectionError> {
-        if self.listings_ready().await {
-            match self.recent_runs(tenant, workflow_id).await {
-                Ok((summaries, windowed)) => {
-                    return Ok(WorkflowStats {
-                        windowed,
-                        ..WorkflowStats::of(&summaries)
-                    })
-                }
-                Err(None) => self.listings_changed(),
-                Err(Some(e)) => return Err(e),
+        match self.recent_runs(tenant, workflow_id).await {
+            Ok((summaries, windowed)) => {
+                return Ok(WorkflowStats {
+                    windowed,
+                    ..WorkflowStats::of(&summaries)
+                })
             }
+            Err(Some(e)) => return Err(e),
+            Err(None) => {}
         }
+        // Before migration 0010's indexes exist: pages of the previous index.
         let mut summaries = Vec::new();
         let mut cursor = None;
         loop {
             let page = self
-                .list(tenant, Some(workflow_id), None, 100, cursor.as_deref())
-                .await?;
+                .list_from(
+                    Variant::Previous,
+                    tenant,
+                    Some(workflow_id),
+                    None,
+                    100,
+                    cursor.as_deref(),
+                )
+                .await
+                .map_err(|e| {
+                    e.unwrap_or_else(|| ProjectionError::Backend("no listing index".into()))
+                })?;
             summaries.extend(page.items);
             cursor = page.next_cursor;
-            if cursor.is_none() || summaries.len() >= STATS_WINDOW {
+            if cursor.is_none() || summaries.len() > STATS_WINDOW {
                 break;
             }
         }
-        let windowed = summaries.len() >= STATS_WINDOW && cursor.is_some();
+        let windowed = summaries.len() > STATS_WINDOW;
         summaries.truncate(STATS_WINDOW);
         Ok(WorkflowStats {
             windowed,
@@ -722,13 +778,14 @@ impl Projections {
 
     /// The summaries of a workflow's most recent [`STATS_WINDOW`] runs and whether there are
     /// more: the keys from the index in as few pages as its 1 MB page allows (an entry is about
-    /// 150 bytes), then the summaries by BatchGetItem, all chunks at once. `Err(None)`: the index
-    /// is not there (reverted).
+    /// 150 bytes), then the summaries by BatchGetItem, a few chunks at a time. `Err(None)`: the
+    /// index is not there.
     async fn recent_runs(
         &self,
         tenant: &str,
         workflow_id: &str,
     ) -> Result<(Vec<Summary>, bool), Option<ProjectionError>> {
+        use futures::StreamExt as _;
         let mut keys = Vec::new();
         let mut start = None;
         loop {
@@ -750,10 +807,7 @@ impl Projections {
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|entry| match entry.get("pk") {
-                        Some(AttributeValue::S(pk)) => Some(HashMap::from([
-                            ("pk".to_owned(), s(pk.clone())),
-                            ("sk".to_owned(), s("SUMMARY")),
-                        ])),
+                        Some(AttributeValue::S(pk)) => Some(Self::summary_key_of(pk.clone())),
                         _ => None,
                     }),
             );
@@ -764,21 +818,23 @@ impl Projections {
         }
         let windowed = keys.len() > STATS_WINDOW;
         keys.truncate(STATS_WINDOW);
-        let chunks = keys
-            .chunks(100)
-            .map(|chunk| crate::aws::batch_get(&self.client, &self.table, chunk.to_vec(), false));
         let mut order: HashMap<String, usize> = HashMap::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             if let Some(AttributeValue::S(pk)) = key.get("pk") {
                 order.insert(pk.clone(), i);
             }
         }
+        // Three requests at a time: a few MB in flight at most on a small function.
+        let chunks: Vec<Vec<_>> = keys.chunks(100).map(<[_]>::to_vec).collect();
+        let (client, table) = (&self.client, &self.table);
+        let pages: Vec<_> = futures::stream::iter(chunks)
+            .map(|chunk| crate::aws::batch_get(client, table, chunk, false))
+            .buffered(3)
+            .collect()
+            .await;
         let mut found: Vec<SummaryItem> = Vec::with_capacity(keys.len());
-        for items in futures::future::try_join_all(chunks)
-            .await
-            .map_err(|e| Some(ProjectionError::Backend(e)))?
-        {
-            for item in items {
+        for items in pages {
+            for item in items.map_err(|e| Some(ProjectionError::Backend(e)))? {
                 found.push(
                     serde_dynamo::from_item(item)
                         .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?,

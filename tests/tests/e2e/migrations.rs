@@ -467,18 +467,26 @@ fn summary(
     .unwrap()
 }
 
+fn projections(stack: &Stack) -> shared::executions::Projections {
+    // Looks for 0010's marker on every call, where a function trusts its answer for a minute.
+    shared::executions::Projections::with_listing_check(
+        stack.dynamodb.clone(),
+        stack.tables.state.clone(),
+        std::time::Duration::ZERO,
+    )
+}
+
+fn listed(l: shared::executions::Listing<shared::domain::execution::Summary>) -> Vec<String> {
+    l.items.into_iter().map(|s| s.execution_id).collect()
+}
+
 #[tokio::test]
 async fn execution_listings_move_to_their_own_indexes_and_back() {
     let stack = Stack::fresh("mig-listings").await;
     let runner = Migrator::new(stack.dynamodb.clone(), stack.tables.clone());
     let ms = migrations();
     runner.up(&ms, Some(8)).await.unwrap();
-    // Looks the indexes up on every call, where a function trusts its answer for a minute.
-    let projections = shared::executions::Projections::with_listing_check(
-        stack.dynamodb.clone(),
-        stack.tables.state.clone(),
-        std::time::Duration::ZERO,
-    );
+    let projections = projections(&stack);
     let key = |id: &str| {
         std::collections::HashMap::from([
             (
@@ -500,11 +508,11 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
             .item
             .unwrap()
     };
-    let listed = |l: shared::executions::Listing<shared::domain::execution::Summary>| {
-        l.items
-            .into_iter()
-            .map(|s| s.execution_id)
-            .collect::<Vec<_>>()
+    let list = async |status: Option<&str>, limit: u32, cursor: Option<&str>| {
+        projections
+            .list("t-list", None, status, limit, cursor)
+            .await
+            .unwrap()
     };
     // A summary the previous release wrote: only the gsi1/gsi2 keys.
     projections
@@ -523,16 +531,15 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
         .send()
         .await
         .unwrap();
-    // This release runs before its migrations: it writes both key sets and lists through gsi1/gsi2.
-    let mid = summary("mid", "wf-a", "2026-11-02T00:00:00Z", "running");
+    // This release runs before its migrations: both key sets, listings from gsi1/gsi2.
+    let mut mid = summary("mid", "wf-a", "2026-11-02T00:00:00Z", "running");
     projections.write_summary("t-list", &mid).await.unwrap();
     let written = get("mid").await;
     assert!(written.contains_key("gsi2pk") && written.contains_key("execs_sk"));
-    let before = projections
-        .list("t-list", None, None, 10, None)
-        .await
-        .unwrap();
-    assert_eq!(listed(before), ["mid", "old"]);
+    assert_eq!(listed(list(None, 10, None).await), ["mid", "old"]);
+    let first = list(None, 1, None).await;
+    let cursor = first.next_cursor.clone().expect("a second page");
+    assert_eq!(listed(first), ["mid"]);
 
     let report = runner.up(&ms, None).await.unwrap();
     assert_eq!(
@@ -541,6 +548,11 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
             "0009_state_execution_listings_backfill",
             "0010_state_execution_listings"
         ]
+    );
+    assert_eq!(
+        listed(list(None, 10, Some(&cursor)).await),
+        ["old"],
+        "a cursor from the previous indexes continues on the new ones"
     );
     projections
         .write_summary(
@@ -551,60 +563,43 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
         .unwrap();
     assert!(
         !get("new").await.contains_key("gsi2pk"),
-        "with the new indexes active, summaries stop writing the old keys"
+        "after 0010, summaries leave out the old keys"
     );
-    let mut moved = mid.clone();
-    moved.version += 1;
-    projections.write_summary("t-list", &moved).await.unwrap();
+    mid.version += 1;
+    projections.write_summary("t-list", &mid).await.unwrap();
     assert!(
         !get("mid").await.contains_key("gsi2pk"),
         "and drop them when rewritten"
     );
 
-    let all = projections
-        .list("t-list", None, None, 10, None)
-        .await
-        .unwrap();
-    assert_eq!(
-        listed(all),
-        ["new", "mid", "old"],
-        "newest first, the backfilled one included"
-    );
+    assert_eq!(listed(list(None, 10, None).await), ["new", "mid", "old"]);
     let of_wf = projections
         .list("t-list", Some("wf-a"), None, 10, None)
         .await
         .unwrap();
     assert_eq!(listed(of_wf), ["new", "mid", "old"]);
-    let done = projections
-        .list("t-list", None, Some("succeeded"), 10, None)
-        .await
-        .unwrap();
     assert_eq!(
-        listed(done),
+        listed(list(Some("succeeded"), 10, None).await),
         ["old"],
         "the status filter works on the index"
     );
-    let page = projections
-        .list("t-list", None, None, 2, None)
-        .await
-        .unwrap();
+    let page = list(None, 2, None).await;
     let cursor = page.next_cursor.clone().expect("a second page");
     assert_eq!(listed(page), ["new", "mid"]);
-    let rest = projections
-        .list("t-list", None, None, 2, Some(&cursor))
-        .await
-        .unwrap();
-    assert_eq!(listed(rest), ["old"]);
+    assert_eq!(listed(list(None, 2, Some(&cursor)).await), ["old"]);
     let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
     assert_eq!((stats.runs, stats.succeeded, stats.running), (3, 1, 2));
 
-    // Back to the previous release: every summary is listed through gsi2 and gsi1 again.
+    // Rolling back (README): 0010's down, then summaries carry the old keys again ...
+    runner.down(&ms, 9).await.unwrap();
+    mid.version += 1;
+    projections.write_summary("t-list", &mid).await.unwrap();
+    assert!(get("mid").await.contains_key("gsi2pk"));
+    // ... and 0009's down gives the old keys to those written without them.
     runner.down(&ms, 8).await.unwrap();
-    let reverted = projections
-        .list("t-list", None, None, 10, None)
-        .await
-        .unwrap();
-    assert_eq!(listed(reverted), ["new", "mid", "old"]);
+    assert_eq!(listed(list(None, 10, None).await), ["new", "mid", "old"]);
+    let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
+    assert_eq!(stats.runs, 3, "statistics from gsi1");
     for (index, pk_name, pk) in [
         ("gsi2", "gsi2pk", "t-list#EXECS"),
         ("gsi1", "gsi1pk", "t-list#WF#wf-a#EXECS"),
@@ -628,4 +623,48 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
             .collect();
         assert_eq!(ids, ["new", "mid", "old"], "{index}");
     }
+}
+
+/// Summaries carry their outputs: a page stops at about 1 MB of them, and the next one goes on
+/// from there, each execution listed once.
+#[tokio::test]
+async fn listing_pages_stop_at_a_megabyte_of_summaries() {
+    let stack = Stack::fresh("mig-bigpage").await;
+    Migrator::new(stack.dynamodb.clone(), stack.tables.clone())
+        .up(&migrations(), None)
+        .await
+        .unwrap();
+    let projections = projections(&stack);
+    for i in 0..5 {
+        let mut s = summary(
+            &format!("big{i}"),
+            "wf-b",
+            &format!("2026-11-0{}T00:00:00Z", i + 1),
+            "succeeded",
+        );
+        s.output = Some(json!("x".repeat(300_000)));
+        projections.write_summary("t-big", &s).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = projections
+            .list("t-big", None, None, 100, cursor.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(
+            page.items.len() <= 3,
+            "at most about 1 MB: {}",
+            page.items.len()
+        );
+        seen.extend(listed(page.clone()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["big4", "big3", "big2", "big1", "big0"]);
+    assert_eq!(pages, 2);
 }

@@ -26,6 +26,8 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Fields stay in name order: templates see this struct as it serializes (`{{ error | tojson }}`),
+/// and rendered text must not change between releases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {
     /// Stable kind the retry policy and catch match on (`Timeout`, `HttpError`, ...).
