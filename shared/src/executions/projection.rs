@@ -5,7 +5,7 @@
 //!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through `tenant_execs` (`<tenant>#EXECS`),
 //!   newest first by `<started_at>#<id>` (migration 0010). Both indexes project only the keys and
 //!   `status`, which change twice in a run, so the summary rewritten on every turn costs no index
-//!   write; a listing reads the summaries it found with one BatchGetItem.
+//!   write; a listing reads the summaries it found by BatchGetItem, 25 at a time.
 //! - `TIMERS#<n>` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function,
 //!   spread over [`TIMER_SHARDS`] partitions by stream (no single hot partition for every tenant's
 //!   timers; one execution's timers stay together).
@@ -291,6 +291,7 @@ pub struct Projections {
     client: Client,
     table: String,
     switch: Arc<ListingSwitch>,
+    page_bytes: usize,
 }
 
 /// Whether summaries still need the previous release's listing keys. The release runs before its
@@ -344,7 +345,15 @@ impl Projections {
                 ttl,
                 last: std::sync::Mutex::new(None),
             }),
+            page_bytes: PAGE_BYTES,
         }
+    }
+
+    /// With listing pages cut at `bytes` of summaries (tests: a page cut before moto's own 1 MB
+    /// Query page, which moto counts over whole items where AWS counts index entries).
+    pub fn with_page_bytes(mut self, bytes: usize) -> Self {
+        self.page_bytes = bytes;
+        self
     }
 
     /// Whether summaries can leave out the previous listing keys (migration 0010's marker is
@@ -358,6 +367,8 @@ impl Projections {
                 return switched;
             }
         }
+        // The answer's age counts from before the request: it may be that old when it arrives.
+        let asked = std::time::SystemTime::now();
         let found = self
             .client
             .get_item()
@@ -372,7 +383,7 @@ impl Projections {
             Ok(out) => {
                 let switched = out.item.is_some();
                 *self.switch.last.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((std::time::SystemTime::now(), switched));
+                    Some((asked, switched));
                 switched
             }
             Err(e) => {
@@ -705,7 +716,7 @@ impl Projections {
                     continue;
                 }
                 bytes += serde_json::to_vec(&summary).map_or(0, |v| v.len());
-                if !items.is_empty() && bytes > PAGE_BYTES {
+                if !items.is_empty() && bytes > self.page_bytes {
                     // Full: the next page starts after the entry before this one.
                     let before = &entries[slice_at * READ_SLICE + j - 1];
                     return Ok(Listing {
@@ -824,7 +835,7 @@ impl Projections {
                 order.insert(pk.clone(), i);
             }
         }
-        // Three requests at a time: a few MB in flight at most on a small function.
+        // Three requests at a time: a few in flight, not ten.
         let chunks: Vec<Vec<_>> = keys.chunks(100).map(<[_]>::to_vec).collect();
         let (client, table) = (&self.client, &self.table);
         let pages: Vec<_> = futures::stream::iter(chunks)

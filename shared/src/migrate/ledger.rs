@@ -84,7 +84,7 @@ impl Migrator {
             client,
             tables,
             owner: format!("run-{}", uuid::Uuid::new_v4().simple()),
-            // Longer than any one operation's wait, renewed between operations.
+            // Longer than any one operation's wait, renewed between migrations.
             lease: Duration::from_secs(15 * 60),
         }
     }

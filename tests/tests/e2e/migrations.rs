@@ -590,12 +590,19 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
     let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
     assert_eq!((stats.runs, stats.succeeded, stats.running), (3, 1, 2));
 
-    // Rolling back (README): 0010's down, then summaries carry the old keys again ...
+    let first = list(None, 1, None).await;
+    let cursor = first.next_cursor.clone().expect("a second page");
+
+    // Rolling back (README): 0010's down gives every summary its old keys back before the
+    // indexes go, so the fallback lists them all, and a cursor of the new indexes continues ...
     runner.down(&ms, 9).await.unwrap();
+    assert_eq!(listed(list(None, 10, None).await), ["new", "mid", "old"]);
+    assert_eq!(listed(list(None, 10, Some(&cursor)).await), ["mid", "old"]);
+    // ... summaries carry the old keys again ...
     mid.version += 1;
     projections.write_summary("t-list", &mid).await.unwrap();
     assert!(get("mid").await.contains_key("gsi2pk"));
-    // ... and 0009's down gives the old keys to those written without them.
+    // ... and 0009's down gives them to any written without them in between.
     runner.down(&ms, 8).await.unwrap();
     assert_eq!(listed(list(None, 10, None).await), ["new", "mid", "old"]);
     let stats = projections.workflow_stats("t-list", "wf-a").await.unwrap();
@@ -625,46 +632,46 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
     }
 }
 
-/// Summaries carry their outputs: a page stops at about 1 MB of them, and the next one goes on
-/// from there, each execution listed once.
+/// Summaries carry their outputs: a page stops at a byte budget of them (1 MB; here 25 and a
+/// half summaries, so the cut falls on the first entry of the second read slice), and the next
+/// page goes on from there, each execution listed once.
 #[tokio::test]
-async fn listing_pages_stop_at_a_megabyte_of_summaries() {
+async fn listing_pages_stop_at_their_byte_budget() {
     let stack = Stack::fresh("mig-bigpage").await;
     Migrator::new(stack.dynamodb.clone(), stack.tables.clone())
         .up(&migrations(), None)
         .await
         .unwrap();
-    let projections = projections(&stack);
-    for i in 0..5 {
-        let mut s = summary(
-            &format!("big{i}"),
-            "wf-b",
-            &format!("2026-11-0{}T00:00:00Z", i + 1),
-            "succeeded",
-        );
-        s.output = Some(json!("x".repeat(300_000)));
-        projections.write_summary("t-big", &s).await.unwrap();
+    let ids: Vec<String> = (0..27).map(|i| format!("big{i:02}")).collect();
+    let summaries: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let started = format!("2026-11-01T00:{i:02}:00Z");
+            let mut s = summary(id, "wf-b", &started, "succeeded");
+            s.output = Some(json!("x".repeat(10_000)));
+            s
+        })
+        .collect();
+    let size = serde_json::to_vec(&summaries[0]).unwrap().len();
+    let projections = projections(&stack).with_page_bytes(25 * size + size / 2);
+    for s in &summaries {
+        projections.write_summary("t-big", s).await.unwrap();
     }
-    let mut seen = Vec::new();
-    let mut pages = 0;
+    let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = projections
             .list("t-big", None, None, 100, cursor.as_deref())
             .await
             .unwrap();
-        pages += 1;
-        assert!(
-            page.items.len() <= 3,
-            "at most about 1 MB: {}",
-            page.items.len()
-        );
-        seen.extend(listed(page.clone()));
-        cursor = page.next_cursor;
+        cursor = page.next_cursor.clone();
+        pages.push(listed(page));
         if cursor.is_none() {
             break;
         }
     }
-    assert_eq!(seen, ["big4", "big3", "big2", "big1", "big0"]);
-    assert_eq!(pages, 2);
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [25, 2]);
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(pages.concat(), newest_first);
 }
