@@ -80,27 +80,37 @@ impl Simulation {
             .collect()
     }
 
-    /// Answers every open task with `f` (as the worker would: started, then the outcome), then
-    /// runs a turn. Returns how many tasks were answered.
+    /// Answers every open task with `f` as the worker would (llm and subworkflow steps: started,
+    /// then the outcome; http and mcp steps are claimed outside the history, so only the
+    /// outcome), then runs a turn. Returns how many tasks were answered.
     pub fn work(&mut self, f: impl Fn(&str, &Value, u32) -> Result<Value, StepError>) -> usize {
         let tasks = self.tasks();
         for (key, step, epoch, attempt, request) in &tasks {
-            let started = E::StepStarted {
-                key: key.clone(),
-                step: step.clone(),
-                epoch: *epoch,
-                attempt: *attempt,
-                items: None,
-                child_execution_id: None,
-            };
-            let outcome = E::outcome(
+            let kind = self
+                .state
+                .definition
+                .as_ref()
+                .and_then(|d| d.steps.get(step))
+                .map(|s| s.kind.name());
+            let mut events = Vec::with_capacity(2);
+            if matches!(kind, Some("llm" | "subworkflow")) {
+                events.push(E::StepStarted {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    items: None,
+                    child_execution_id: None,
+                });
+            }
+            events.push(E::outcome(
                 key.clone(),
                 step.clone(),
                 *epoch,
                 *attempt,
                 f(step, request, *attempt),
-            );
-            self.apply(vec![started, outcome]);
+            ));
+            self.apply(events);
         }
         self.turn();
         tasks.len()
