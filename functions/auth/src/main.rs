@@ -3,7 +3,7 @@
 use shared::config::Config;
 use shared::http::{edge_layers, serve};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::http::ServeError> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());

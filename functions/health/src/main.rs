@@ -1,6 +1,6 @@
 //! Wiring only: config, clients, then the HTTP server.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::http::ServeError> {
     // Measured from the process start, for the cold-start time /health/detailed reports.
     let started = std::time::Instant::now();

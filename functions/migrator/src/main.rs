@@ -4,7 +4,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use shared::config::Config;
 use shared::migrate::Migrator;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
