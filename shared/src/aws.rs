@@ -80,6 +80,16 @@ pub async fn query_partition(
     }
 }
 
+/// Why [`batch_get`] gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchGetError {
+    #[error("{0}")]
+    Backend(String),
+    /// DynamoDB kept leaving keys unprocessed (throttling) through every retry.
+    #[error("{0}: keys stayed unprocessed after retries (throttled)")]
+    Unprocessed(String),
+}
+
 /// The items at `keys` (any number; BatchGetItem takes 100 at a time), in no particular order;
 /// missing ones are left out. Keys DynamoDB leaves unprocessed (throttling, or a response past
 /// 16 MB) are asked again with back-off, a few times, before giving up.
@@ -88,12 +98,15 @@ pub async fn batch_get(
     table: &str,
     keys: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
     consistent: bool,
-) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, String>
-{
+) -> Result<
+    Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    BatchGetError,
+> {
     use aws_sdk_dynamodb::types::KeysAndAttributes;
     const ATTEMPTS: u32 = 8;
-    let err =
-        |e: &dyn std::error::Error| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string();
+    let err = |e: &dyn std::error::Error| {
+        BatchGetError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+    };
     // DynamoDB refuses a request that names one key twice; a caller's duplicates are read once.
     let mut seen = std::collections::HashSet::new();
     let keys: Vec<_> = keys
@@ -135,9 +148,7 @@ pub async fn batch_get(
                 .and_then(|mut u| u.remove(table))
                 .filter(|k| !k.keys.is_empty());
             if request.is_some() && attempt >= ATTEMPTS {
-                return Err(format!(
-                    "{table}: keys stayed unprocessed after {ATTEMPTS} attempts (throttled)"
-                ));
+                return Err(BatchGetError::Unprocessed(table.to_owned()));
             }
         }
     }

@@ -285,43 +285,20 @@ impl Budgets {
         tenant: &str,
         scopes: &[Scope],
     ) -> Result<Vec<BudgetConfig>, BudgetError> {
-        let mut keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder().consistent_read(true);
-        for sk in scopes.iter().filter_map(Scope::config_sk) {
-            keys = keys.keys(key(tenant, &sk));
-        }
-        let keys = keys
-            .build()
-            .map_err(|e| BudgetError::Backend(e.to_string()))?;
-        // BatchGetItem may return some keys unprocessed (throttling): ask again for those, or a
-        // limit would silently not apply.
-        let mut items = Vec::new();
-        let mut request = Some(HashMap::from([(self.table.clone(), keys)]));
-        for attempt in 1..=crate::aws::transact::CONFLICT_ATTEMPTS {
-            let Some(pending) = request.take().filter(|r| !r.is_empty()) else {
-                break;
-            };
-            if attempt > 1 {
-                tokio::time::sleep(crate::aws::transact::pause(attempt - 1)).await;
-            }
-            let out = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(backend)?;
-            items.extend(
-                out.responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default(),
-            );
-            request = out.unprocessed_keys;
-        }
-        if request.is_some_and(|r| !r.is_empty()) {
-            return Err(BudgetError::Contended(
-                "budget limits could not be read (throttled)".into(),
-            ));
-        }
+        let keys = scopes
+            .iter()
+            .filter_map(Scope::config_sk)
+            .map(|sk| key(tenant, &sk))
+            .collect();
+        // Keys left unprocessed (throttling) are asked again, or a limit would silently not apply.
+        let items = crate::aws::batch_get(&self.client, &self.table, keys, true)
+            .await
+            .map_err(|e| match e {
+                crate::aws::BatchGetError::Unprocessed(_) => {
+                    BudgetError::Contended("budget limits could not be read (throttled)".into())
+                }
+                crate::aws::BatchGetError::Backend(e) => BudgetError::Backend(e),
+            })?;
         let mut found: HashMap<String, BudgetConfig> = HashMap::new();
         for mut item in items {
             let Some(AttributeValue::S(sk)) = item.remove("sk") else {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,25 +116,14 @@ impl Prices {
         model: &str,
     ) -> Result<Option<(f64, f64)>, String> {
         let names = candidates(provider, model);
-        let mut keys = KeysAndAttributes::builder().consistent_read(true);
-        for name in &names {
-            keys = keys
-                .keys(key(Some(tenant), provider, name))
-                .keys(key(None, provider, name));
-        }
-        let keys = keys.build().map_err(|e| e.to_string())?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, keys)
-            .send()
-            .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
+        let keys = names
+            .iter()
+            .flat_map(|name| [key(Some(tenant), provider, name), key(None, provider, name)])
+            .collect();
         let mut found: Vec<Price> = Vec::new();
-        for item in out
-            .responses
-            .and_then(|mut r| r.remove(&self.table))
-            .unwrap_or_default()
+        for item in crate::aws::batch_get(&self.client, &self.table, keys, true)
+            .await
+            .map_err(|e| e.to_string())?
         {
             let global = matches!(item.get("pk"), Some(AttributeValue::S(pk)) if pk == GLOBAL);
             found.push(decode(item, if global { "global" } else { "tenant" })?);

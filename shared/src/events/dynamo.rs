@@ -503,50 +503,18 @@ impl DynamoEventStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut found: HashMap<u64, Vec<u8>> = HashMap::new();
         let keys: Vec<_> = (0..parts).map(|i| part_key(stream, version, i)).collect();
-        for chunk in keys.chunks(100) {
-            let mut pending = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(chunk.to_vec()))
-                .consistent_read(true)
-                .build()
-                .map_err(backend)?;
-            for attempt in 0.. {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.tables.state, pending.clone())
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.tables.state))
-                    .unwrap_or_default()
-                {
-                    let index = match item.get("pk") {
-                        Some(AttributeValue::S(pk)) => {
-                            pk.rsplit_once('#').and_then(|(_, i)| i.parse::<u64>().ok())
-                        }
-                        _ => None,
-                    };
-                    if let (Some(i), Some(AttributeValue::B(data))) = (index, item.get("data")) {
-                        found.insert(i, data.clone().into_inner());
-                    }
+        let items = crate::aws::batch_get(&self.client, &self.tables.state, keys, true)
+            .await
+            .map_err(|e| StoreError::Backend(format!("snapshot parts: {e}")))?;
+        for item in items {
+            let index = match item.get("pk") {
+                Some(AttributeValue::S(pk)) => {
+                    pk.rsplit_once('#').and_then(|(_, i)| i.parse::<u64>().ok())
                 }
-                match out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.tables.state))
-                {
-                    Some(rest) if !rest.keys().is_empty() => {
-                        if attempt >= 8 {
-                            return Err(StoreError::Backend(
-                                "snapshot parts stayed unprocessed after retries".into(),
-                            ));
-                        }
-                        pending = rest;
-                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
-                    }
-                    _ => break,
-                }
+                _ => None,
+            };
+            if let (Some(i), Some(AttributeValue::B(data))) = (index, item.get("data")) {
+                found.insert(i, data.clone().into_inner());
             }
         }
         if found.len() as u64 != parts {

@@ -103,6 +103,11 @@ fn index_not_ready<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkErro
     })
 }
 
+/// Neither set of listing indexes answered (a stack before its first migration run).
+fn no_listing_index(e: Option<ProjectionError>) -> ProjectionError {
+    e.unwrap_or_else(|| ProjectionError::Backend("no execution listing index".into()))
+}
+
 /// Which indexes a listing reads: the current ones (migration 0010) or the previous release's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -630,9 +635,7 @@ impl Projections {
                     cursor,
                 )
                 .await
-                .map_err(|e| {
-                    e.unwrap_or_else(|| ProjectionError::Backend("no listing index".into()))
-                }),
+                .map_err(no_listing_index),
             other => other.map_err(Option::unwrap),
         }
     }
@@ -698,7 +701,7 @@ impl Projections {
                         .collect();
                     crate::aws::batch_get(&self.client, &self.table, wanted, false)
                         .await
-                        .map_err(|e| Some(ProjectionError::Backend(e)))?
+                        .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?
                 }
             };
             for item in found {
@@ -770,9 +773,7 @@ impl Projections {
                     cursor.as_deref(),
                 )
                 .await
-                .map_err(|e| {
-                    e.unwrap_or_else(|| ProjectionError::Backend("no listing index".into()))
-                })?;
+                .map_err(no_listing_index)?;
             summaries.extend(page.items);
             cursor = page.next_cursor;
             if cursor.is_none() || summaries.len() > STATS_WINDOW {
@@ -829,13 +830,8 @@ impl Projections {
         }
         let windowed = keys.len() > STATS_WINDOW;
         keys.truncate(STATS_WINDOW);
-        let mut order: HashMap<String, usize> = HashMap::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(AttributeValue::S(pk)) = key.get("pk") {
-                order.insert(pk.clone(), i);
-            }
-        }
-        // Three requests at a time: a few in flight, not ten.
+        // Three requests at a time: a few in flight, not ten. The statistics do not depend on
+        // the order the summaries arrive in.
         let chunks: Vec<Vec<_>> = keys.chunks(100).map(<[_]>::to_vec).collect();
         let (client, table) = (&self.client, &self.table);
         let pages: Vec<_> = futures::stream::iter(chunks)
@@ -843,17 +839,15 @@ impl Projections {
             .buffered(3)
             .collect()
             .await;
-        let mut found: Vec<SummaryItem> = Vec::with_capacity(keys.len());
+        let mut found = Vec::with_capacity(keys.len());
         for items in pages {
-            for item in items.map_err(|e| Some(ProjectionError::Backend(e)))? {
-                found.push(
-                    serde_dynamo::from_item(item)
-                        .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?,
-                );
+            for item in items.map_err(|e| Some(ProjectionError::Backend(e.to_string())))? {
+                let item: SummaryItem = serde_dynamo::from_item(item)
+                    .map_err(|e| Some(ProjectionError::Backend(e.to_string())))?;
+                found.push(item.summary);
             }
         }
-        found.sort_by_key(|i| order.get(&i.pk).copied().unwrap_or(usize::MAX));
-        Ok((found.into_iter().map(|i| i.summary).collect(), windowed))
+        Ok((found, windowed))
     }
 
     pub async fn put_timer(

@@ -392,7 +392,7 @@ impl WorkflowStore {
             .collect();
         let items = crate::aws::batch_get(&self.client, &self.table, keys, true)
             .await
-            .map_err(WorkflowError::Backend)?;
+            .map_err(|e| WorkflowError::Backend(e.to_string()))?;
         let heads: Vec<HeadItem> =
             serde_dynamo::from_items(items).map_err(|e| WorkflowError::Backend(e.to_string()))?;
         Ok(heads.into_iter().map(|h| h.workflow).collect())
