@@ -265,6 +265,7 @@ impl WorkflowStats {
             ..Self::default()
         };
         let mut durations = Vec::new();
+        let mut costs = Vec::with_capacity(summaries.len());
         for x in summaries {
             match x.status.as_str() {
                 "succeeded" => s.succeeded += 1,
@@ -275,10 +276,14 @@ impl WorkflowStats {
             if let (Some(d), "succeeded" | "failed") = (x.duration_ms, x.status.as_str()) {
                 durations.push(d);
             }
-            s.cost_usd += x.cost_usd;
+            costs.push(x.cost_usd);
             s.input_tokens += x.input_tokens;
             s.output_tokens += x.output_tokens;
         }
+        // Summed in one order whatever order the summaries came in (floating-point addition is
+        // not associative): the same runs always give the same total.
+        costs.sort_unstable_by(f64::total_cmp);
+        s.cost_usd = costs.iter().sum();
         let finished = s.succeeded + s.failed;
         s.success_rate = (finished > 0).then(|| s.succeeded as f64 / finished as f64);
         durations.sort_unstable();
