@@ -270,7 +270,7 @@ impl Orchestrator {
             }
         }
         self.projections
-            .write_summary(tenant, &Summary::of(state).listing())
+            .refresh_summary(tenant, &Summary::of(state).listing())
             .await
             .map_err(|e| TurnError::Projection(e.to_string()))?;
         self.cancel_children(stream, state, batch, now, ended_now)

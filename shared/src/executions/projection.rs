@@ -4,8 +4,9 @@
 //!   never overwrites a newer one). Listed per workflow through the `wf_execs` index
 //!   (`<tenant>#WF#<workflow>#EXECS`) and per tenant through `tenant_execs` (`<tenant>#EXECS`),
 //!   newest first by `<started_at>#<id>` (migration 0010). Both indexes project only the keys and
-//!   `status`, which change twice in a run, so the summary rewritten on every turn costs no index
-//!   write; a listing reads the summaries it found by BatchGetItem, 25 at a time.
+//!   `status`, which change twice in a run, so a rewritten summary costs no index write; a
+//!   listing reads the summaries it found by BatchGetItem, 25 at a time. A turn rewrites the
+//!   summary only when what it shows apart from progress changes ([`Projections::refresh_summary`]).
 //! - `TIMERS#<n>` / `<due>#<stream>#<timer id>`: due times of pending timers for the timer function,
 //!   spread over [`TIMER_SHARDS`] partitions by stream (no single hot partition for every tenant's
 //!   timers; one execution's timers stay together).
@@ -69,6 +70,9 @@ struct SummaryItem {
     active_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     active_at: Option<i64>,
+    /// Fingerprint of [`Summary::without_progress`]: what a turn compares before rewriting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shown: Option<String>,
     #[serde(flatten)]
     summary: Summary,
 }
@@ -78,6 +82,18 @@ struct SummaryItem {
 /// costs a delete and a put. An execution may look idle to the stall sweep this much sooner; the
 /// sweep only moves or fails what nothing else can move, and looks after at least 60 s.
 const ACTIVE_BUCKET_SECS: i64 = 30;
+
+/// A running execution's summary is rewritten at least this often while it takes turns, so the
+/// `active` index (and the sweep and health check reading it) sees it moving even when nothing
+/// it shows changes.
+const ACTIVE_REFRESH_SECS: i64 = 60;
+
+/// Identifies what a stored summary shows apart from progress (see
+/// [`Summary::without_progress`]); 16 bytes of SHA-256 in hex.
+fn shown_fingerprint(summary: &Summary) -> String {
+    let json = serde_json::to_vec(&summary.without_progress()).unwrap_or_default();
+    hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&json)[..16])
+}
 
 fn active_bucket(now: DateTime<Utc>) -> i64 {
     let t = now.timestamp();
@@ -436,6 +452,7 @@ impl Projections {
                 format!("ACTIVE#{}", u32::from(digest[0]) % ACTIVE_SHARDS)
             }),
             active_at: (summary.status == "running").then(|| active_bucket(Utc::now())),
+            shown: Some(shown_fingerprint(summary)),
             summary: summary.clone(),
         };
         serde_dynamo::to_item(&item).map_err(|e| ProjectionError::Backend(e.to_string()))
@@ -465,6 +482,48 @@ impl Projections {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    /// The turn's summary, written only when the stored one differs in what it shows apart from
+    /// progress, is older than `summary`, and (while running) its activity mark is due a refresh.
+    /// A strongly consistent read of three small attributes (1 read unit) stands in for a write
+    /// (1 write unit and up to two index writes, five times the price) on most turns. Returns
+    /// whether it was written.
+    ///
+    /// Not atomic with the write: a turn racing another writer of the same execution (the
+    /// sweep's turn) may skip a rewrite the other's older state made stale; the next change or
+    /// refresh repairs it, and listings read a running execution's progress from its events.
+    pub async fn refresh_summary(
+        &self,
+        tenant: &str,
+        summary: &Summary,
+    ) -> Result<bool, ProjectionError> {
+        let stored = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::summary_key(tenant, &summary.execution_id)))
+            .projection_expression("version, shown, active_at")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?
+            .item;
+        if let Some(stored) = stored {
+            let number = |k: &str| match stored.get(k) {
+                Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+                _ => None,
+            };
+            let newer = number("version").is_none_or(|v| v < summary.version as i64);
+            let same = matches!(stored.get("shown"), Some(AttributeValue::S(f)) if *f == shown_fingerprint(summary));
+            let fresh = summary.status != "running"
+                || number("active_at")
+                    .is_some_and(|at| at + ACTIVE_REFRESH_SECS > active_bucket(Utc::now()));
+            if !newer || (same && fresh) {
+                return Ok(false);
+            }
+        }
+        self.write_summary(tenant, summary).await
     }
 
     /// Running executions that made no progress since `before`, as (tenant, execution id), at

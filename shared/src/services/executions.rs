@@ -287,7 +287,8 @@ pub async fn list(
             ));
         }
     }
-    s.projections
+    let mut page = s
+        .projections
         .list(
             &claims.tenant,
             workflow_id,
@@ -299,7 +300,51 @@ pub async fn list(
         .map_err(|e| match e {
             ProjectionError::BadCursor(m) => ApiError::bad_request("invalid-cursor", m),
             other => ApiError::internal(other),
+        })?;
+    with_live_progress(s, &claims.tenant, &mut page.items).await;
+    Ok(page)
+}
+
+/// Executions read at once to bring listed running ones up to date.
+const LIVE_PROGRESS_CONCURRENCY: usize = 8;
+
+/// A stored summary's progress (current steps, steps completed) is as of the last change of
+/// what it shows otherwise (see `Projections::refresh_summary`): running executions in a page
+/// are read from their events, so listings show where they are now. An ended execution's summary
+/// is final. One that cannot be read keeps its stored summary.
+async fn with_live_progress(s: &Services, tenant: &str, items: &mut [Summary]) {
+    use futures::StreamExt;
+    let running: Vec<(usize, String)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.status == ExecutionStatus::Running.as_str())
+        .map(|(n, i)| (n, i.execution_id.clone()))
+        .collect();
+    let fresh: Vec<(usize, Option<Summary>)> = futures::stream::iter(running)
+        .map(|(n, id)| async move {
+            let loaded = match stream_id(tenant, &id) {
+                Ok(stream) => s.repo.load(&stream).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match loaded {
+                Ok(l) if l.state.status != ExecutionStatus::New => {
+                    (n, Some(Summary::of(&l.state).listing()))
+                }
+                Ok(_) => (n, None),
+                Err(e) => {
+                    tracing::warn!(execution = %id, error = %e, "listing: live progress not read; stored summary shown");
+                    (n, None)
+                }
+            }
         })
+        .buffered(LIVE_PROGRESS_CONCURRENCY)
+        .collect()
+        .await;
+    for (n, summary) in fresh {
+        if let Some(summary) = summary {
+            items[n] = summary;
+        }
+    }
 }
 
 /// One page of an execution's events from version `from`; `next` continues it.

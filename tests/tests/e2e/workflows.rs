@@ -290,6 +290,74 @@ async fn linear_workflow_completes_with_its_outputs() {
     assert_eq!(w["stats"]["success_rate"], 1.0);
 }
 
+/// Issue 14: a turn rewrites the stored summary only when what it shows apart from progress
+/// changes; listings still show a running execution's progress as of now (read from its events),
+/// and its end writes the final summary.
+#[tokio::test]
+async fn summaries_are_rewritten_on_change_and_listings_show_live_progress() {
+    let app = App::start_engine("wf-summary-writes", &[]).await;
+    let peer = Peer::start().await;
+    let tenant = "t-summary-writes";
+    let c = Client::new(&app, tenant).await;
+    let call = |next: &str| json!({"type": "http", "method": "POST", "url": format!("{}/echo/quick", peer.base), "body": {}, "next": next});
+    let wf = c
+        .create(json!({"name": "quick then nap", "start": "a", "steps": {
+            "a": call("b"), "b": call("c"), "c": call("nap"),
+            "nap": {"type": "wait", "seconds": 3600}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    c.until(&id, "the wait", |e| e["current_steps"] == json!(["nap"]))
+        .await;
+    let projections = shared::executions::Projections::new(
+        aws_sdk_dynamodb::Client::new(&app.sdk),
+        app.template.tables().unwrap().state,
+    );
+    let stored = projections.summary(tenant, &id).await.unwrap().unwrap();
+    // Written when the run started; the three steps after it changed only its progress.
+    assert_eq!(stored.status, "running");
+    assert_eq!(stored.steps_completed, 0, "{stored:?}");
+    let listed = c.get_json(&format!("/executions?workflow_id={wf}")).await;
+    assert_eq!(
+        listed["items"][0]["execution_id"],
+        id.as_str(),
+        "{listed:#}"
+    );
+    assert_eq!(listed["items"][0]["steps_completed"], 3, "{listed:#}");
+    assert_eq!(
+        listed["items"][0]["current_steps"],
+        json!(["nap"]),
+        "{listed:#}"
+    );
+    let r = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/executions/{id}/cancel"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let s = projections.summary(tenant, &id).await.unwrap().unwrap();
+        if s.status == "cancelled" {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the end was never projected: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored.steps_completed, 3, "{stored:?}");
+    let view = c.execution(&id).await;
+    assert_eq!(view["version"], stored.version, "{view:#}");
+    assert_eq!(
+        view["current_steps"],
+        json!(stored.current_steps),
+        "{view:#}"
+    );
+}
+
 #[tokio::test]
 async fn parallel_branches_join_and_conditions_route_both_ways() {
     let app = App::start_engine("wf-branch", &[]).await;

@@ -73,6 +73,21 @@ impl Summary {
         self
     }
 
+    /// What a stored summary must keep current: everything but progress (current steps, steps
+    /// completed, version) and the per-step detail. Progress changes on every step; a listing
+    /// reads it from the execution itself while the execution runs, so the summary is rewritten
+    /// only when this part changes (issue 14). The worker's check (status, epoch, stray tasks)
+    /// and the sweep's index key (status) are in it.
+    pub fn without_progress(&self) -> Self {
+        Self {
+            current_steps: Vec::new(),
+            steps_completed: 0,
+            version: 0,
+            steps: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn of(state: &ExecutionState) -> Self {
         let steps: Vec<StepSummary> = state
             .steps
