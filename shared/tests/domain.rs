@@ -823,3 +823,95 @@ fn templates_cannot_allocate_or_iterate_past_their_fuel() {
     );
     assert_eq!(eval("([1, 2] * 2) | sum", &context).unwrap(), json!(6));
 }
+
+/// Issue 14: an outcome carrying its worker's decisions replays exactly like the outcome
+/// followed by the orchestrator's turn, survives the stored form, and only plain successors
+/// (tasks and inline steps, the execution going on) qualify.
+#[test]
+fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
+    use shared::domain::execution::plan::worker_may_decide;
+    use shared::domain::execution::{decide, evolve};
+    let def = json!({"name": "chain", "start": "a", "steps": {
+        "a": {"type": "http", "method": "GET", "url": "https://example.com/a", "next": "t"},
+        "t": {"type": "template", "template": "got {{ steps.a.output.n }}", "next": "b"},
+        "b": {"type": "http", "method": "POST", "url": "https://example.com/b", "body": {"t": "{{ steps.t.output }}"}, "next": "nap"},
+        "nap": {"type": "wait", "seconds": 5, "next": "c"},
+        "c": {"type": "http", "method": "GET", "url": "https://example.com/c"}}});
+    let mut classic = Run::start(def.clone(), json!({}));
+    let mut compound = Run::start(def, json!({}));
+    let answer = |step: &str| Ok(json!({"n": step.len(), "step": step}));
+
+    // `a` succeeds: the template and `b`'s task follow, worker-decidable.
+    let (key, step, epoch, attempt, _) = compound.tasks().remove(0);
+    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
+    let mut next = compound.state.clone();
+    evolve(
+        &mut next,
+        compound.state.version + 1,
+        compound.now,
+        &outcome,
+    );
+    let (after, decided) = decide(&next, compound.now);
+    assert!(worker_may_decide(&after, &decided), "{decided:?}");
+    let event = outcome.with_decisions(decided).unwrap();
+    // The stored form keeps the decisions and the task count the worker's filter matches on.
+    let (event_type, payload) = event.clone().into_parts();
+    assert_eq!(event_type, "StepSucceeded");
+    assert_eq!(payload["tasks"], 1);
+    let stored = E::from_parts(&event_type, &payload).unwrap();
+    assert_eq!(stored, event);
+    compound.apply(vec![stored]);
+    classic.work(|step, _, _| answer(step));
+    let mut expected = classic.state.clone();
+    // One event where the classic history has three: only the version differs.
+    expected.version = compound.state.version;
+    assert_eq!(
+        serde_json::to_value(&compound.state).unwrap(),
+        serde_json::to_value(&expected).unwrap()
+    );
+    assert_eq!(
+        classic.types(),
+        [
+            "ExecutionStarted",
+            "StepScheduled",
+            "StepSucceeded",
+            "StepSucceeded",
+            "StepScheduled"
+        ]
+    );
+
+    // `b` succeeds: a wait follows (a timer), which stays the orchestrator's.
+    let (key, step, epoch, attempt, _) = compound.tasks().remove(0);
+    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
+    let mut next = compound.state.clone();
+    evolve(
+        &mut next,
+        compound.state.version + 1,
+        compound.now,
+        &outcome,
+    );
+    let (after, decided) = decide(&next, compound.now);
+    assert!(!worker_may_decide(&after, &decided), "{decided:?}");
+
+    // The last step's outcome ends the execution: the orchestrator's too.
+    let mut last = Run::start(
+        json!({"name": "one", "start": "c", "steps": {
+            "c": {"type": "http", "method": "GET", "url": "https://example.com/c"}}}),
+        json!({}),
+    );
+    let (key, step, epoch, attempt, _) = last.tasks().remove(0);
+    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
+    evolve(&mut last.state, 3, last.now, &outcome);
+    let (after, decided) = decide(&last.state, last.now);
+    assert!(!worker_may_decide(&after, &decided), "{decided:?}");
+    // A failure never carries decisions.
+    assert!(E::outcome(
+        "k".into(),
+        "s".into(),
+        0,
+        1,
+        Err(StepError::new("X", "x", true))
+    )
+    .with_decisions(vec![])
+    .is_none());
+}

@@ -72,6 +72,8 @@ fn awaiting_turn(mut sim: Simulation) -> ExecutionState {
         attempt,
         output: json!({"status": 200}),
         usage: None,
+        then: Vec::new(),
+        tasks: 0,
     }]);
     sim.state
 }

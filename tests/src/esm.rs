@@ -102,9 +102,22 @@ pub fn matches(pattern: &Value, record: &Value) -> bool {
     match pattern {
         Value::Object(fields) => fields.iter().all(|(k, p)| match p {
             Value::Array(allowed) => allowed.iter().any(|a| matches_value(a, record.get(k))),
-            Value::Object(_) => record.get(k).is_some_and(|v| matches(p, v)),
+            Value::Object(_) => match record.get(k) {
+                Some(v) => matches(p, v),
+                // Lambda matches on leaf paths: a missing branch satisfies only `exists: false`.
+                None => only_absent(p),
+            },
             _ => false,
         }),
+        _ => false,
+    }
+}
+
+/// Whether a pattern holds for a record without its branch: every leaf asks for absence.
+fn only_absent(pattern: &Value) -> bool {
+    match pattern {
+        Value::Object(fields) => fields.values().all(only_absent),
+        Value::Array(allowed) => allowed.iter().any(|a| matches_value(a, None)),
         _ => false,
     }
 }
@@ -358,6 +371,15 @@ mod tests {
         let numeric =
             json!({"dynamodb": {"NewImage": {"version": {"N": [{"numeric": [">", 2, "<=", 3]}]}}}});
         assert!(matches(&numeric, &record("x")));
+        // A nested leaf (the worker's match on an outcome carrying tasks).
+        let nested = json!({"dynamodb": {"NewImage": {"payload": {"M": {"tasks": {"N": [{"exists": true}]}}}}}});
+        assert!(!matches(&nested, &record("StepSucceeded")));
+        let mut with_tasks = record("StepSucceeded");
+        with_tasks["dynamodb"]["NewImage"]["payload"] = json!({"M": {"tasks": {"N": "2"}}});
+        assert!(matches(&nested, &with_tasks));
+        let without = json!({"dynamodb": {"NewImage": {"payload": {"M": {"tasks": {"N": [{"exists": false}]}}}}}});
+        assert!(matches(&without, &record("StepSucceeded")));
+        assert!(!matches(&without, &with_tasks));
         assert!(!matches(&json!({"eventName": ["REMOVE"]}), &record("x")));
     }
 

@@ -9,6 +9,7 @@ pub mod llm;
 pub mod orchestrator;
 pub mod prices;
 pub mod rebuild;
+pub mod states;
 pub mod sweep;
 pub mod timers;
 mod worker;

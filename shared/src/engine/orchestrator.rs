@@ -9,6 +9,7 @@ use std::panic::AssertUnwindSafe;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 
+use super::states::StateCache;
 use crate::domain::execution::{
     decide, ExecutionEvent as E, ExecutionState, ExecutionStatus, StepError, Summary,
 };
@@ -23,15 +24,9 @@ pub struct Orchestrator {
     pub repo: ExecutionRepo,
     pub projections: Projections,
     pub usage: Option<crate::executions::usage::UsageLedger>,
-    /// States of recently seen executions, kept between warm invocations: a turn then reads only
-    /// the events after the cached version (the store stays the authority; the cache is a start).
-    /// Each entry keeps the version of the stream's newest snapshot, so a warm orchestrator still
-    /// snapshots every `SNAPSHOT_EVERY` events.
-    pub cache: std::sync::Mutex<std::collections::HashMap<String, (ExecutionState, u64)>>,
+    /// Recently seen executions' states (see [`StateCache`]).
+    pub cache: StateCache,
 }
-
-/// Executions kept in the cache; past this it starts over (a warm Lambda's memory is bounded).
-const CACHE_ENTRIES: usize = 2000;
 
 impl Orchestrator {
     pub fn new(repo: ExecutionRepo, projections: Projections) -> Self {
@@ -43,34 +38,8 @@ impl Orchestrator {
         }
     }
 
-    fn cached(&self, stream: &StreamId) -> Option<(ExecutionState, u64)> {
-        self.cache.lock().ok()?.get(stream.as_str()).cloned()
-    }
-
-    fn remember(&self, stream: &StreamId, state: &ExecutionState, snapshot_version: u64) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            if state.status.is_terminal() {
-                cache.remove(stream.as_str());
-            } else {
-                cache.insert(stream.to_string(), (state.clone(), snapshot_version));
-            }
-        }
-    }
-
     async fn load(&self, stream: &StreamId) -> Result<crate::executions::Loaded, RepoError> {
-        match self.cached(stream) {
-            Some((state, snapshot_version)) => {
-                let loaded = self.repo.catch_up(stream, state).await?;
-                Ok(crate::executions::Loaded {
-                    snapshot_version,
-                    ..loaded
-                })
-            }
-            None => self.repo.load(stream).await,
-        }
+        self.cache.load(&self.repo, stream).await
     }
 }
 
@@ -222,7 +191,7 @@ impl Orchestrator {
         self.project(stream, &state, batch, now, ended_now).await?;
         loaded.state = state;
         let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
-        self.remember(stream, &loaded.state, snapshot_version);
+        self.cache.remember(stream, &loaded.state, snapshot_version);
         Ok(turn)
     }
 

@@ -35,6 +35,8 @@ pub struct Worker {
     /// One writer per stream within this process: a map's tasks finishing together would
     /// otherwise race each other for the stream's next version.
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Executions this worker decided for recently (see [`Worker::advance`]).
+    states: super::states::StateCache,
 }
 
 struct Task {
@@ -203,6 +205,7 @@ impl Worker {
             projections,
             family,
             writers: Default::default(),
+            states: Default::default(),
         })
     }
 
@@ -281,25 +284,57 @@ impl Worker {
         envelope: &Envelope,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Done, RepoError> {
-        let E::StepScheduled {
-            key,
-            step,
-            epoch,
-            attempt,
-            kind,
-            request,
-        } = decode(envelope)?
-        else {
-            return Ok(Done::Ignored);
-        };
-        let task = Task {
-            key,
-            step,
-            epoch,
-            attempt,
-            kind,
-            request,
-        };
+        let event = decode(envelope)?;
+        // A task record, or an outcome carrying the tasks its worker decided on.
+        let mut tasks: Vec<Task> = event
+            .parts()
+            .filter_map(|e| match e {
+                E::StepScheduled {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    kind,
+                    request,
+                } => Some(Task {
+                    key: key.clone(),
+                    step: step.clone(),
+                    epoch: *epoch,
+                    attempt: *attempt,
+                    kind: kind.clone(),
+                    request: request.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        match tasks.len() {
+            0 => Ok(Done::Ignored),
+            1 => self.perform(envelope, tasks.remove(0), deadline).await,
+            _ => {
+                let done = futures::future::join_all(
+                    tasks
+                        .into_iter()
+                        .map(|task| self.perform(envelope, task, deadline)),
+                )
+                .await;
+                // Redelivered if any failed: the others are then duplicates, skipped.
+                let mut all = done.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok(if all.iter().all(|d| *d == all[0]) {
+                    all.remove(0)
+                } else {
+                    Done::Performed
+                })
+            }
+        }
+    }
+
+    /// Performs one task of the record `envelope`.
+    async fn perform(
+        &self,
+        envelope: &Envelope,
+        task: Task,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Done, RepoError> {
         let stream = &envelope.stream_id;
         let tenant = stream.tenant().to_owned();
         let correlation = envelope.metadata.correlation_id.clone();
@@ -427,8 +462,89 @@ impl Worker {
                 false,
             ))),
         };
-        self.record_event(stream, &task, outcome, &cause).await?;
+        if matches!(task.kind.as_str(), "http" | "mcp") {
+            self.record_advancing(stream, &task, outcome, &cause)
+                .await?;
+        } else {
+            self.record_event(stream, &task, outcome, &cause).await?;
+        }
         Ok(Done::Performed)
+    }
+
+    /// Appends an http or mcp attempt's outcome together with what it leads to, when that is
+    /// plain successors only (`plan::worker_may_decide`): one event at the stream's exact next
+    /// version, one write for the outcome and the next tasks, where the orchestrator's turn
+    /// would write them apart (issue 14). Anything else (another writer got there first,
+    /// decisions that are the orchestrator's, an event too large, a failed read) falls back to
+    /// the outcome alone, and the orchestrator decides as before.
+    async fn record_advancing(
+        &self,
+        stream: &StreamId,
+        task: &Task,
+        outcome: E,
+        cause: &Cause<'_>,
+    ) -> Result<(), RepoError> {
+        if matches!(outcome, E::StepSucceeded { .. }) {
+            let writer = self.writer(stream);
+            let _turn = writer.lock().await;
+            match self.advance(stream, task, &outcome, cause).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "deciding after the outcome failed; the outcome goes alone");
+                }
+            }
+        }
+        self.record_event(stream, task, outcome, cause).await
+    }
+
+    /// `true` when the outcome and its decisions were appended.
+    async fn advance(
+        &self,
+        stream: &StreamId,
+        task: &Task,
+        outcome: &E,
+        cause: &Cause<'_>,
+    ) -> Result<bool, RepoError> {
+        use crate::domain::execution::{decide, evolve, plan::worker_may_decide};
+        let mut loaded = self.states.load(&self.repo, stream).await?;
+        let state = &loaded.state;
+        if !state.wants_task(&task.key, task.epoch, task.attempt) {
+            return Ok(false);
+        }
+        // The time the event will carry: replay applies it and its decisions at that time.
+        let cause = Cause {
+            at: Utc::now(),
+            ..*cause
+        };
+        let mut next = state.clone();
+        evolve(&mut next, state.version + 1, cause.at, outcome);
+        let (after, decided) = decide(&next, cause.at);
+        if !worker_may_decide(&after, &decided) {
+            return Ok(false);
+        }
+        let Some(event) = outcome.clone().with_decisions(decided) else {
+            return Ok(false);
+        };
+        let expected = ExpectedVersion::Exact(state.version);
+        match self
+            .repo
+            .append(stream, expected, vec![event], &cause, None)
+            .await
+        {
+            Ok(r) => {
+                loaded.state = after;
+                loaded.state.version = r.last_version;
+                let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
+                self.states
+                    .remember(stream, &loaded.state, snapshot_version);
+                Ok(true)
+            }
+            Err(RepoError::Store(StoreError::Conflict { .. } | StoreError::TooLarge { .. })) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The request as sent: the secrets it names (at the pointers the planner listed) put in,

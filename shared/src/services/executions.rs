@@ -378,9 +378,35 @@ pub async fn history(
         return Err(ApiError::not_found(format!("no execution {id}")));
     }
     Ok(History {
-        events: page.events,
+        events: page.events.into_iter().flat_map(as_shown).collect(),
         next: page.next,
     })
+}
+
+/// An event as the history shows it: an outcome carrying its worker's decisions (one stored
+/// event, one version) as the outcome and then each decision, with event ids `<id>.1`, `<id>.2`…
+fn as_shown(envelope: Envelope) -> Vec<Envelope> {
+    let event = match crate::executions::repo::decode(&envelope) {
+        Ok(e @ E::StepSucceeded { .. }) if e.parts().nth(1).is_some() => e,
+        _ => return vec![envelope],
+    };
+    event
+        .parts()
+        .enumerate()
+        .map(|(n, part)| {
+            let (event_type, payload) = part.alone().into_parts();
+            Envelope {
+                event_id: if n == 0 {
+                    envelope.event_id.clone()
+                } else {
+                    format!("{}.{n}", envelope.event_id)
+                },
+                event_type,
+                payload,
+                ..envelope.clone()
+            }
+        })
+        .collect()
 }
 
 /// A command the execution took: the event it appended and the stream's version after it.

@@ -358,6 +358,81 @@ async fn summaries_are_rewritten_on_change_and_listings_show_live_progress() {
     );
 }
 
+/// Issue 14: after an http step, the worker appends the outcome with the next task inside it (one
+/// write) and the next worker performs it; a wait (a timer) and the end stay the orchestrator's.
+/// The history shows every event as before.
+#[tokio::test]
+async fn the_worker_schedules_plain_successors_inside_its_outcome() {
+    use shared::events::EventStore;
+    let app = App::start_engine("wf-worker-decides", &[]).await;
+    let peer = Peer::start().await;
+    let tenant = "t-worker-decides";
+    let c = Client::new(&app, tenant).await;
+    let call = |next: Option<&str>| {
+        let mut step = json!({"type": "http", "method": "POST", "url": format!("{}/echo/chain", peer.base), "body": {"n": "{{ input.n }}"}});
+        if let Some(next) = next {
+            step["next"] = json!(next);
+        }
+        step
+    };
+    let wf = c
+        .create(json!({"name": "chain", "start": "a", "steps": {
+            "a": call(Some("t")),
+            "t": {"type": "template", "template": "after {{ steps.a.output.status }}", "next": "b"},
+            "b": call(Some("nap")),
+            "nap": {"type": "wait", "seconds": 1, "next": "c"},
+            "c": call(None)}}))
+        .await;
+    let id = c.start(&wf, json!({"n": 7})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(peer.calls("chain"), 3);
+
+    let tables = app.template.tables().unwrap();
+    let store = shared::events::DynamoEventStore::new(
+        aws_sdk_dynamodb::Client::new(&app.sdk),
+        shared::events::EventTables {
+            events: tables.events.clone(),
+            state: tables.state.clone(),
+        },
+        Default::default(),
+    );
+    let stream = shared::executions::repo::stream_id(tenant, &id).unwrap();
+    let stored = store.read_from(&stream, 1).await.unwrap();
+    let carrying: Vec<_> = stored
+        .iter()
+        .filter(|e| e.payload.contains_key("tasks"))
+        .collect();
+    // `a` carried the template and `b`'s task; `b` (a wait next) and `c` (the end) did not.
+    assert_eq!(carrying.len(), 1, "{stored:#?}");
+    assert_eq!(carrying[0].event_type, "StepSucceeded");
+    assert_eq!(carrying[0].payload["tasks"], 1);
+    assert_eq!(carrying[0].metadata.actor.as_deref(), Some("worker"));
+    // The history shows it as the outcome, the template's and the next task.
+    let types = c.types(&id).await;
+    assert_eq!(count(&types, "StepScheduled"), 3, "{types:?}");
+    assert_eq!(count(&types, "StepSucceeded"), 4, "{types:?}");
+    let history = c.history(&id).await;
+    let at = history
+        .iter()
+        .position(|e| e["version"] == carrying[0].version)
+        .unwrap_or_else(|| panic!("{history:#?}"));
+    let shown: Vec<&str> = history[at..at + 3]
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["StepSucceeded", "StepSucceeded", "StepScheduled"]);
+    assert!(history[at..at + 3]
+        .iter()
+        .all(|e| e["version"] == history[at]["version"]));
+    assert!(
+        history[at]["payload"].get("then").is_none(),
+        "{:#}",
+        history[at]
+    );
+    assert_eq!(stored.len(), history.len() - 2);
+}
+
 #[tokio::test]
 async fn parallel_branches_join_and_conditions_route_both_ways() {
     let app = App::start_engine("wf-branch", &[]).await;

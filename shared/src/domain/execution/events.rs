@@ -109,6 +109,16 @@ pub enum ExecutionEvent {
         output: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
+        /// What the worker decided from this outcome, in the same event (one write instead of
+        /// two, issue 14): applied right after it, as if appended next. Only plain successors
+        /// (inline steps and new tasks) ride here; see `plan::worker_may_decide`. A release that
+        /// does not know the field reads a plain outcome and decides the same itself.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        then: Vec<ExecutionEvent>,
+        /// How many of `then` are tasks (`StepScheduled`): the worker's stream filter matches
+        /// on it (a leaf attribute, where `then` is a list).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tasks: u32,
     },
     StepFailed {
         key: String,
@@ -221,6 +231,8 @@ impl ExecutionEvent {
                 attempt,
                 output,
                 usage: None,
+                then: Vec::new(),
+                tasks: 0,
             },
             Err(error) => Self::StepFailed {
                 key,
@@ -257,6 +269,8 @@ impl ExecutionEvent {
                 attempt,
                 output,
                 usage: Some(spent),
+                then: Vec::new(),
+                tasks: 0,
             },
             Self::StepFailed {
                 key,
@@ -318,6 +332,74 @@ impl ExecutionEvent {
             event_type: event_type.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// This event and, for an outcome carrying the worker's decisions, each of them in order:
+    /// what the history shows and what consumers look through.
+    pub fn parts(&self) -> impl Iterator<Item = &ExecutionEvent> {
+        let then: &[ExecutionEvent] = match self {
+            Self::StepSucceeded { then, .. } => then,
+            _ => &[],
+        };
+        std::iter::once(self).chain(then.iter())
+    }
+
+    /// The outcome with the worker's decisions attached (`then`), or `None` for an event that
+    /// cannot carry them.
+    pub fn with_decisions(self, decided: Vec<ExecutionEvent>) -> Option<Self> {
+        match self {
+            Self::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage,
+                then,
+                ..
+            } if then.is_empty() => {
+                let tasks = decided
+                    .iter()
+                    .filter(|e| matches!(e, Self::StepScheduled { .. }))
+                    .count() as u32;
+                Some(Self::StepSucceeded {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    output,
+                    usage,
+                    then: decided,
+                    tasks,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The event as it stands alone: an outcome without the decisions it carries.
+    pub fn alone(&self) -> Self {
+        match self {
+            Self::StepSucceeded {
+                key,
+                step,
+                epoch,
+                attempt,
+                output,
+                usage,
+                ..
+            } => Self::StepSucceeded {
+                key: key.clone(),
+                step: step.clone(),
+                epoch: *epoch,
+                attempt: *attempt,
+                output: output.clone(),
+                usage: usage.clone(),
+                then: Vec::new(),
+                tasks: 0,
+            },
+            other => other.clone(),
+        }
     }
 
     pub fn is_terminal(&self) -> bool {

@@ -222,6 +222,26 @@ pub fn decide(state: &ExecutionState, now: DateTime<Utc>) -> (ExecutionState, Ve
     (next, all)
 }
 
+/// Whether the worker that recorded an outcome may append `decided` (what `decide` gave on the
+/// state after it, `after`) inside the outcome's own event, instead of leaving the turn to the
+/// orchestrator: only when they are plain successors, new tasks and inline steps, with at least
+/// one task, and the execution goes on. Anything with a clock, a person, money, a child or an
+/// ending in it (timers, approvals, usage, abandoned branches, the execution's end) stays the
+/// orchestrator's, since its turn does more than append (timer rows, ledgers, read models,
+/// children).
+pub fn worker_may_decide(after: &ExecutionState, decided: &[E]) -> bool {
+    after.status == ExecutionStatus::Running
+        && decided.iter().any(|e| matches!(e, E::StepScheduled { .. }))
+        && decided.iter().all(|e| match e {
+            E::StepScheduled { .. } => true,
+            E::StepStarted {
+                child_execution_id, ..
+            } => child_execution_id.is_none(),
+            E::StepSucceeded { usage, then, .. } => usage.is_none() && then.is_empty(),
+            _ => false,
+        })
+}
+
 impl Planner<'_> {
     fn step(&self, id: &str) -> &Step {
         &self.def.steps[id]

@@ -60,6 +60,7 @@ impl Simulation {
     pub fn tasks(&self) -> Vec<Task> {
         self.history
             .iter()
+            .flat_map(E::parts)
             .filter_map(|e| match e {
                 E::StepScheduled {
                     key,

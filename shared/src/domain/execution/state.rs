@@ -212,6 +212,13 @@ fn instance(
 /// longer current are ignored (a late worker, a timer that lost the race), as are events after the
 /// execution ended, except a redrive.
 pub fn evolve(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event: &ExecutionEvent) {
+    // An outcome carrying the worker's decisions: they apply right after it, at its version.
+    for part in event.parts() {
+        evolve_one(state, version, at, part);
+    }
+}
+
+fn evolve_one(state: &mut ExecutionState, version: u64, at: DateTime<Utc>, event: &ExecutionEvent) {
     state.version = version;
     use ExecutionEvent as E;
     if let E::StepSucceeded { usage: Some(u), .. } | E::StepFailed { usage: Some(u), .. } = event {

@@ -39,7 +39,7 @@ pub fn fold_step_details<'a>(
     details: &mut BTreeMap<String, StepDetail>,
     events: impl IntoIterator<Item = &'a ExecutionEvent>,
 ) {
-    for event in events {
+    for event in events.into_iter().flat_map(ExecutionEvent::parts) {
         match event {
             ExecutionEvent::StepScheduled { key, request, .. } => {
                 details.entry(key.clone()).or_default().input = Some(request.clone());
