@@ -915,3 +915,53 @@ fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
     .with_decisions(vec![])
     .is_none());
 }
+
+/// A wide fan-out after an outcome stays the orchestrator's: one record never carries more than
+/// `MAX_CARRIED_TASKS` tasks.
+#[test]
+fn an_outcome_carries_a_few_tasks_at_most() {
+    use shared::domain::execution::plan::{worker_may_decide, MAX_CARRIED_TASKS};
+    use shared::domain::execution::{decide, evolve};
+    let fan_out = |n: usize| {
+        let branches: Vec<Value> = (0..n).map(|i| json!({"start": format!("b{i}")})).collect();
+        let mut steps = serde_json::Map::new();
+        steps.insert(
+            "a".into(),
+            json!({"type": "http", "method": "GET", "url": "https://example.com/a", "next": "p"}),
+        );
+        steps.insert(
+            "p".into(),
+            json!({"type": "parallel", "branches": branches}),
+        );
+        for i in 0..n {
+            steps.insert(
+                format!("b{i}"),
+                json!({"type": "http", "method": "GET", "url": format!("https://example.com/{i}")}),
+            );
+        }
+        let mut run = Run::start(
+            json!({"name": "fan", "start": "a", "steps": steps}),
+            json!({}),
+        );
+        let (key, step, epoch, attempt, _) = run.tasks().remove(0);
+        let outcome = E::outcome(key, step, epoch, attempt, Ok(json!({})));
+        evolve(&mut run.state, 3, run.now, &outcome);
+        let (after, decided) = decide(&run.state, run.now);
+        worker_may_decide(&after, &decided)
+    };
+    assert!(fan_out(2));
+    assert!(fan_out(MAX_CARRIED_TASKS));
+    assert!(!fan_out(MAX_CARRIED_TASKS + 1));
+}
+
+/// What a worker decides from is what the store gives back: DynamoDB numbers have no
+/// integer/float distinction.
+#[test]
+fn an_outcome_reads_back_as_dynamodb_keeps_it() {
+    let payload = json!({"output": {"whole": 1.0, "half": 0.5, "n": 3, "text": "1.0"}});
+    let stored = shared::events::as_stored(payload.as_object().unwrap()).unwrap();
+    assert_eq!(
+        Value::Object(stored),
+        json!({"output": {"whole": 1, "half": 0.5, "n": 3, "text": "1.0"}})
+    );
+}

@@ -10,15 +10,29 @@ use crate::domain::execution::ExecutionState;
 use crate::events::StreamId;
 use crate::executions::{ExecutionRepo, Loaded, RepoError};
 
-/// Executions kept; past this the cache starts over (a warm Lambda's memory is bounded).
+/// Executions kept by default; past the capacity the cache starts over (a warm Lambda's memory
+/// is bounded).
 const ENTRIES: usize = 2000;
 
-#[derive(Default)]
 pub struct StateCache {
+    capacity: usize,
     entries: Mutex<HashMap<String, (ExecutionState, u64)>>,
 }
 
+impl Default for StateCache {
+    fn default() -> Self {
+        Self::with_capacity(ENTRIES)
+    }
+}
+
 impl StateCache {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::default(),
+        }
+    }
+
     fn cached(&self, stream: &StreamId) -> Option<(ExecutionState, u64)> {
         self.entries.lock().ok()?.get(stream.as_str()).cloned()
     }
@@ -27,7 +41,7 @@ impl StateCache {
     /// dropped.
     pub fn remember(&self, stream: &StreamId, state: &ExecutionState, snapshot_version: u64) {
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= ENTRIES {
+            if entries.len() >= self.capacity {
                 entries.clear();
             }
             if state.status.is_terminal() {

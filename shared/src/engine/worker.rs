@@ -107,6 +107,10 @@ async fn bounded(
     }
 }
 
+/// Execution states a warm worker keeps for deciding (see [`Worker::advance`]): fewer than the
+/// orchestrator keeps, in a smaller function that performs calls beside them.
+const WORKER_CACHED_STATES: usize = 200;
+
 /// The most places one step's request may name secrets in.
 const MAX_SECRET_REFS: usize = 16;
 
@@ -205,7 +209,7 @@ impl Worker {
             projections,
             family,
             writers: Default::default(),
-            states: Default::default(),
+            states: super::states::StateCache::with_capacity(WORKER_CACHED_STATES),
         })
     }
 
@@ -214,23 +218,26 @@ impl Worker {
     /// is not seen, the same window as a task that had just started), or, where
     /// attempts were given up while in flight (a lost `join: any` branch, a lost task), the state
     /// no longer wants this attempt.
-    async fn moot(&self, stream: &StreamId, task: &Task) -> Result<bool, RepoError> {
+    /// Also returns the summary's `active_at` mark as read, for [`Worker::advance`].
+    async fn moot(&self, stream: &StreamId, task: &Task) -> Result<(bool, Option<i64>), RepoError> {
         let Some(projections) = &self.projections else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let progress = projections
             .progress(stream.tenant(), stream.id(), true)
             .await
             .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
-        match progress {
-            Some(p) if p.supersedes(task.epoch) => Ok(true),
+        let active_at = progress.and_then(|p| p.active_at);
+        let moot = match progress {
+            Some(p) if p.supersedes(task.epoch) => true,
             // Rare, so the full read is paid only where it can matter.
             Some(p) if p.stray_tasks => {
                 let loaded = self.repo.load(stream).await?;
-                Ok(!loaded.state.wants_task(&task.key, task.epoch, task.attempt))
+                !loaded.state.wants_task(&task.key, task.epoch, task.attempt)
             }
-            _ => Ok(false),
-        }
+            _ => false,
+        };
+        Ok((moot, active_at))
     }
 
     fn writer(&self, stream: &StreamId) -> Arc<tokio::sync::Mutex<()>> {
@@ -345,7 +352,8 @@ impl Worker {
             causation_id: Some(&envelope.event_id),
             at: Utc::now(),
         };
-        if self.moot(stream, &task).await? {
+        let (moot, active_at) = self.moot(stream, &task).await?;
+        if moot {
             tracing::info!(stream = %stream, step = %task.step, epoch = task.epoch, "the execution has ended or moved to a later epoch; task dropped");
             return Ok(Done::Dropped);
         }
@@ -463,7 +471,7 @@ impl Worker {
             ))),
         };
         if matches!(task.kind.as_str(), "http" | "mcp") {
-            self.record_advancing(stream, &task, outcome, &cause)
+            self.record_advancing(stream, &task, outcome, &cause, active_at)
                 .await?;
         } else {
             self.record_event(stream, &task, outcome, &cause).await?;
@@ -483,19 +491,40 @@ impl Worker {
         task: &Task,
         outcome: E,
         cause: &Cause<'_>,
+        active_at: Option<i64>,
     ) -> Result<(), RepoError> {
-        if matches!(outcome, E::StepSucceeded { .. }) {
+        // Stamped when it is written, whichever way it goes, so its times do not depend on it.
+        let cause = Cause {
+            at: Utc::now(),
+            ..*cause
+        };
+        let Some(projections) = &self.projections else {
+            return self.record_event(stream, task, outcome, &cause).await;
+        };
+        if matches!(outcome, E::StepSucceeded { .. }) && projections.workers_decide().await {
             let writer = self.writer(stream);
             let _turn = writer.lock().await;
-            match self.advance(stream, task, &outcome, cause).await {
-                Ok(true) => return Ok(()),
+            match self.advance(stream, task, &outcome, &cause).await {
+                Ok(true) => {
+                    // No orchestrator turn follows such an outcome: the worker keeps the
+                    // execution's activity mark fresh for the stalled-execution sweep.
+                    if crate::executions::projection::activity_due(active_at, cause.at) {
+                        if let Err(e) = projections
+                            .touch_active(stream.tenant(), stream.id(), cause.at)
+                            .await
+                        {
+                            tracing::warn!(stream = %stream, error = %e, "activity mark not refreshed");
+                        }
+                    }
+                    return Ok(());
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(stream = %stream, error = %e, "deciding after the outcome failed; the outcome goes alone");
                 }
             }
         }
-        self.record_event(stream, task, outcome, cause).await
+        self.record_event(stream, task, outcome, &cause).await
     }
 
     /// `true` when the outcome and its decisions were appended.
@@ -512,14 +541,22 @@ impl Worker {
         if !state.wants_task(&task.key, task.epoch, task.attempt) {
             return Ok(false);
         }
-        // The time the event will carry: replay applies it and its decisions at that time.
-        let cause = Cause {
-            at: Utc::now(),
-            ..*cause
+        // Decided from the outcome as it will read back from the store (DynamoDB keeps no
+        // integer/float distinction), so the decisions equal those a replay would make.
+        let (event_type, payload) = outcome.clone().into_parts();
+        let outcome = &E::from_parts(&event_type, &crate::events::as_stored(&payload)?)
+            .map_err(|e| RepoError::Store(StoreError::Decode(e.to_string())))?;
+        // A planning bug must not lose the outcome (its effect happened): the outcome then goes
+        // alone, and the orchestrator's turn meets the bug and fails the execution clearly.
+        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut next = state.clone();
+            evolve(&mut next, state.version + 1, cause.at, outcome);
+            decide(&next, cause.at)
+        }));
+        let Ok((after, decided)) = planned else {
+            tracing::error!(stream = %stream, "deciding after the outcome panicked; the outcome goes alone");
+            return Ok(false);
         };
-        let mut next = state.clone();
-        evolve(&mut next, state.version + 1, cause.at, outcome);
-        let (after, decided) = decide(&next, cause.at);
         if !worker_may_decide(&after, &decided) {
             return Ok(false);
         }
@@ -529,7 +566,7 @@ impl Worker {
         let expected = ExpectedVersion::Exact(state.version);
         match self
             .repo
-            .append(stream, expected, vec![event], &cause, None)
+            .append(stream, expected, vec![event], cause, None)
             .await
         {
             Ok(r) => {
@@ -817,7 +854,7 @@ impl Worker {
             Ok(_) | Err(RepoError::Store(StoreError::Conflict { .. })) => {
                 // The parent may have ended (or given this attempt up) while the child was being
                 // started, after its last look: then nobody waits for the child.
-                if self.moot(stream, task).await? {
+                if self.moot(stream, task).await?.0 {
                     crate::engine::orchestrator::cancel_running(
                         &self.repo,
                         tenant,

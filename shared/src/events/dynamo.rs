@@ -135,6 +135,15 @@ fn backend<E: std::error::Error + 'static>(e: E) -> StoreError {
     StoreError::Backend(DisplayErrorContext(e).to_string())
 }
 
+/// A payload as it reads back from DynamoDB, whose numbers have no integer/float distinction
+/// (`1.0` reads back as `1`): what a writer that goes on deciding from its own event must see, so
+/// that its decisions equal those made from the stored event.
+pub fn as_stored(
+    payload: &serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    serde_dynamo::from_item(to_item(payload)?).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
 fn to_item<T: Serialize>(value: &T) -> Result<HashMap<String, AttributeValue>, StoreError> {
     serde_dynamo::to_item(value).map_err(|e| StoreError::Decode(e.to_string()))
 }

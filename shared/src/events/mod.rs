@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub use dynamo::{DynamoEventStore, EventTables};
+pub use dynamo::{as_stored, DynamoEventStore, EventTables};
 pub use envelope::{
     AppendRequest, AppendResult, Envelope, ExpectedVersion, Metadata, NewEvent, Page, Snapshot,
     StreamId,

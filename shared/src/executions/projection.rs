@@ -54,7 +54,7 @@ struct SummaryItem {
     #[serde(default)]
     execs_sk: String,
     /// The previous release's listing keys (gsi1, gsi2; same strings), written only until
-    /// migration 0010 has switched listings over: see [`ListingSwitch`].
+    /// migration 0010 has switched listings over: see [`SchemaMarker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,10 +83,16 @@ struct SummaryItem {
 /// sweep only moves or fails what nothing else can move, and looks after at least 60 s.
 const ACTIVE_BUCKET_SECS: i64 = 30;
 
-/// A running execution's summary is rewritten at least this often while it takes turns, so the
-/// `active` index (and the sweep and health check reading it) sees it moving even when nothing
-/// it shows changes.
-const ACTIVE_REFRESH_SECS: i64 = 60;
+/// A running execution's `active_at` is refreshed at least this often while it takes turns (by
+/// the orchestrator's summary, or by the worker that drives it), so the `active` index (and the
+/// sweep and health check reading it) sees it moving even when nothing a summary shows changes.
+const ACTIVE_REFRESH_SECS: i64 = 30;
+
+/// Whether a running execution's `active_at` mark is due a refresh at `now` (the one rule for
+/// the orchestrator's summary and the worker that drives an execution without it).
+pub fn activity_due(active_at: Option<i64>, now: DateTime<Utc>) -> bool {
+    active_at.is_none_or(|at| at + ACTIVE_REFRESH_SECS <= active_bucket(now))
+}
 
 /// Identifies what a stored summary shows apart from progress (see
 /// [`Summary::without_progress`]); 16 bytes of SHA-256 in hex.
@@ -213,6 +219,8 @@ pub struct Progress {
     pub epoch: u32,
     /// Attempts were given up while a worker may hold their task (see `ExecutionState::stray_tasks`).
     pub stray_tasks: bool,
+    /// The `active` index's mark (running executions only), see [`activity_due`].
+    pub active_at: Option<i64>,
 }
 
 impl Progress {
@@ -316,28 +324,77 @@ impl WorkflowStats {
 pub struct Projections {
     client: Client,
     table: String,
-    switch: Arc<ListingSwitch>,
+    /// Migration 0010's marker: summaries may leave out the previous listing keys.
+    listings: Arc<SchemaMarker>,
+    /// Migration 0011's marker: workers may decide plain successors (see `Worker::advance`).
+    worker_decides: Arc<SchemaMarker>,
     page_bytes: usize,
 }
 
-/// Whether summaries still need the previous release's listing keys. The release runs before its
-/// migrations (the migrator runs after a deploy) and may outlive their revert (`down` runs before
-/// the code is rolled back), so summaries carry both key sets until migration 0010 has built the
-/// new indexes, backfilled once more and put its marker item; its down removes the marker first.
-/// Listings need no such answer: they query the new index and fall back when it is not there.
-struct ListingSwitch {
+/// A marker item a migration puts as its last step and its down deletes first, for behaviour a
+/// release may switch on only once the migration has run. The release runs before its migrations
+/// (the migrator runs after a deploy, so after the stack's stream mappings and indexes are in
+/// place) and may outlive their revert (`down` runs before the code is rolled back). Unknown (the
+/// lookup failed) counts as absent: the behaviour before the migration is always safe, only
+/// dearer; the next call looks again.
+struct SchemaMarker {
+    sk: &'static str,
     /// How long an answer is trusted (per process); each lookup is one GetItem.
     ttl: std::time::Duration,
     last: std::sync::Mutex<Option<(std::time::SystemTime, bool)>>,
 }
 
-/// See [`ListingSwitch`]: a minute, so a revert is seen by every warm function within a minute
-/// (the README's rollback steps wait that long).
+impl SchemaMarker {
+    fn new(sk: &'static str, ttl: std::time::Duration) -> Arc<Self> {
+        Arc::new(Self {
+            sk,
+            ttl,
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Wall-clock time, so an environment thawed after hours asks again at once.
+    async fn present(&self, client: &Client, table: &str) -> bool {
+        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, present)) = last {
+            if at.elapsed().is_ok_and(|age| age < self.ttl) {
+                return present;
+            }
+        }
+        // The answer's age counts from before the request: it may be that old when it arrives.
+        let asked = std::time::SystemTime::now();
+        let found = client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(MARKER_PK))
+            .key("sk", s(self.sk))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await;
+        match found {
+            Ok(out) => {
+                let present = out.item.is_some();
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, present));
+                present
+            }
+            Err(e) => {
+                tracing::error!(marker = self.sk, error = %DisplayErrorContext(&e), "schema marker: GetItem failed; taken as absent");
+                false
+            }
+        }
+    }
+}
+
+/// How long a marker's answer is trusted: a minute, so a revert is seen by every warm function
+/// within a minute (the README's rollback steps wait that long).
 pub const LISTING_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The marker migration 0010 puts once its indexes are active and complete.
-const SWITCH_PK: &str = "SCHEMA";
-const SWITCH_SK: &str = "EXECUTION_LISTINGS";
+const MARKER_PK: &str = "SCHEMA";
+/// Put by migration 0010 once its indexes are active and complete.
+const LISTINGS_MARKER: &str = "EXECUTION_LISTINGS";
+/// Put by migration 0011 once the stream mappings deliver outcomes carrying tasks to workers.
+const WORKER_DECIDES_MARKER: &str = "WORKER_DECIDES";
 
 /// A listing page stops adding summaries past this many bytes of JSON (outputs can be large; a
 /// Lambda response is at most 6 MB); its cursor continues after the last one it holds. Summaries
@@ -362,15 +419,13 @@ impl Projections {
         Self::with_listing_check(client, table, LISTING_CHECK)
     }
 
-    /// With the marker of migration 0010 looked up again after `ttl` (tests: zero, every call).
+    /// With the migrations' markers looked up again after `ttl` (tests: zero, every call).
     pub fn with_listing_check(client: Client, table: String, ttl: std::time::Duration) -> Self {
         Self {
             client,
             table,
-            switch: Arc::new(ListingSwitch {
-                ttl,
-                last: std::sync::Mutex::new(None),
-            }),
+            listings: SchemaMarker::new(LISTINGS_MARKER, ttl),
+            worker_decides: SchemaMarker::new(WORKER_DECIDES_MARKER, ttl),
             page_bytes: PAGE_BYTES,
         }
     }
@@ -382,41 +437,15 @@ impl Projections {
         self
     }
 
-    /// Whether summaries can leave out the previous listing keys (migration 0010's marker is
-    /// there). Unknown (the lookup failed) counts as no: both key sets are always safe, only
-    /// dearer; the next call looks again. Wall-clock time, so an environment thawed after hours
-    /// asks again at once.
+    /// Whether summaries can leave out the previous listing keys (migration 0010's marker).
     async fn listings_switched(&self) -> bool {
-        let last = *self.switch.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, switched)) = last {
-            if at.elapsed().is_ok_and(|age| age < self.switch.ttl) {
-                return switched;
-            }
-        }
-        // The answer's age counts from before the request: it may be that old when it arrives.
-        let asked = std::time::SystemTime::now();
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(SWITCH_PK))
-            .key("sk", s(SWITCH_SK))
-            .projection_expression("pk")
-            .consistent_read(true)
-            .send()
-            .await;
-        match found {
-            Ok(out) => {
-                let switched = out.item.is_some();
-                *self.switch.last.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((asked, switched));
-                switched
-            }
-            Err(e) => {
-                tracing::error!(error = %DisplayErrorContext(&e), "listing switch: GetItem failed; writing both listing key sets");
-                false
-            }
-        }
+        self.listings.present(&self.client, &self.table).await
+    }
+
+    /// Whether workers may append the decisions an outcome leads to inside it (migration 0011's
+    /// marker): only once the workers' stream filter delivers such outcomes to them.
+    pub async fn workers_decide(&self) -> bool {
+        self.worker_decides.present(&self.client, &self.table).await
     }
 
     fn summary_key(tenant: &str, execution_id: &str) -> HashMap<String, AttributeValue> {
@@ -486,9 +515,9 @@ impl Projections {
 
     /// The turn's summary, written only when the stored one differs in what it shows apart from
     /// progress, is older than `summary`, and (while running) its activity mark is due a refresh.
-    /// A strongly consistent read of three small attributes (1 read unit) stands in for a write
-    /// (1 write unit and up to two index writes, five times the price) on most turns. Returns
-    /// whether it was written.
+    /// A strongly consistent read (billed on the item's size, like the write, at a fifth of the
+    /// price; a running summary is one unit) stands in for a write and its index writes on most
+    /// turns. Returns whether it was written.
     ///
     /// Not atomic with the write: a turn racing another writer of the same execution (the
     /// sweep's turn) may skip a rewrite the other's older state made stale; the next change or
@@ -516,9 +545,8 @@ impl Projections {
             };
             let newer = number("version").is_none_or(|v| v < summary.version as i64);
             let same = matches!(stored.get("shown"), Some(AttributeValue::S(f)) if *f == shown_fingerprint(summary));
-            let fresh = summary.status != "running"
-                || number("active_at")
-                    .is_some_and(|at| at + ACTIVE_REFRESH_SECS > active_bucket(Utc::now()));
+            let fresh =
+                summary.status != "running" || !activity_due(number("active_at"), Utc::now());
             if !newer || (same && fresh) {
                 return Ok(false);
             }
@@ -635,7 +663,7 @@ impl Projections {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::summary_key(tenant, execution_id)))
-            .projection_expression("#s, epoch, stray_tasks")
+            .projection_expression("#s, epoch, stray_tasks, active_at")
             .expression_attribute_names("#s", "status")
             .consistent_read(consistent)
             .send()
@@ -655,6 +683,9 @@ impl Projections {
             ended: matches!(status.as_str(), "succeeded" | "failed" | "cancelled"),
             epoch: number("epoch") as u32,
             stray_tasks: number("stray_tasks") > 0,
+            active_at: item
+                .contains_key("active_at")
+                .then(|| number("active_at") as i64),
         }))
     }
 

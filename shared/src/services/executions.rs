@@ -305,29 +305,39 @@ pub async fn list(
     Ok(page)
 }
 
-/// Executions read at once to bring listed running ones up to date.
+/// Executions read at once to bring listed running ones up to date, how many per page at most,
+/// and how long a page waits for them: past either, listed ones keep their stored progress.
 const LIVE_PROGRESS_CONCURRENCY: usize = 8;
+const LIVE_PROGRESS_MAX: usize = 25;
+const LIVE_PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A stored summary's progress (current steps, steps completed) is as of the last change of
 /// what it shows otherwise (see `Projections::refresh_summary`): running executions in a page
-/// are read from their events, so listings show where they are now. An ended execution's summary
-/// is final. One that cannot be read keeps its stored summary.
+/// are read from their events (the first [`LIVE_PROGRESS_MAX`], within [`LIVE_PROGRESS_WAIT`]), so
+/// listings show where they are now. An ended execution's summary is final. One that cannot be
+/// read in time, or has ended meanwhile (its summary follows shortly; the page keeps what its
+/// status filter found), keeps its stored summary.
 async fn with_live_progress(s: &Services, tenant: &str, items: &mut [Summary]) {
     use futures::StreamExt;
+    let until = tokio::time::Instant::now() + LIVE_PROGRESS_WAIT;
     let running: Vec<(usize, String)> = items
         .iter()
         .enumerate()
         .filter(|(_, i)| i.status == ExecutionStatus::Running.as_str())
         .map(|(n, i)| (n, i.execution_id.clone()))
+        .take(LIVE_PROGRESS_MAX)
         .collect();
     let fresh: Vec<(usize, Option<Summary>)> = futures::stream::iter(running)
         .map(|(n, id)| async move {
             let loaded = match stream_id(tenant, &id) {
-                Ok(stream) => s.repo.load(&stream).await.map_err(|e| e.to_string()),
+                Ok(stream) => tokio::time::timeout_at(until, s.repo.load(&stream))
+                    .await
+                    .map_err(|_| "not read in time".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string())),
                 Err(e) => Err(e.to_string()),
             };
             match loaded {
-                Ok(l) if l.state.status != ExecutionStatus::New => {
+                Ok(l) if l.state.status == ExecutionStatus::Running => {
                     (n, Some(Summary::of(&l.state).listing()))
                 }
                 Ok(_) => (n, None),

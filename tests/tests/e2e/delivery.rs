@@ -135,16 +135,23 @@ async fn a_redelivered_batch_repeats_no_http_call_and_appends_nothing() {
     let mut f = Functions::new(&app).await;
     let wf = c
         .create(json!({"name": "once", "start": "call", "steps": {
-            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/once", peer.base), "body": {"x": 1}}}}))
+            "call": {"type": "http", "method": "POST", "url": format!("{}/echo/once", peer.base), "body": {"x": 1}, "next": "again"},
+            "again": {"type": "http", "method": "POST", "url": format!("{}/echo/once", peer.base), "body": {"x": 2}}}}))
         .await;
     let id = c.start(&wf, json!({})).await;
     let records = f.pump(async || status(&c, &id).await == "succeeded").await;
-    assert_eq!(peer.calls("once"), 1);
+    assert_eq!(peer.calls("once"), 2);
     let before = c.history(&id).await.len();
 
-    // Lambda delivers at least once: the same records again, to both functions.
+    // Lambda delivers at least once: the same records again, to both functions. The second
+    // task came inside the first step's outcome (its worker decided it).
     let tasks = f.tasks(&records);
-    assert_eq!(tasks.len(), 1, "one scheduled step");
+    assert_eq!(tasks.len(), 2, "two scheduled steps");
+    assert_eq!(
+        tasks[1]["dynamodb"]["NewImage"]["event_type"]["S"], "StepSucceeded",
+        "{:#}",
+        tasks[1]
+    );
     for _ in 0..2 {
         let r = f
             .worker
@@ -154,7 +161,7 @@ async fn a_redelivered_batch_repeats_no_http_call_and_appends_nothing() {
         let r = f.orchestrator.handle(Functions::event(&records)).await;
         assert!(r.batch_item_failures.is_empty());
     }
-    assert_eq!(peer.calls("once"), 1, "the HTTP call was not repeated");
+    assert_eq!(peer.calls("once"), 2, "no HTTP call was repeated");
     assert_eq!(c.history(&id).await.len(), before, "nothing was appended");
     assert_eq!(status(&c, &id).await, "succeeded");
 }

@@ -85,7 +85,8 @@ async fn up_applies_every_migration_then_is_a_no_op() {
             "0007_state_active_backfill",
             "0008_snapshot_prices",
             "0009_state_execution_listings_backfill",
-            "0010_state_execution_listings"
+            "0010_state_execution_listings",
+            "0011_worker_decides"
         ]
     );
     assert_eq!(gsi1(&stack).await, Some(IndexStatus::Active));
@@ -101,7 +102,7 @@ async fn up_applies_every_migration_then_is_a_no_op() {
         second.applied.is_empty(),
         "second up is a no-op: {second:?}"
     );
-    assert_eq!(runner.ledger().await.unwrap().len(), 10);
+    assert_eq!(runner.ledger().await.unwrap().len(), 11);
     assert_eq!(runner.current_lock().await.unwrap(), None, "lock released");
 }
 
@@ -129,7 +130,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (7, Pending),
             (8, Pending),
             (9, Pending),
-            (10, Pending)
+            (10, Pending),
+            (11, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0);
@@ -139,6 +141,7 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
     assert_eq!(
         ids(&r.reverted),
         [
+            "0011_worker_decides",
             "0010_state_execution_listings",
             "0009_state_execution_listings_backfill",
             "0008_snapshot_prices",
@@ -162,7 +165,8 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (7, Pending),
             (8, Pending),
             (9, Pending),
-            (10, Pending)
+            (10, Pending),
+            (11, Pending)
         ]
     );
     assert_eq!(prices(&stack).await, 0, "seeded prices removed");
@@ -184,12 +188,13 @@ async fn up_to_a_version_then_down_reverts_with_status_after_each() {
             (7, Pending),
             (8, Pending),
             (9, Pending),
-            (10, Pending)
+            (10, Pending),
+            (11, Pending)
         ]
     );
 
-    let err = runner.down(&ms, 11).await.unwrap_err();
-    assert!(matches!(err, MigrateError::UnknownTarget(11)), "{err}");
+    let err = runner.down(&ms, 12).await.unwrap_err();
+    assert!(matches!(err, MigrateError::UnknownTarget(12)), "{err}");
 }
 
 #[tokio::test]
@@ -221,12 +226,13 @@ async fn concurrent_runs_never_both_apply() {
             "0007_state_active_backfill",
             "0008_snapshot_prices",
             "0009_state_execution_listings_backfill",
-            "0010_state_execution_listings"
+            "0010_state_execution_listings",
+            "0011_worker_decides"
         ],
         "each migration applied exactly once across all runs"
     );
     let ledger = runners[0].ledger().await.unwrap();
-    assert_eq!(ledger.len(), 10);
+    assert_eq!(ledger.len(), 11);
 }
 
 #[tokio::test]
@@ -257,7 +263,7 @@ async fn a_held_lock_stops_a_run_until_its_lease_expires() {
 
     put_lock(now - 1).await.unwrap();
     let report = runner.up(&ms, None).await.unwrap();
-    assert_eq!(report.applied.len(), 10, "an expired lease is taken over");
+    assert_eq!(report.applied.len(), 11, "an expired lease is taken over");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -320,7 +326,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     .unwrap();
     let scheduled = event(serde_json::from_str(&fixture).unwrap());
     let report = migrator::handle(&runner, &ms, scheduled).await.unwrap();
-    assert_eq!(report.applied.len(), 10);
+    assert_eq!(report.applied.len(), 11);
 
     let command = |detail: Value| {
         event(json!({
@@ -336,6 +342,7 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
     assert_eq!(
         ids(&report.reverted),
         [
+            "0011_worker_decides",
             "0010_state_execution_listings",
             "0009_state_execution_listings_backfill",
             "0008_snapshot_prices",
@@ -362,7 +369,8 @@ async fn eventbridge_schedule_and_commands_drive_the_handler() {
             (7, Pending),
             (8, Pending),
             (9, Pending),
-            (10, Pending)
+            (10, Pending),
+            (11, Pending)
         ]
     );
     let err = migrator::handle(&runner, &ms, command(json!({"command": "sideways"})))
@@ -404,7 +412,8 @@ async fn executions_running_before_the_active_index_are_backfilled_for_the_sweep
             "0007_state_active_backfill",
             "0008_snapshot_prices",
             "0009_state_execution_listings_backfill",
-            "0010_state_execution_listings"
+            "0010_state_execution_listings",
+            "0011_worker_decides"
         ]
     );
     let get = async |id: &str| {
@@ -546,7 +555,8 @@ async fn execution_listings_move_to_their_own_indexes_and_back() {
         ids(&report.applied),
         [
             "0009_state_execution_listings_backfill",
-            "0010_state_execution_listings"
+            "0010_state_execution_listings",
+            "0011_worker_decides"
         ]
     );
     assert_eq!(

@@ -112,7 +112,9 @@ pub enum ExecutionEvent {
         /// What the worker decided from this outcome, in the same event (one write instead of
         /// two, issue 14): applied right after it, as if appended next. Only plain successors
         /// (inline steps and new tasks) ride here; see `plan::worker_may_decide`. A release that
-        /// does not know the field reads a plain outcome and decides the same itself.
+        /// does not know the field reads a plain outcome and decides the same itself. Upcasters
+        /// are keyed by the outer event's type: one for a type that can ride here must walk
+        /// `then` too.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         then: Vec<ExecutionEvent>,
         /// How many of `then` are tasks (`StepScheduled`): the worker's stream filter matches

@@ -222,6 +222,11 @@ pub fn decide(state: &ExecutionState, now: DateTime<Utc>) -> (ExecutionState, Ve
     (next, all)
 }
 
+/// The most tasks one outcome may carry: a wide fan-out (a parallel step, a map starting) is
+/// scheduled by the orchestrator instead, so one record never holds more work than a worker
+/// invocation handles at once.
+pub const MAX_CARRIED_TASKS: usize = 4;
+
 /// Whether the worker that recorded an outcome may append `decided` (what `decide` gave on the
 /// state after it, `after`) inside the outcome's own event, instead of leaving the turn to the
 /// orchestrator: only when they are plain successors, new tasks and inline steps, with at least
@@ -230,8 +235,12 @@ pub fn decide(state: &ExecutionState, now: DateTime<Utc>) -> (ExecutionState, Ve
 /// orchestrator's, since its turn does more than append (timer rows, ledgers, read models,
 /// children).
 pub fn worker_may_decide(after: &ExecutionState, decided: &[E]) -> bool {
+    let tasks = decided
+        .iter()
+        .filter(|e| matches!(e, E::StepScheduled { .. }))
+        .count();
     after.status == ExecutionStatus::Running
-        && decided.iter().any(|e| matches!(e, E::StepScheduled { .. }))
+        && (1..=MAX_CARRIED_TASKS).contains(&tasks)
         && decided.iter().all(|e| match e {
             E::StepScheduled { .. } => true,
             E::StepStarted {
