@@ -3,7 +3,9 @@
 //! `decide`, append at the expected version; the worker: the claim of the attempt, then
 //! the outcome), against the in-memory event store, with an inline worker that answers each
 //! task at once. No read models and no I/O: what is left is the engine's own work per step
-//! (event encoding, replay, planning, templating).
+//! (event encoding, replay, planning, templating). By default the worker decides plain
+//! successors inside its outcome, as the product does (issue 14); `--orchestrator-decides`
+//! measures the turn-per-step flow before it.
 //! Run with `scripts/bench steps` (`-- --executions N`, default 2,000).
 
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::{json, Value};
 use shared::domain::definition::Definition;
-use shared::domain::execution::{decide, ExecutionEvent as E, ExecutionState};
+use shared::domain::execution::plan::worker_may_decide;
+use shared::domain::execution::{decide, evolve, ExecutionEvent as E, ExecutionState};
 use shared::events::{ExpectedVersion, InMemoryEventStore};
 use shared::executions::{stream_id, Cause, ExecutionRepo};
 
@@ -41,16 +44,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (steps, elapsed) = rt.block_on(run(executions));
+    let worker_decides = !std::env::args().any(|a| a == "--orchestrator-decides");
+    let (steps, elapsed) = rt.block_on(run(executions, worker_decides));
     println!(
-        "{executions} executions x {STEPS} http steps: {steps} steps in {:.2} s on one core = {:.0} steps/s ({:.1} µs per step)",
+        "{executions} executions x {STEPS} http steps, {} deciding: {steps} steps in {:.2} s on one core = {:.0} steps/s ({:.1} µs per step)",
+        if worker_decides { "workers" } else { "the orchestrator" },
         elapsed,
         steps as f64 / elapsed,
         elapsed * 1e6 / steps as f64
     );
 }
 
-async fn run(executions: usize) -> (usize, f64) {
+async fn run(executions: usize, worker_decides: bool) -> (usize, f64) {
     let repo = ExecutionRepo::new(Arc::new(InMemoryEventStore::new(Default::default())));
     let def = definition();
     let started = Instant::now();
@@ -80,9 +85,32 @@ async fn run(executions: usize) -> (usize, f64) {
         live.push((stream, ExecutionState::default()));
     }
     // Round-robin: every execution takes one step per round, as many executions interleave.
+    // Each entry: the stream, its cached state, and the tasks a worker decided on (then no
+    // orchestrator turn comes before them).
+    type Task = (String, String, u32, u32, Value);
+    let mut live: Vec<(shared::events::StreamId, ExecutionState, Vec<Task>)> = live
+        .into_iter()
+        .map(|(s, st)| (s, st, Vec::new()))
+        .collect();
+    let tasks_of = |events: &[E]| -> Vec<Task> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                E::StepScheduled {
+                    key,
+                    step,
+                    epoch,
+                    attempt,
+                    request,
+                    ..
+                } => Some((key.clone(), step.clone(), *epoch, *attempt, request.clone())),
+                _ => None,
+            })
+            .collect()
+    };
     while !live.is_empty() {
         let mut still = Vec::with_capacity(live.len());
-        for (stream, cached) in live {
+        for (stream, cached, carried) in live {
             let id = stream
                 .as_str()
                 .rsplit('#')
@@ -90,41 +118,36 @@ async fn run(executions: usize) -> (usize, f64) {
                 .unwrap_or_default()
                 .to_owned();
             let cause = cause(&id);
-            // The orchestrator's turn.
-            let mut state = repo.catch_up(&stream, cached).await.unwrap().state;
-            let (next, events) = decide(&state, Utc::now());
-            let tasks: Vec<(String, String, u32, u32, Value)> = events
-                .iter()
-                .filter_map(|e| match e {
-                    E::StepScheduled {
-                        key,
-                        step,
-                        epoch,
-                        attempt,
-                        request,
-                        ..
-                    } => Some((key.clone(), step.clone(), *epoch, *attempt, request.clone())),
-                    _ => None,
-                })
-                .collect();
-            if !events.is_empty() {
-                let r = repo
-                    .append(
-                        &stream,
-                        ExpectedVersion::Exact(state.version),
-                        events,
-                        &cause,
-                        None,
-                    )
-                    .await
-                    .unwrap();
-                state = next;
-                state.version = r.last_version;
-            }
+            let mut state = cached;
+            let tasks = if carried.is_empty() {
+                // The orchestrator's turn.
+                state = repo.catch_up(&stream, state).await.unwrap().state;
+                let (next, events) = decide(&state, Utc::now());
+                let tasks = tasks_of(&events);
+                if !events.is_empty() {
+                    let r = repo
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(state.version),
+                            events,
+                            &cause,
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                    state = next;
+                    state.version = r.last_version;
+                }
+                tasks
+            } else {
+                carried
+            };
             if state.status.is_terminal() {
                 continue;
             }
-            // The worker, inline: claim, perform (an echo), record.
+            // The worker, inline: claim, perform (an echo), record; with `--worker-decides`,
+            // the outcome carries what it leads to when that is plain successors.
+            let mut next_tasks = Vec::new();
             for (key, step, epoch, attempt, request) in tasks {
                 assert!(repo
                     .store()
@@ -132,17 +155,37 @@ async fn run(executions: usize) -> (usize, f64) {
                     .await
                     .unwrap());
                 let output = json!({"status": 200, "body": request["body"].clone()});
-                repo.append_any(
-                    &stream,
-                    vec![E::outcome(key, step, epoch, attempt, Ok(output))],
-                    &cause,
-                    None,
-                )
-                .await
-                .unwrap();
+                let outcome = E::outcome(key, step, epoch, attempt, Ok(output));
                 steps += 1;
+                if worker_decides {
+                    let now = Utc::now();
+                    let mut next = state.clone();
+                    evolve(&mut next, state.version + 1, now, &outcome);
+                    let (after, decided) = decide(&next, now);
+                    if worker_may_decide(&after, &decided) {
+                        let carried = tasks_of(&decided);
+                        let event = outcome.with_decisions(decided).unwrap();
+                        let r = repo
+                            .append(
+                                &stream,
+                                ExpectedVersion::Exact(state.version),
+                                vec![event],
+                                &cause,
+                                None,
+                            )
+                            .await
+                            .unwrap();
+                        state = after;
+                        state.version = r.last_version;
+                        next_tasks.extend(carried);
+                        continue;
+                    }
+                }
+                repo.append_any(&stream, vec![outcome], &cause, None)
+                    .await
+                    .unwrap();
             }
-            still.push((stream, state));
+            still.push((stream, state, next_tasks));
         }
         live = still;
     }

@@ -52,6 +52,15 @@ impl StateCache {
         }
     }
 
+    /// The cached state as it is, unread (for a writer whose exact-version append checks it).
+    pub fn peek(&self, stream: &StreamId) -> Option<Loaded> {
+        self.cached(stream).map(|(state, snapshot_version)| Loaded {
+            state,
+            replayed: 0,
+            snapshot_version,
+        })
+    }
+
     /// The execution as stored now: the cached state caught up, or a full load.
     pub async fn load(&self, repo: &ExecutionRepo, stream: &StreamId) -> Result<Loaded, RepoError> {
         match self.cached(stream) {

@@ -37,6 +37,8 @@ pub struct Worker {
     writers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Executions this worker decided for recently (see [`Worker::advance`]).
     states: super::states::StateCache,
+    /// Bounds the tasks performed at once (see [`PERFORMING_AT_ONCE`]).
+    performing: tokio::sync::Semaphore,
 }
 
 struct Task {
@@ -109,7 +111,11 @@ async fn bounded(
 
 /// Execution states a warm worker keeps for deciding (see [`Worker::advance`]): fewer than the
 /// orchestrator keeps, in a smaller function that performs calls beside them.
-const WORKER_CACHED_STATES: usize = 200;
+const WORKER_CACHED_STATES: usize = 64;
+
+/// Tasks one worker environment performs at once, however its records carry them (a record
+/// may carry a few, see `plan::MAX_CARRIED_TASKS`).
+const PERFORMING_AT_ONCE: usize = 16;
 
 /// The most places one step's request may name secrets in.
 const MAX_SECRET_REFS: usize = 16;
@@ -210,6 +216,7 @@ impl Worker {
             family,
             writers: Default::default(),
             states: super::states::StateCache::with_capacity(WORKER_CACHED_STATES),
+            performing: tokio::sync::Semaphore::new(PERFORMING_AT_ONCE),
         })
     }
 
@@ -342,6 +349,11 @@ impl Worker {
         task: Task,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Done, RepoError> {
+        let _slot = self
+            .performing
+            .acquire()
+            .await
+            .map_err(|e| RepoError::Store(StoreError::Backend(e.to_string())))?;
         let stream = &envelope.stream_id;
         let tenant = stream.tenant().to_owned();
         let correlation = envelope.metadata.correlation_id.clone();
@@ -493,7 +505,8 @@ impl Worker {
         cause: &Cause<'_>,
         active_at: Option<i64>,
     ) -> Result<(), RepoError> {
-        // Stamped when it is written, whichever way it goes, so its times do not depend on it.
+        // Stamped when it is written, whichever way it goes (again below), so its times do not
+        // depend on the way.
         let cause = Cause {
             at: Utc::now(),
             ..*cause
@@ -502,15 +515,19 @@ impl Worker {
             return self.record_event(stream, task, outcome, &cause).await;
         };
         if matches!(outcome, E::StepSucceeded { .. }) && projections.workers_decide().await {
-            let writer = self.writer(stream);
-            let _turn = writer.lock().await;
-            match self.advance(stream, task, &outcome, &cause).await {
+            let advanced = {
+                let writer = self.writer(stream);
+                let _turn = writer.lock().await;
+                self.advance(stream, task, &outcome, &cause).await
+            };
+            match advanced {
                 Ok(true) => {
                     // No orchestrator turn follows such an outcome: the worker keeps the
                     // execution's activity mark fresh for the stalled-execution sweep.
-                    if crate::executions::projection::activity_due(active_at, cause.at) {
+                    let now = Utc::now();
+                    if crate::executions::projection::activity_due(active_at, now) {
                         if let Err(e) = projections
-                            .touch_active(stream.tenant(), stream.id(), cause.at)
+                            .touch_active(stream.tenant(), stream.id(), now)
                             .await
                         {
                             tracing::warn!(stream = %stream, error = %e, "activity mark not refreshed");
@@ -524,10 +541,17 @@ impl Worker {
                 }
             }
         }
+        let cause = Cause {
+            at: Utc::now(),
+            ..cause
+        };
         self.record_event(stream, task, outcome, &cause).await
     }
 
-    /// `true` when the outcome and its decisions were appended.
+    /// `true` when the outcome and its decisions were appended. First from this worker's own
+    /// last write, unread (in a chain of steps nothing else was appended since, and the
+    /// exact-version append checks it: a lost race costs one refused write), then once more from
+    /// the store.
     async fn advance(
         &self,
         stream: &StreamId,
@@ -536,52 +560,68 @@ impl Worker {
         cause: &Cause<'_>,
     ) -> Result<bool, RepoError> {
         use crate::domain::execution::{decide, evolve, plan::worker_may_decide};
-        let mut loaded = self.states.load(&self.repo, stream).await?;
-        let state = &loaded.state;
-        if !state.wants_task(&task.key, task.epoch, task.attempt) {
-            return Ok(false);
-        }
         // Decided from the outcome as it will read back from the store (DynamoDB keeps no
         // integer/float distinction), so the decisions equal those a replay would make.
         let (event_type, payload) = outcome.clone().into_parts();
         let outcome = &E::from_parts(&event_type, &crate::events::as_stored(&payload)?)
             .map_err(|e| RepoError::Store(StoreError::Decode(e.to_string())))?;
-        // A planning bug must not lose the outcome (its effect happened): the outcome then goes
-        // alone, and the orchestrator's turn meets the bug and fails the execution clearly.
-        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut next = state.clone();
-            evolve(&mut next, state.version + 1, cause.at, outcome);
-            decide(&next, cause.at)
-        }));
-        let Ok((after, decided)) = planned else {
-            tracing::error!(stream = %stream, "deciding after the outcome panicked; the outcome goes alone");
-            return Ok(false);
-        };
-        if !worker_may_decide(&after, &decided) {
-            return Ok(false);
-        }
-        let Some(event) = outcome.clone().with_decisions(decided) else {
-            return Ok(false);
-        };
-        let expected = ExpectedVersion::Exact(state.version);
-        match self
-            .repo
-            .append(stream, expected, vec![event], cause, None)
-            .await
-        {
-            Ok(r) => {
-                loaded.state = after;
-                loaded.state.version = r.last_version;
-                let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
-                self.states
-                    .remember(stream, &loaded.state, snapshot_version);
-                Ok(true)
+        for read in [false, true] {
+            let mut loaded = if read {
+                self.states.load(&self.repo, stream).await?
+            } else {
+                match self.states.peek(stream) {
+                    Some(l) => l,
+                    None => continue,
+                }
+            };
+            let state = &loaded.state;
+            if !state.wants_task(&task.key, task.epoch, task.attempt) {
+                continue; // the cached state is behind (or, read, the task is moot)
             }
-            Err(RepoError::Store(StoreError::Conflict { .. } | StoreError::TooLarge { .. })) => {
-                Ok(false)
+            // Stamped now: replay applies the event and its decisions at this time.
+            let cause = Cause {
+                at: Utc::now(),
+                ..*cause
+            };
+            // A planning bug must not lose the outcome (its effect happened): the outcome then
+            // goes alone, and the orchestrator's turn meets the bug and fails the execution.
+            let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut next = state.clone();
+                evolve(&mut next, state.version + 1, cause.at, outcome);
+                decide(&next, cause.at)
+            }));
+            let Ok((after, decided)) = planned else {
+                tracing::error!(stream = %stream, "deciding after the outcome panicked; the outcome goes alone");
+                return Ok(false);
+            };
+            if !worker_may_decide(&after, &decided) {
+                continue; // from the store, the same answer ends the loop
             }
-            Err(e) => Err(e),
+            let Some(event) = outcome.clone().with_decisions(decided) else {
+                return Ok(false);
+            };
+            let expected = ExpectedVersion::Exact(state.version);
+            match self
+                .repo
+                .append(stream, expected, vec![event], &cause, None)
+                .await
+            {
+                Ok(r) => {
+                    loaded.state = after;
+                    loaded.state.version = r.last_version;
+                    let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
+                    self.states
+                        .remember(stream, &loaded.state, snapshot_version);
+                    return Ok(true);
+                }
+                Err(RepoError::Store(StoreError::Conflict { .. })) if !read => {}
+                Err(RepoError::Store(
+                    StoreError::Conflict { .. } | StoreError::TooLarge { .. },
+                )) => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
+        Ok(false)
     }
 
     /// The request as sent: the secrets it names (at the pointers the planner listed) put in,

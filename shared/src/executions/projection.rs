@@ -86,7 +86,7 @@ const ACTIVE_BUCKET_SECS: i64 = 30;
 /// A running execution's `active_at` is refreshed at least this often while it takes turns (by
 /// the orchestrator's summary, or by the worker that drives it), so the `active` index (and the
 /// sweep and health check reading it) sees it moving even when nothing a summary shows changes.
-const ACTIVE_REFRESH_SECS: i64 = 30;
+const ACTIVE_REFRESH_SECS: i64 = 60;
 
 /// Whether a running execution's `active_at` mark is due a refresh at `now` (the one rule for
 /// the orchestrator's summary and the worker that drives an execution without it).
@@ -379,7 +379,9 @@ impl SchemaMarker {
                 present
             }
             Err(e) => {
-                tracing::error!(marker = self.sk, error = %DisplayErrorContext(&e), "schema marker: GetItem failed; taken as absent");
+                tracing::error!(marker = self.sk, error = %DisplayErrorContext(&e), "schema marker: GetItem failed; taken as absent for a while");
+                // Remembered too, so a throttled table is not asked again on every call.
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, false));
                 false
             }
         }
@@ -603,7 +605,10 @@ impl Projections {
             .table_name(&self.table)
             .set_key(Some(Self::summary_key(tenant, execution_id)))
             .update_expression("SET active_at = :at")
-            .condition_expression("attribute_exists(active_shard)")
+            // Never back: a racing writer may have set a later bucket.
+            .condition_expression(
+                "attribute_exists(active_shard) AND (attribute_not_exists(active_at) OR active_at < :at)",
+            )
             .expression_attribute_values(":at", AttributeValue::N(active_bucket(at).to_string()))
             .send()
             .await;

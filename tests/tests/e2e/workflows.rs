@@ -433,6 +433,62 @@ async fn the_worker_schedules_plain_successors_inside_its_outcome() {
     assert_eq!(stored.len(), history.len() - 2);
 }
 
+/// Without migration 0011's marker (before the migrator ran, or after its down), outcomes go
+/// alone and the orchestrator schedules every step, as the previous release expects.
+#[tokio::test]
+async fn without_the_marker_workers_leave_decisions_to_the_orchestrator() {
+    use shared::events::EventStore;
+    let app = App::start_engine("wf-no-marker", &[]).await;
+    let tables = app.template.tables().unwrap();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&app.sdk);
+    dynamodb
+        .delete_item()
+        .table_name(&tables.state)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("SCHEMA".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("WORKER_DECIDES".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let peer = Peer::start().await;
+    let tenant = "t-no-marker";
+    let c = Client::new(&app, tenant).await;
+    let call = |next: &str| json!({"type": "http", "method": "POST", "url": format!("{}/echo/alone", peer.base), "body": {}, "next": next});
+    let wf = c
+        .create(json!({"name": "alone", "start": "a", "steps": {
+            "a": call("b"), "b": call("c"),
+            "c": {"type": "http", "method": "POST", "url": format!("{}/echo/alone", peer.base), "body": {}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    assert_eq!(peer.calls("alone"), 3);
+    let store = shared::events::DynamoEventStore::new(
+        dynamodb,
+        shared::events::EventTables {
+            events: tables.events.clone(),
+            state: tables.state.clone(),
+        },
+        Default::default(),
+    );
+    let stream = shared::executions::repo::stream_id(tenant, &id).unwrap();
+    let stored = store.read_from(&stream, 1).await.unwrap();
+    assert!(
+        stored.iter().all(|e| !e.payload.contains_key("tasks")),
+        "{stored:#?}"
+    );
+    let scheduled = stored
+        .iter()
+        .filter(|e| e.event_type == "StepScheduled")
+        .count();
+    assert_eq!(scheduled, 3, "{stored:#?}");
+}
+
 #[tokio::test]
 async fn parallel_branches_join_and_conditions_route_both_ways() {
     let app = App::start_engine("wf-branch", &[]).await;
