@@ -984,3 +984,78 @@ async fn the_sweep_never_fails_an_execution_whose_turn_only_lost_its_races() {
     f.pump(async || status(&c, &id).await == "succeeded").await;
     assert_eq!(peer.calls("sweep-races"), 1);
 }
+
+/// Issue 14: a worker decides from its own last write without reading the history; when another
+/// writer appended since, its exact-version append is refused, and it reads once and decides
+/// again, so the outcome still carries the next task (and nothing runs twice).
+#[tokio::test]
+async fn a_worker_behind_the_stream_reads_once_and_still_decides() {
+    use shared::domain::execution::ExecutionEvent as E;
+    let app = App::start("behind", &[]).await;
+    let peer = Peer::start().await;
+    let tenant = "t-behind";
+    let c = Client::new(&app, tenant).await;
+    let mut f = Functions::new(&app).await;
+    let call = |next: Option<&str>| {
+        let mut s = json!({"type": "http", "method": "POST", "url": format!("{}/echo/behind", peer.base), "body": {}});
+        if let Some(n) = next {
+            s["next"] = json!(n);
+        }
+        s
+    };
+    let wf = c
+        .create(json!({"name": "behind", "start": "a", "steps": {
+            "a": call(Some("b")), "b": call(Some("c")), "c": call(None)}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let started = f.poll().await;
+    f.orchestrator.handle(Functions::event(&started)).await;
+    let records = f.poll().await;
+    let scheduled = f.tasks(&records);
+    assert_eq!(scheduled.len(), 1);
+    // `a`: its outcome carries `b`'s task, and the worker keeps the state it wrote.
+    f.worker
+        .handle(Functions::event(&scheduled), WORKER_TIMEOUT)
+        .await;
+    let records = f.poll().await;
+    let carried = f.tasks(&records);
+    assert_eq!(carried.len(), 1, "b's task rides in a's outcome");
+    // Another writer appends before `b`'s outcome (an event that changes nothing here).
+    let stream = shared::executions::repo::stream_id(tenant, &id).unwrap();
+    let cause = shared::executions::Cause {
+        tenant,
+        actor: "test",
+        correlation_id: &id,
+        causation_id: None,
+        at: chrono::Utc::now(),
+    };
+    let other = f
+        .services
+        .repo
+        .append_any(
+            &stream,
+            vec![E::TimerFired {
+                timer_id: "not-a-timer-of-this-execution".into(),
+            }],
+            &cause,
+            None,
+        )
+        .await
+        .unwrap();
+    f.worker
+        .handle(Functions::event(&carried), WORKER_TIMEOUT)
+        .await;
+    f.pump(async || status(&c, &id).await == "succeeded").await;
+    assert_eq!(peer.calls("behind"), 3, "each step called once");
+    let stored = f.services.repo.store().read_from(&stream, 1).await.unwrap();
+    let b = stored
+        .iter()
+        .find(|e| e.event_type == "StepSucceeded" && e.payload["key"] == "b")
+        .unwrap_or_else(|| panic!("{stored:#?}"));
+    assert_eq!(
+        b.payload.get("tasks"),
+        Some(&json!(1)),
+        "b's outcome still carries c: {b:#?}"
+    );
+    assert_eq!(b.version, other.last_version + 1);
+}
