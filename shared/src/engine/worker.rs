@@ -600,6 +600,13 @@ impl Worker {
             let Some(event) = outcome.clone().with_decisions(decided) else {
                 return Ok(false);
             };
+            // What is kept is what a replay of the stored event gives (its numbers as DynamoDB
+            // keeps them), so later decisions from this state equal those from the history.
+            let (event_type, payload) = event.into_parts();
+            let event = E::from_parts(&event_type, &crate::events::as_stored(&payload)?)
+                .map_err(|e| RepoError::Store(StoreError::Decode(e.to_string())))?;
+            let mut kept = state.clone();
+            evolve(&mut kept, state.version + 1, cause.at, &event);
             let expected = ExpectedVersion::Exact(state.version);
             match self
                 .repo
@@ -607,7 +614,7 @@ impl Worker {
                 .await
             {
                 Ok(r) => {
-                    loaded.state = after;
+                    loaded.state = kept;
                     loaded.state.version = r.last_version;
                     let snapshot_version = self.repo.maybe_snapshot(stream, &loaded).await?;
                     self.states
