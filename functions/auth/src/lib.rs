@@ -98,7 +98,9 @@ impl AuthState {
         })
     }
 
-    fn tokens(&self, user: &User, refresh_token: String) -> TokenResponse {
+    async fn tokens(&self, user: &User, refresh_token: String) -> TokenResponse {
+        // Signed with the latest rotation's key, whenever this environment started.
+        self.keys.refresh_for_signing().await;
         TokenResponse {
             access_token: self.access_token(user),
             refresh_token,
@@ -144,7 +146,7 @@ async fn login(
         .await
         .map_err(store_error)?;
     tracing::info!(user = %user.username, tenant = %user.tenant, "login");
-    Ok(Json(s.tokens(&user, refresh.token)))
+    Ok(Json(s.tokens(&user, refresh.token).await))
 }
 
 #[derive(Deserialize)]
@@ -174,7 +176,7 @@ async fn refresh(
         .map_err(store_error)?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::unauthorized("this user no longer exists or is disabled"))?;
-    Ok(Json(s.tokens(&user, next.token)))
+    Ok(Json(s.tokens(&user, next.token).await))
 }
 
 async fn logout(

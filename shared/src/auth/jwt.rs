@@ -50,12 +50,36 @@ struct Key {
 }
 
 /// The signing key and the keys still accepted for verification.
-pub struct JwtKeys {
+struct KeySet {
     current: Key,
     previous: Vec<Key>,
+}
+
+/// The signing key and the keys still accepted for verification, as last read; with a source to
+/// read them again from after a rotation (see [`JwtKeys::verify_fresh`]).
+pub struct JwtKeys {
+    set: std::sync::RwLock<std::sync::Arc<KeySet>>,
+    reload: Option<Reload>,
     /// Where a verified token's user is checked for revocation (absent in unit tests).
     sessions: Option<std::sync::Arc<super::Sessions>>,
 }
+
+/// Where the keys are read again from, and when they last were.
+struct Reload {
+    source: crate::config::JwtKeySource,
+    secrets: aws_sdk_secretsmanager::Client,
+    /// The last read attempted again (none yet), and the last read that succeeded.
+    last_try: std::sync::Mutex<Option<std::time::Instant>>,
+    read_at: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Reads of the keys on tokens with an unknown `kid` are at most this frequent per environment,
+/// whatever callers send (a forged `kid` costs nothing but this).
+const RELOAD_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// A signer reads the keys again when its copy is older than this, so that it signs with the
+/// key of the latest rotation (and tokens it signs verify where only that rotation's keys are
+/// known).
+pub const SIGNING_KEYS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A key's id: a short hash of it, which says which key signed a token and nothing about the key.
 fn kid(secret: &[u8]) -> String {
@@ -76,14 +100,102 @@ fn key(secret: &str) -> Result<Key, String> {
     })
 }
 
+fn key_set(current: &str, previous: &[String]) -> Result<KeySet, String> {
+    Ok(KeySet {
+        current: key(current)?,
+        previous: previous.iter().map(|p| key(p)).collect::<Result<_, _>>()?,
+    })
+}
+
 impl JwtKeys {
     /// `current` signs; `previous` (e.g. Secrets Manager's AWSPREVIOUS) still verifies.
     pub fn new(current: &str, previous: &[String]) -> Result<Self, String> {
         Ok(Self {
-            current: key(current)?,
-            previous: previous.iter().map(|p| key(p)).collect::<Result<_, _>>()?,
+            set: std::sync::RwLock::new(std::sync::Arc::new(key_set(current, previous)?)),
+            reload: None,
             sessions: None,
         })
+    }
+
+    /// Reads the keys again from `source` when a token names a key this copy does not know (a
+    /// rotation since this environment started), and before signing with a copy older than
+    /// [`SIGNING_KEYS_MAX_AGE`].
+    pub fn with_reload(
+        mut self,
+        source: crate::config::JwtKeySource,
+        secrets: aws_sdk_secretsmanager::Client,
+    ) -> Self {
+        let now = std::time::Instant::now();
+        self.reload = Some(Reload {
+            source,
+            secrets,
+            last_try: std::sync::Mutex::new(None),
+            read_at: std::sync::Mutex::new(now),
+        });
+        self
+    }
+
+    fn keys(&self) -> std::sync::Arc<KeySet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the keys again unless the last attempt was less than `interval` ago. `true` when a
+    /// read succeeded (the keys may or may not have changed).
+    async fn reread(&self, interval: std::time::Duration) -> bool {
+        let Some(reload) = &self.reload else {
+            return false;
+        };
+        {
+            let mut last = reload.last_try.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < interval) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match super::keys::read(&reload.source, &reload.secrets).await {
+            Ok((current, previous)) => match key_set(&current, &previous) {
+                Ok(set) => {
+                    *self.set.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(set);
+                    *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        std::time::Instant::now();
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "JWT keys read again are unusable; keeping the previous ones");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "JWT keys could not be read again; keeping the previous ones");
+                false
+            }
+        }
+    }
+
+    /// [`JwtKeys::verify`], reading the keys again first when the token names a key this copy
+    /// does not know (at most every 30 s per environment): after a rotation, an environment
+    /// started before it accepts tokens signed with the new key.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Claims, TokenError> {
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) if self.reread(RELOAD_AT_MOST_EVERY).await => {
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the keys again if this copy is older than [`SIGNING_KEYS_MAX_AGE`] (before signing).
+    pub async fn refresh_for_signing(&self) {
+        let stale = self.reload.as_ref().is_some_and(|r| {
+            r.read_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= SIGNING_KEYS_MAX_AGE
+        });
+        if stale {
+            self.reread(RELOAD_AT_MOST_EVERY).await;
+        }
     }
 
     pub fn with_sessions(mut self, sessions: std::sync::Arc<super::Sessions>) -> Self {
@@ -95,14 +207,15 @@ impl JwtKeys {
         self.sessions.as_deref()
     }
 
-    pub fn current_kid(&self) -> &str {
-        &self.current.kid
+    pub fn current_kid(&self) -> String {
+        self.keys().current.kid.clone()
     }
 
     pub fn issue(&self, claims: &Claims) -> String {
+        let keys = self.keys();
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.current.kid.clone());
-        encode(&header, claims, &self.current.encoding).unwrap_or_default()
+        header.kid = Some(keys.current.kid.clone());
+        encode(&header, claims, &keys.current.encoding).unwrap_or_default()
     }
 
     /// Verifies signature, algorithm (HS256 only: `none` and others are refused) and expiry (no
@@ -135,8 +248,9 @@ impl JwtKeys {
         let kid = header
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
-        let key = std::iter::once(&self.current)
-            .chain(&self.previous)
+        let keys = self.keys();
+        let key = std::iter::once(&keys.current)
+            .chain(&keys.previous)
             .find(|k| k.kid == kid)
             .ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::HS256);

@@ -1,6 +1,7 @@
-//! Loads the JWT keys once at cold start: from Secrets Manager (`JWT_SECRET_ARN`: the current
+//! Loads the JWT keys at cold start: from Secrets Manager (`JWT_SECRET_ARN`: the current
 //! version signs, AWSPREVIOUS still verifies, so a rotation never logs anyone out) or from
-//! `JWT_SECRET` (plus `JWT_SECRET_PREVIOUS` for a manual rotation).
+//! `JWT_SECRET` (plus `JWT_SECRET_PREVIOUS` for a manual rotation). They are read again after a
+//! rotation (see `JwtKeys::verify_fresh`).
 
 use aws_sdk_secretsmanager::Client;
 
@@ -8,13 +9,22 @@ use super::JwtKeys;
 use crate::config::JwtKeySource;
 
 pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
+    let (current, previous) = read(source, secrets).await?;
+    Ok(JwtKeys::new(&current, &previous)?.with_reload(source.clone(), secrets.clone()))
+}
+
+/// The current key and those still accepted, as the source holds them now.
+pub(super) async fn read(
+    source: &JwtKeySource,
+    secrets: &Client,
+) -> Result<(String, Vec<String>), String> {
     match source {
         JwtKeySource::Secret(secret) => {
             let previous: Vec<String> = std::env::var("JWT_SECRET_PREVIOUS")
                 .into_iter()
                 .filter(|s| !s.is_empty())
                 .collect();
-            JwtKeys::new(secret, &previous)
+            Ok((secret.clone(), previous))
         }
         JwtKeySource::SecretsManager { arn } => {
             // Both versions at once: init waits for one round trip, not two.
@@ -41,7 +51,7 @@ pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, St
                 .and_then(|o| o.secret_string)
                 .into_iter()
                 .collect::<Vec<_>>();
-            JwtKeys::new(&current, &previous)
+            Ok((current, previous))
         }
     }
 }

@@ -49,7 +49,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let keys = Arc::<JwtKeys>::from_ref(state);
         let result = match parts.extensions.remove::<Verified>() {
+            // A key rotated since this environment read its keys: read them again (rate-limited).
+            Some(Verified(Err(TokenError::UnknownKey))) => match bearer(&parts.headers) {
+                Some(token) => keys.verify_fresh(token).await,
+                None => Err(TokenError::UnknownKey),
+            },
             Some(Verified(result)) => result,
             None => {
                 let token = bearer(&parts.headers).ok_or_else(|| {
@@ -57,7 +63,7 @@ where
                         "send an access token as `Authorization: Bearer <token>`",
                     )
                 })?;
-                Arc::<JwtKeys>::from_ref(state).verify(token)
+                keys.verify_fresh(token).await
             }
         };
         let claims = result.map_err(|e| {
@@ -69,7 +75,7 @@ where
                 TokenError::Invalid(_) => "the access token is not valid".to_owned(),
             })
         })?;
-        if let Some(sessions) = Arc::<JwtKeys>::from_ref(state).sessions() {
+        if let Some(sessions) = keys.sessions() {
             sessions
                 .check(&claims)
                 .await

@@ -715,3 +715,54 @@ async fn users_from_before_per_tenant_names_keep_working() {
         .unwrap();
     problem(r, 409).await;
 }
+
+/// A key rotation in Secrets Manager: environments started before it read the keys again when a
+/// token names a key they do not know (rate-limited), so tokens signed with the new key are
+/// accepted everywhere and those signed with the previous one still are.
+#[tokio::test]
+async fn after_a_key_rotation_running_functions_accept_the_new_key() {
+    let app = App::start("jwt-rotation", &[]).await;
+    let t = tenant();
+    let (name, password) = app.user(&t, &["user"]).await;
+    let (before, _) = app.tokens(&name, &password).await;
+    let me = async |token: &str| {
+        app.http
+            .get(app.url("/workflows"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(me(&before).await.status(), 200);
+    let claims = app.keys().await.verify(&before).unwrap();
+
+    let arn = app.template.function_env("AuthFunction").unwrap()["JWT_SECRET_ARN"].clone();
+    let rotated = format!(
+        "rotated-{}-0123456789abcdef0123456789",
+        uuid::Uuid::new_v4()
+    );
+    aws_sdk_secretsmanager::Client::new(&app.sdk)
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(&rotated)
+        .send()
+        .await
+        .unwrap();
+    // What an auth function started after the rotation signs.
+    let after = shared::auth::JwtKeys::new(&rotated, &[])
+        .unwrap()
+        .issue(&claims);
+    let r = me(&after).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        me(&before).await.status(),
+        200,
+        "the previous key still verifies"
+    );
+
+    // A key that no rotation produced stays refused.
+    let forged = shared::auth::JwtKeys::new("forged-0123456789abcdef0123456789abcdef", &[])
+        .unwrap()
+        .issue(&claims);
+    problem(me(&forged).await, 401).await;
+}
