@@ -68,10 +68,14 @@ pub struct JwtKeys {
 struct Reload {
     source: crate::config::JwtKeySource,
     secrets: aws_sdk_secretsmanager::Client,
-    /// The last read attempted again (none yet), and the last read that succeeded.
-    last_try: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The last read attempted again and whether it succeeded (none yet). Held during a read,
+    /// so concurrent callers wait for it instead of reading too.
+    last_try: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
     read_at: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How long a read of the keys may take before the caller goes on with those it has.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads of the keys on tokens with an unknown `kid` are at most this frequent per environment,
 /// whatever callers send (a forged `kid` costs nothing but this).
@@ -98,6 +102,22 @@ fn key(secret: &str) -> Result<Key, String> {
         encoding: EncodingKey::from_secret(secret.as_bytes()),
         decoding: DecodingKey::from_secret(secret.as_bytes()),
     })
+}
+
+/// `jwt_validations_total` by result.
+fn count(result: &Result<Claims, TokenError>) {
+    let outcome = match result {
+        Ok(_) => "valid",
+        Err(TokenError::Expired) => "expired",
+        Err(TokenError::UnknownKey) => "unknown_key",
+        Err(TokenError::Invalid(_)) => "invalid",
+    };
+    emit(
+        "jwt_validations_total",
+        1.0,
+        Unit::Count,
+        &[("result", outcome)],
+    );
 }
 
 fn key_set(current: &str, previous: &[String]) -> Result<KeySet, String> {
@@ -129,7 +149,7 @@ impl JwtKeys {
         self.reload = Some(Reload {
             source,
             secrets,
-            last_try: std::sync::Mutex::new(None),
+            last_try: tokio::sync::Mutex::new(None),
             read_at: std::sync::Mutex::new(now),
         });
         self
@@ -139,20 +159,32 @@ impl JwtKeys {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reads the keys again unless the last attempt was less than `interval` ago. `true` when a
-    /// read succeeded (the keys may or may not have changed).
+    /// Reads the keys again unless the last attempt was less than `interval` ago. `true` when
+    /// the keys were read (now, or by the attempt within `interval`, which a concurrent caller
+    /// waits for): they may or may not have changed.
     async fn reread(&self, interval: std::time::Duration) -> bool {
         let Some(reload) = &self.reload else {
             return false;
         };
-        {
-            let mut last = reload.last_try.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| at.elapsed() < interval) {
-                return false;
+        let mut last = reload.last_try.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < interval {
+                return ok;
             }
-            *last = Some(std::time::Instant::now());
         }
-        match super::keys::read(&reload.source, &reload.secrets).await {
+        let read = tokio::time::timeout(
+            RELOAD_TIMEOUT,
+            super::keys::read(&reload.source, &reload.secrets, true),
+        )
+        .await
+        .unwrap_or_else(|_| Err("the read timed out".to_owned()));
+        let ok = self.replace(reload, read);
+        *last = Some((std::time::Instant::now(), ok));
+        ok
+    }
+
+    fn replace(&self, reload: &Reload, read: Result<(String, Vec<String>), String>) -> bool {
+        match read {
             Ok((current, previous)) => match key_set(&current, &previous) {
                 Ok(set) => {
                     *self.set.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(set);
@@ -174,14 +206,16 @@ impl JwtKeys {
 
     /// [`JwtKeys::verify`], reading the keys again first when the token names a key this copy
     /// does not know (at most every 30 s per environment): after a rotation, an environment
-    /// started before it accepts tokens signed with the new key.
+    /// started before it accepts tokens signed with the new key. Counted once.
     pub async fn verify_fresh(&self, token: &str) -> Result<Claims, TokenError> {
-        match self.verify(token) {
+        let result = match self.verify_inner(token) {
             Err(TokenError::UnknownKey) if self.reread(RELOAD_AT_MOST_EVERY).await => {
-                self.verify(token)
+                self.verify_inner(token)
             }
             other => other,
-        }
+        };
+        count(&result);
+        result
     }
 
     /// Reads the keys again if this copy is older than [`SIGNING_KEYS_MAX_AGE`] (before signing).
@@ -222,18 +256,7 @@ impl JwtKeys {
     /// leeway). Counts `jwt_validations_total` by result.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let result = self.verify_inner(token);
-        let outcome = match &result {
-            Ok(_) => "valid",
-            Err(TokenError::Expired) => "expired",
-            Err(TokenError::UnknownKey) => "unknown_key",
-            Err(TokenError::Invalid(_)) => "invalid",
-        };
-        emit(
-            "jwt_validations_total",
-            1.0,
-            Unit::Count,
-            &[("result", outcome)],
-        );
+        count(&result);
         result
     }
 

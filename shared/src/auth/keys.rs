@@ -9,14 +9,22 @@ use super::JwtKeys;
 use crate::config::JwtKeySource;
 
 pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
-    let (current, previous) = read(source, secrets).await?;
-    Ok(JwtKeys::new(&current, &previous)?.with_reload(source.clone(), secrets.clone()))
+    let (current, previous) = read(source, secrets, false).await?;
+    let keys = JwtKeys::new(&current, &previous)?;
+    Ok(match source {
+        // Environment variables never change in a running environment: nothing to read again.
+        JwtKeySource::Secret(_) => keys,
+        JwtKeySource::SecretsManager { .. } => keys.with_reload(source.clone(), secrets.clone()),
+    })
 }
 
-/// The current key and those still accepted, as the source holds them now.
+/// The current key and those still accepted, as the source holds them now. `strict`: a failed
+/// read of the previous version is an error (a re-read keeps the keys it has), where at cold
+/// start it counts as none (a token signed with it makes the function read again).
 pub(super) async fn read(
     source: &JwtKeySource,
     secrets: &Client,
+    strict: bool,
 ) -> Result<(String, Vec<String>), String> {
     match source {
         JwtKeySource::Secret(secret) => {
@@ -46,12 +54,23 @@ pub(super) async fn read(
                 .secret_string
                 .ok_or_else(|| format!("secret {arn} has no string value"))?;
             // No previous version (never rotated) is the usual case, not an error.
-            let previous = previous
-                .ok()
-                .and_then(|o| o.secret_string)
-                .into_iter()
-                .collect::<Vec<_>>();
-            Ok((current, previous))
+            let previous = match previous {
+                Ok(o) => o.secret_string,
+                Err(e)
+                    if !strict
+                        || e.as_service_error()
+                            .is_some_and(|e| e.is_resource_not_found_exception()) =>
+                {
+                    None
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "reading the previous version of secret {arn}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    ))
+                }
+            };
+            Ok((current, previous.into_iter().collect()))
         }
     }
 }

@@ -605,8 +605,15 @@ impl Worker {
             let (event_type, payload) = event.into_parts();
             let event = E::from_parts(&event_type, &crate::events::as_stored(&payload)?)
                 .map_err(|e| RepoError::Store(StoreError::Decode(e.to_string())))?;
-            let mut kept = state.clone();
-            evolve(&mut kept, state.version + 1, cause.at, &event);
+            let kept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut kept = state.clone();
+                evolve(&mut kept, state.version + 1, cause.at, &event);
+                kept
+            }));
+            let Ok(kept) = kept else {
+                tracing::error!(stream = %stream, "applying the decided event panicked; the outcome goes alone");
+                return Ok(false);
+            };
             let expected = ExpectedVersion::Exact(state.version);
             match self
                 .repo

@@ -35,6 +35,7 @@ impl Peer {
             .route("/flaky/{name}/{failures}", get(flaky))
             .route("/switch/{name}", get(switch))
             .route("/hold/{name}/{holds}", get(hold))
+            .route("/whole-float", get(whole_float))
             .with_state(peer.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         peer
@@ -88,6 +89,14 @@ async fn flaky(
     } else {
         (StatusCode::OK, format!("ok after {n}"))
     }
+}
+
+/// A JSON number written as a float with no fraction (`1.0`), which DynamoDB stores as `1`.
+async fn whole_float() -> axum::response::Response {
+    axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"x": 1.0}"#,
+    ))
 }
 
 /// The first `holds` calls never answer (a worker dies while waiting on them).
@@ -431,6 +440,33 @@ async fn the_worker_schedules_plain_successors_inside_its_outcome() {
         history[at]
     );
     assert_eq!(stored.len(), history.len() - 2);
+}
+
+/// A worker decides from its outcome as the store keeps it: a float with no fraction in an
+/// answer renders in the next request as a replay of the history renders it (`1`, not `1.0`).
+#[tokio::test]
+async fn a_worker_decides_from_numbers_as_the_store_keeps_them() {
+    let app = App::start_engine("wf-whole-float", &[]).await;
+    let peer = Peer::start().await;
+    let c = Client::new(&app, "t-whole-float").await;
+    let wf = c
+        .create(json!({"name": "float", "start": "a", "steps": {
+            "a": {"type": "http", "method": "GET", "url": format!("{}/whole-float", peer.base), "next": "b"},
+            "b": {"type": "http", "method": "POST", "url": format!("{}/echo/float", peer.base),
+                  "body": {"x": "x={{ steps.a.output.body.x }}"}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let history = c.history(&id).await;
+    let request = history
+        .iter()
+        .find(|e| e["type"] == "StepScheduled" && e["payload"]["key"] == "b")
+        .unwrap_or_else(|| panic!("{history:#?}"));
+    assert_eq!(
+        request["payload"]["request"]["body"]["x"], "x=1",
+        "{request:#}"
+    );
 }
 
 /// Without migration 0011's marker (before the migrator ran, or after its down), outcomes go
