@@ -372,8 +372,9 @@ function ExecutionPage({ id }: { id: string }) {
       </div>
       <h2>History</h2>
       <ol className="timeline" aria-label="Event history">
-        {events.map((ev) => (
-          <li key={ev.version}>
+        {/* One stored event may show as several (an outcome with the steps its worker decided): same version. */}
+        {events.map((ev, i) => (
+          <li key={`${ev.version}.${i}`}>
             <span className="timeline-at">{when(ev.at)}</span>
             <span className="timeline-type">
               #{ev.version} {ev.type}
