@@ -824,13 +824,27 @@ fn templates_cannot_allocate_or_iterate_past_their_fuel() {
     assert_eq!(eval("([1, 2] * 2) | sum", &context).unwrap(), json!(6));
 }
 
+/// What a worker decides after answering the run's first open task with `answer(step)`, without
+/// changing the run: the outcome, and `decide` on the state after it.
+fn decide_after_first_task(
+    run: &Run,
+    answer: impl Fn(&str) -> Value,
+) -> (E, ExecutionState, Vec<E>) {
+    let (key, step, epoch, attempt, _) = run.tasks().remove(0);
+    let output = answer(&step);
+    let outcome = E::outcome(key, step, epoch, attempt, Ok(output));
+    let mut next = run.state.clone();
+    evolve(&mut next, run.state.version + 1, run.now, &outcome);
+    let (after, decided) = shared::domain::execution::decide(&next, run.now);
+    (outcome, after, decided)
+}
+
 /// Issue 14: an outcome carrying its worker's decisions replays exactly like the outcome
 /// followed by the orchestrator's turn, survives the stored form, and only plain successors
 /// (tasks and inline steps, the execution going on) qualify.
 #[test]
 fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
     use shared::domain::execution::plan::worker_may_decide;
-    use shared::domain::execution::{decide, evolve};
     let def = json!({"name": "chain", "start": "a", "steps": {
         "a": {"type": "http", "method": "GET", "url": "https://example.com/a", "next": "t"},
         "t": {"type": "template", "template": "got {{ steps.a.output.n }}", "next": "b"},
@@ -839,19 +853,10 @@ fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
         "c": {"type": "http", "method": "GET", "url": "https://example.com/c"}}});
     let mut classic = Run::start(def.clone(), json!({}));
     let mut compound = Run::start(def, json!({}));
-    let answer = |step: &str| Ok(json!({"n": step.len(), "step": step}));
+    let answer = |step: &str| json!({"n": step.len(), "step": step});
 
     // `a` succeeds: the template and `b`'s task follow, worker-decidable.
-    let (key, step, epoch, attempt, _) = compound.tasks().remove(0);
-    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
-    let mut next = compound.state.clone();
-    evolve(
-        &mut next,
-        compound.state.version + 1,
-        compound.now,
-        &outcome,
-    );
-    let (after, decided) = decide(&next, compound.now);
+    let (outcome, after, decided) = decide_after_first_task(&compound, answer);
     assert!(worker_may_decide(&after, &decided), "{decided:?}");
     let event = outcome.with_decisions(decided).unwrap();
     // The stored form keeps the decisions and the task count the worker's filter matches on.
@@ -861,7 +866,7 @@ fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
     let stored = E::from_parts(&event_type, &payload).unwrap();
     assert_eq!(stored, event);
     compound.apply(vec![stored]);
-    classic.work(|step, _, _| answer(step));
+    classic.work(|step, _, _| Ok(answer(step)));
     let mut expected = classic.state.clone();
     // One event where the classic history has three: only the version differs.
     expected.version = compound.state.version;
@@ -881,28 +886,16 @@ fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
     );
 
     // `b` succeeds: a wait follows (a timer), which stays the orchestrator's.
-    let (key, step, epoch, attempt, _) = compound.tasks().remove(0);
-    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
-    let mut next = compound.state.clone();
-    evolve(
-        &mut next,
-        compound.state.version + 1,
-        compound.now,
-        &outcome,
-    );
-    let (after, decided) = decide(&next, compound.now);
+    let (_, after, decided) = decide_after_first_task(&compound, answer);
     assert!(!worker_may_decide(&after, &decided), "{decided:?}");
 
     // The last step's outcome ends the execution: the orchestrator's too.
-    let mut last = Run::start(
+    let last = Run::start(
         json!({"name": "one", "start": "c", "steps": {
             "c": {"type": "http", "method": "GET", "url": "https://example.com/c"}}}),
         json!({}),
     );
-    let (key, step, epoch, attempt, _) = last.tasks().remove(0);
-    let outcome = E::outcome(key, step.clone(), epoch, attempt, answer(&step));
-    evolve(&mut last.state, 3, last.now, &outcome);
-    let (after, decided) = decide(&last.state, last.now);
+    let (_, after, decided) = decide_after_first_task(&last, answer);
     assert!(!worker_may_decide(&after, &decided), "{decided:?}");
     // A failure never carries decisions.
     assert!(E::outcome(
@@ -921,7 +914,6 @@ fn an_outcome_carrying_its_decisions_replays_like_the_orchestrators_turn() {
 #[test]
 fn an_outcome_carries_a_few_tasks_at_most() {
     use shared::domain::execution::plan::{worker_may_decide, MAX_CARRIED_TASKS};
-    use shared::domain::execution::{decide, evolve};
     let fan_out = |n: usize| {
         let branches: Vec<Value> = (0..n).map(|i| json!({"start": format!("b{i}")})).collect();
         let mut steps = serde_json::Map::new();
@@ -939,14 +931,11 @@ fn an_outcome_carries_a_few_tasks_at_most() {
                 json!({"type": "http", "method": "GET", "url": format!("https://example.com/{i}")}),
             );
         }
-        let mut run = Run::start(
+        let run = Run::start(
             json!({"name": "fan", "start": "a", "steps": steps}),
             json!({}),
         );
-        let (key, step, epoch, attempt, _) = run.tasks().remove(0);
-        let outcome = E::outcome(key, step, epoch, attempt, Ok(json!({})));
-        evolve(&mut run.state, 3, run.now, &outcome);
-        let (after, decided) = decide(&run.state, run.now);
+        let (_, after, decided) = decide_after_first_task(&run, |_| json!({}));
         worker_may_decide(&after, &decided)
     };
     assert!(fan_out(2));

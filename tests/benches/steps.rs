@@ -95,17 +95,8 @@ async fn run(executions: usize, worker_decides: bool) -> (usize, f64) {
     let tasks_of = |events: &[E]| -> Vec<Task> {
         events
             .iter()
-            .filter_map(|e| match e {
-                E::StepScheduled {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    request,
-                    ..
-                } => Some((key.clone(), step.clone(), *epoch, *attempt, request.clone())),
-                _ => None,
-            })
+            .flat_map(E::tasks)
+            .map(|t| (t.key, t.step, t.epoch, t.attempt, t.request))
             .collect()
     };
     while !live.is_empty() {

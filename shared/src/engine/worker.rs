@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::http::HttpExecutor;
-use crate::domain::execution::{ExecutionEvent as E, ParentRef, StepError};
+use crate::domain::execution::{ExecutionEvent as E, ParentRef, StepError, Task};
 use crate::domain::{secret_ref, validate_input};
 use crate::events::{Envelope, ExpectedVersion, StoreError, StreamId};
 use crate::executions::{repo::decode, stream_id, Cause, ExecutionRepo, RepoError};
@@ -39,36 +39,6 @@ pub struct Worker {
     states: super::states::StateCache,
     /// Bounds the tasks performed at once (see [`PERFORMING_AT_ONCE`]).
     performing: tokio::sync::Semaphore,
-}
-
-struct Task {
-    key: String,
-    step: String,
-    epoch: u32,
-    attempt: u32,
-    kind: String,
-    request: Value,
-}
-
-impl Task {
-    fn attempt_id(&self) -> String {
-        format!("{}@{}.{}", self.key, self.epoch, self.attempt)
-    }
-
-    /// The outcome event; an output the planner could not pass on (too large for one event)
-    /// fails the step here already, under the same rule as the planner's own outputs.
-    fn outcome(&self, result: Result<Value, StepError>) -> E {
-        let result = result.and_then(|v| {
-            crate::domain::execution::plan::fits(&v, "output", "OutputTooLarge").map(|_| v)
-        });
-        E::outcome(
-            self.key.clone(),
-            self.step.clone(),
-            self.epoch,
-            self.attempt,
-            result,
-        )
-    }
 }
 
 /// What performs tasks, and the secrets they may name.
@@ -300,27 +270,7 @@ impl Worker {
     ) -> Result<Done, RepoError> {
         let event = decode(envelope)?;
         // A task record, or an outcome carrying the tasks its worker decided on.
-        let mut tasks: Vec<Task> = event
-            .parts()
-            .filter_map(|e| match e {
-                E::StepScheduled {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    kind,
-                    request,
-                } => Some(Task {
-                    key: key.clone(),
-                    step: step.clone(),
-                    epoch: *epoch,
-                    attempt: *attempt,
-                    kind: kind.clone(),
-                    request: request.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let mut tasks: Vec<Task> = event.tasks().collect();
         match tasks.len() {
             0 => Ok(Done::Ignored),
             1 => self.perform(envelope, tasks.remove(0), deadline).await,

@@ -563,20 +563,9 @@ async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
     );
 
     // 5 spends of 1,604.8 µUSD against 8,839.6: 91 %, so the 50 % and 80 % alerts, once each.
-    let tables = app.template.tables().unwrap();
-    let store = shared::events::DynamoEventStore::new(
-        aws_sdk_dynamodb::Client::new(&app.sdk),
-        shared::events::EventTables {
-            events: tables.events.clone(),
-            state: tables.state.clone(),
-        },
-        Default::default(),
-    );
     let period = shared::engine::budget::period(chrono::Utc::now());
     let stream = shared::events::StreamId::new("t-budget", "budget", &period).unwrap();
-    let alerts = shared::events::EventStore::read_from(&store, &stream, 1)
-        .await
-        .unwrap();
+    let alerts = app.events(&stream).await;
     let crossed: Vec<u64> = alerts
         .iter()
         .map(|e| e.payload["threshold_percent"].as_u64().unwrap())

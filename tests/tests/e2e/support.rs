@@ -146,6 +146,22 @@ impl App {
         )
     }
 
+    /// Every stored event of `stream`, read straight from the events table.
+    pub async fn events(&self, stream: &shared::events::StreamId) -> Vec<shared::events::Envelope> {
+        let tables = self.template.tables().unwrap();
+        let store = shared::events::DynamoEventStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            shared::events::EventTables {
+                events: tables.events,
+                state: tables.state,
+            },
+            Default::default(),
+        );
+        shared::events::EventStore::read_from(&store, stream, 1)
+            .await
+            .unwrap()
+    }
+
     /// A user created straight in the store (the operator's path), with a unique name.
     pub async fn user(&self, tenant: &str, roles: &[&str]) -> (String, String) {
         let name = format!("u{}", uuid::Uuid::new_v4().simple());

@@ -372,7 +372,6 @@ async fn summaries_are_rewritten_on_change_and_listings_show_live_progress() {
 /// The history shows every event as before.
 #[tokio::test]
 async fn the_worker_schedules_plain_successors_inside_its_outcome() {
-    use shared::events::EventStore;
     let app = App::start_engine("wf-worker-decides", &[]).await;
     let peer = Peer::start().await;
     let tenant = "t-worker-decides";
@@ -397,17 +396,8 @@ async fn the_worker_schedules_plain_successors_inside_its_outcome() {
     assert_eq!(e["status"], "succeeded", "{e:#}");
     assert_eq!(peer.calls("chain"), 3);
 
-    let tables = app.template.tables().unwrap();
-    let store = shared::events::DynamoEventStore::new(
-        aws_sdk_dynamodb::Client::new(&app.sdk),
-        shared::events::EventTables {
-            events: tables.events.clone(),
-            state: tables.state.clone(),
-        },
-        Default::default(),
-    );
     let stream = shared::executions::repo::stream_id(tenant, &id).unwrap();
-    let stored = store.read_from(&stream, 1).await.unwrap();
+    let stored = app.events(&stream).await;
     let carrying: Vec<_> = stored
         .iter()
         .filter(|e| e.payload.contains_key("tasks"))
@@ -473,7 +463,6 @@ async fn a_worker_decides_from_numbers_as_the_store_keeps_them() {
 /// alone and the orchestrator schedules every step, as the previous release expects.
 #[tokio::test]
 async fn without_the_marker_workers_leave_decisions_to_the_orchestrator() {
-    use shared::events::EventStore;
     let app = App::start_engine("wf-no-marker", &[]).await;
     let tables = app.template.tables().unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&app.sdk);
@@ -504,16 +493,8 @@ async fn without_the_marker_workers_leave_decisions_to_the_orchestrator() {
     let e = c.finished(&id).await;
     assert_eq!(e["status"], "succeeded", "{e:#}");
     assert_eq!(peer.calls("alone"), 3);
-    let store = shared::events::DynamoEventStore::new(
-        dynamodb,
-        shared::events::EventTables {
-            events: tables.events.clone(),
-            state: tables.state.clone(),
-        },
-        Default::default(),
-    );
     let stream = shared::executions::repo::stream_id(tenant, &id).unwrap();
-    let stored = store.read_from(&stream, 1).await.unwrap();
+    let stored = app.events(&stream).await;
     assert!(
         stored.iter().all(|e| !e.payload.contains_key("tasks")),
         "{stored:#?}"

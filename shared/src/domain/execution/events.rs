@@ -209,6 +209,38 @@ pub enum ExecutionEvent {
     },
 }
 
+/// A task for the step worker: one attempt of a step instance, its request rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub key: String,
+    pub step: String,
+    pub epoch: u32,
+    pub attempt: u32,
+    pub kind: String,
+    pub request: Value,
+}
+
+impl Task {
+    /// The attempt's name within its execution (`<key>@<epoch>.<attempt>`).
+    pub fn attempt_id(&self) -> String {
+        format!("{}@{}.{}", self.key, self.epoch, self.attempt)
+    }
+
+    /// The outcome event; an output the planner could not pass on (too large for one event)
+    /// fails the step here already, under the same rule as the planner's own outputs.
+    pub fn outcome(&self, result: Result<Value, StepError>) -> ExecutionEvent {
+        let result =
+            result.and_then(|v| super::plan::fits(&v, "output", "OutputTooLarge").map(|_| v));
+        ExecutionEvent::outcome(
+            self.key.clone(),
+            self.step.clone(),
+            self.epoch,
+            self.attempt,
+            result,
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("event {event_type} cannot be read: {reason}")]
 pub struct DecodeError {
@@ -346,62 +378,53 @@ impl ExecutionEvent {
         std::iter::once(self).chain(then.iter())
     }
 
-    /// The outcome with the worker's decisions attached (`then`), or `None` for an event that
-    /// cannot carry them.
-    pub fn with_decisions(self, decided: Vec<ExecutionEvent>) -> Option<Self> {
-        match self {
-            Self::StepSucceeded {
+    /// The tasks this event schedules: itself if it is one, or those an outcome carries.
+    pub fn tasks(&self) -> impl Iterator<Item = Task> + '_ {
+        self.parts().filter_map(|e| match e {
+            Self::StepScheduled {
                 key,
                 step,
                 epoch,
                 attempt,
-                output,
-                usage,
-                then,
-                ..
-            } if then.is_empty() => {
-                let tasks = decided
-                    .iter()
-                    .filter(|e| matches!(e, Self::StepScheduled { .. }))
-                    .count() as u32;
-                Some(Self::StepSucceeded {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    output,
-                    usage,
-                    then: decided,
-                    tasks,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// The event as it stands alone: an outcome without the decisions it carries.
-    pub fn alone(&self) -> Self {
-        match self {
-            Self::StepSucceeded {
-                key,
-                step,
-                epoch,
-                attempt,
-                output,
-                usage,
-                ..
-            } => Self::StepSucceeded {
+                kind,
+                request,
+            } => Some(Task {
                 key: key.clone(),
                 step: step.clone(),
                 epoch: *epoch,
                 attempt: *attempt,
-                output: output.clone(),
-                usage: usage.clone(),
-                then: Vec::new(),
-                tasks: 0,
-            },
-            other => other.clone(),
+                kind: kind.clone(),
+                request: request.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// The outcome with the worker's decisions attached (`then`), or `None` for an event that
+    /// cannot carry them.
+    pub fn with_decisions(mut self, decided: Vec<ExecutionEvent>) -> Option<Self> {
+        let Self::StepSucceeded { then, tasks, .. } = &mut self else {
+            return None;
+        };
+        if !then.is_empty() {
+            return None;
         }
+        *tasks = decided
+            .iter()
+            .filter(|e| matches!(e, Self::StepScheduled { .. }))
+            .count() as u32;
+        *then = decided;
+        Some(self)
+    }
+
+    /// The event as it stands alone: an outcome without the decisions it carries.
+    pub fn alone(&self) -> Self {
+        let mut alone = self.clone();
+        if let Self::StepSucceeded { then, tasks, .. } = &mut alone {
+            then.clear();
+            *tasks = 0;
+        }
+        alone
     }
 
     pub fn is_terminal(&self) -> bool {

@@ -9,7 +9,7 @@ pub mod state;
 pub mod step_detail;
 pub mod summary;
 
-pub use events::{ExecutionEvent, ParentRef, StepError, TimerPurpose, Usage};
+pub use events::{ExecutionEvent, ParentRef, StepError, Task, TimerPurpose, Usage};
 pub use plan::{decide, plan};
 pub use state::{evolve, ExecutionState, ExecutionStatus, StepState, StepStatus};
 pub use step_detail::{fold_step_details, step_details, StepDetail};

@@ -60,24 +60,15 @@ impl Simulation {
     pub fn tasks(&self) -> Vec<Task> {
         self.history
             .iter()
-            .flat_map(E::parts)
-            .filter_map(|e| match e {
-                E::StepScheduled {
-                    key,
-                    step,
-                    epoch,
-                    attempt,
-                    request,
-                    ..
-                } => {
-                    let s = self.state.steps.get(key)?;
-                    (s.attempt == *attempt
-                        && s.epoch == *epoch
-                        && s.status == StepStatus::Scheduled)
-                        .then(|| (key.clone(), step.clone(), *epoch, *attempt, request.clone()))
-                }
-                _ => None,
+            .flat_map(E::tasks)
+            .filter(|t| {
+                self.state.steps.get(&t.key).is_some_and(|s| {
+                    s.attempt == t.attempt
+                        && s.epoch == t.epoch
+                        && s.status == StepStatus::Scheduled
+                })
             })
+            .map(|t| (t.key, t.step, t.epoch, t.attempt, t.request))
             .collect()
     }
 
