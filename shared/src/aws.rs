@@ -1,16 +1,78 @@
-//! AWS client construction: once per cold start, endpoint and region from the environment.
+//! AWS client construction: once per cold start, from Lambda's environment.
 
-pub use aws_config::SdkConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use aws_types::region::Region;
+pub use aws_types::SdkConfig;
 
-/// Loads the SDK configuration the standard way: `AWS_REGION`, credentials chain, and
-/// `AWS_ENDPOINT_URL` (plus per-service `AWS_ENDPOINT_URL_<SERVICE>`), which is how the local
-/// stack points every client at moto.
+/// The SDK configuration every function runs with, read from the variables Lambda sets:
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (the
+/// function role's credentials, valid for the environment's lifetime), plus `AWS_ENDPOINT_URL`,
+/// which is how the local stack points every client at moto. Retries (standard, 3 attempts) and
+/// the 3.1 s connect timeout are the SDK's defaults, set here explicitly.
+///
+/// Not aws-config's default chain: it links STS, SSO and profile parsing (about 400 KiB of every
+/// artifact) and reads `~/.aws` at start-up, for sources a Lambda function never uses. Operator
+/// tools that run outside Lambda (the migrator's command line) keep the full chain.
 /// Every client shares one HTTPS client ([`crate::tls::aws_https_client`]).
-pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(crate::tls::aws_https_client())
-        .load()
-        .await
+pub fn load_sdk_config() -> SdkConfig {
+    sdk_config_from(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+fn sdk_config_from(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
+    // Missing variables fail each call with a message saying so, not the start: a function's
+    // own configuration errors (the seed's messages) come first, as with the default chain.
+    let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(key), Some(secret)) => SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        )),
+        _ => SharedCredentialsProvider::new(Missing),
+    };
+    let mut builder = SdkConfig::builder()
+        .behavior_version(
+            aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+        )
+        .region(
+            var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .map(Region::new),
+        )
+        .credentials_provider(credentials)
+        .retry_config(RetryConfig::standard())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_millis(3100))
+                .build(),
+        )
+        .http_client(crate::tls::aws_https_client());
+    if let Some(url) = var("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(url);
+    }
+    builder.build()
+}
+
+/// No credentials in the environment: every call fails saying which variables to set.
+#[derive(Debug)]
+struct Missing;
+
+impl ProvideCredentials for Missing {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set (Lambda sets them from the \
+             function's role; outside Lambda, export them, for example with `aws configure \
+             export-credentials --format env`)",
+        )))
+    }
 }
 
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
@@ -384,5 +446,44 @@ pub mod secrets {
             }
             Err(e) => Err(DisplayErrorContext(e).to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn reads_region_credentials_and_endpoint_from_the_environment() {
+        let config = sdk_config_from(env(&[
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ]));
+        assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:4566"));
+        assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_call_without_credentials_says_which_variables_to_set() {
+        let config = sdk_config_from(env(&[("AWS_REGION", "us-east-1")]));
+        let err = config
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
     }
 }

@@ -303,6 +303,7 @@ async fn admin_token(template: &Template, sdk: &aws_config::SdkConfig, tenant: &
         jti: uuid::Uuid::new_v4().to_string(),
         ver: user.token_version,
     })
+    .expect("a signed token")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

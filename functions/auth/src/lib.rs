@@ -80,14 +80,20 @@ struct TokenResponse {
     expires_in: u64,
 }
 
+fn keys_unavailable() -> ApiError {
+    ApiError::unavailable(
+        "tokens cannot be signed right now (the signing keys could not be read); retry shortly",
+    )
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 impl AuthState {
-    fn access_token(&self, user: &User) -> String {
+    fn access_token(&self, user: &User) -> ApiResult<String> {
         let iat = now();
-        self.keys.issue(&Claims {
+        let claims = Claims {
             sub: user.username.clone(),
             tenant: user.tenant.clone(),
             roles: user.roles.clone(),
@@ -95,18 +101,29 @@ impl AuthState {
             exp: iat + self.token_ttl_secs as i64,
             jti: uuid::Uuid::new_v4().to_string(),
             ver: user.token_version,
-        })
+        };
+        self.keys.issue(&claims).map_err(|_| keys_unavailable())
     }
 
-    async fn tokens(&self, user: &User, refresh_token: String) -> TokenResponse {
-        // Signed with the latest rotation's key, whenever this environment started.
-        self.keys.refresh_for_signing().await;
-        TokenResponse {
-            access_token: self.access_token(user),
+    /// Checked before anything is changed: a login or a refresh that could not sign would leave
+    /// a refresh family behind, or use up the caller's refresh token, for nothing. Also reads
+    /// the keys again when this environment's copy is old, so tokens are signed with the latest
+    /// rotation's key whenever the environment started.
+    async fn ready_to_sign(&self) -> ApiResult<()> {
+        if self.keys.ready_to_sign().await {
+            Ok(())
+        } else {
+            Err(keys_unavailable())
+        }
+    }
+
+    fn tokens(&self, user: &User, refresh_token: String) -> ApiResult<TokenResponse> {
+        Ok(TokenResponse {
+            access_token: self.access_token(user)?,
             refresh_token,
             token_type: "Bearer",
             expires_in: self.token_ttl_secs,
-        }
+        })
     }
 
     fn refresh_expiry(&self) -> i64 {
@@ -137,6 +154,7 @@ async fn login(
         }
         _ => return Err(ApiError::unauthorized(BAD_LOGIN)),
     };
+    s.ready_to_sign().await?;
     let refresh = s
         .store
         .new_family(
@@ -146,7 +164,7 @@ async fn login(
         .await
         .map_err(store_error)?;
     tracing::info!(user = %user.username, tenant = %user.tenant, "login");
-    Ok(Json(s.tokens(&user, refresh.token).await))
+    Ok(Json(s.tokens(&user, refresh.token)?))
 }
 
 #[derive(Deserialize)]
@@ -159,6 +177,7 @@ async fn refresh(
     State(s): State<AuthState>,
     Json(req): Json<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    s.ready_to_sign().await?;
     let (reference, next) = s
         .store
         .rotate(&req.refresh_token, now(), s.refresh_expiry())
@@ -176,7 +195,7 @@ async fn refresh(
         .map_err(store_error)?
         .filter(|u| !u.disabled)
         .ok_or_else(|| ApiError::unauthorized("this user no longer exists or is disabled"))?;
-    Ok(Json(s.tokens(&user, next.token).await))
+    Ok(Json(s.tokens(&user, next.token)?))
 }
 
 async fn logout(

@@ -8,7 +8,7 @@ async fn main() -> Result<(), shared::http::ServeError> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let server = config.server().unwrap_or_else(|e| e.exit());
-    let sdk = shared::aws::load_sdk_config().await;
+    let sdk = shared::aws::load_sdk_config();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("create-admin") {
         let tables = config.tables().unwrap_or_else(|e| e.exit());

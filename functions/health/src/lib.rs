@@ -298,11 +298,11 @@ async fn detailed(State(s): State<HealthState>) -> impl IntoResponse {
 
 /// A DynamoDB client for health checks: one attempt, short timeouts, so a dead dependency is
 /// reported quickly instead of retried.
-pub fn quick_dynamodb(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+pub fn quick_dynamodb(sdk: &shared::aws::SdkConfig) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
                 .operation_timeout(CHECK_TIMEOUT)
                 .connect_timeout(Duration::from_secs(1))
                 .build(),

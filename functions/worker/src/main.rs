@@ -8,7 +8,7 @@ use shared::config::Config;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
-    let sdk = shared::aws::load_sdk_config().await;
+    let sdk = shared::aws::load_sdk_config();
     let handler = worker::Handler::new(&config, &sdk)
         .await
         .unwrap_or_else(|e| {

@@ -41,6 +41,10 @@ pub enum TokenError {
     UnknownKey,
     #[error("token is invalid: {0}")]
     Invalid(String),
+    /// The keys have not been read yet and the read failed (Secrets Manager unreachable): the
+    /// token can be neither checked nor signed now.
+    #[error("the signing keys could not be read")]
+    Unavailable,
 }
 
 struct Key {
@@ -58,7 +62,10 @@ struct KeySet {
 /// The signing key and the keys still accepted for verification, as last read; with a source to
 /// read them again from after a rotation (see [`JwtKeys::verify_fresh`]).
 pub struct JwtKeys {
-    set: std::sync::RwLock<std::sync::Arc<KeySet>>,
+    /// `None` until the first read succeeds: keys from Secrets Manager are read in the
+    /// background from cold start on, and the first request that needs them waits for that read
+    /// (see [`JwtKeys::pending`]).
+    set: std::sync::RwLock<Option<std::sync::Arc<KeySet>>>,
     reload: Option<Reload>,
     /// Where a verified token's user is checked for revocation (absent in unit tests).
     sessions: Option<std::sync::Arc<super::Sessions>>,
@@ -71,6 +78,9 @@ struct Reload {
     /// The last read attempted again and whether it succeeded (none yet). Held during a read,
     /// so concurrent callers wait for it instead of reading too.
     last_try: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+    /// When the first read was last attempted while there are no keys yet (see
+    /// [`JwtKeys::ready`]); held during that read.
+    first_try: tokio::sync::Mutex<Option<std::time::Instant>>,
     read_at: std::sync::Mutex<std::time::Instant>,
 }
 
@@ -80,6 +90,9 @@ const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reads of the keys on tokens with an unknown `kid` are at most this frequent per environment,
 /// whatever callers send (a forged `kid` costs nothing but this).
 const RELOAD_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// While no keys could be read yet, requests try again at most this often (each waits for the
+/// attempt in flight instead of starting its own).
+const FIRST_READ_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// A signer reads the keys again when its copy is older than this, so that it signs with the
 /// key of the latest rotation (and tokens it signs verify where only that rotation's keys are
 /// known).
@@ -111,6 +124,7 @@ fn count(result: &Result<Claims, TokenError>) {
         Err(TokenError::Expired) => "expired",
         Err(TokenError::UnknownKey) => "unknown_key",
         Err(TokenError::Invalid(_)) => "invalid",
+        Err(TokenError::Unavailable) => "unavailable",
     };
     emit(
         "jwt_validations_total",
@@ -131,10 +145,27 @@ impl JwtKeys {
     /// `current` signs; `previous` (e.g. Secrets Manager's AWSPREVIOUS) still verifies.
     pub fn new(current: &str, previous: &[String]) -> Result<Self, String> {
         Ok(Self {
-            set: std::sync::RwLock::new(std::sync::Arc::new(key_set(current, previous)?)),
+            set: std::sync::RwLock::new(Some(std::sync::Arc::new(key_set(current, previous)?))),
             reload: None,
             sessions: None,
         })
+    }
+
+    /// Keys that `source` holds, not read yet: the first caller of [`JwtKeys::ready`] (a task
+    /// spawned at cold start, so the read overlaps the runtime's first poll for work) reads them,
+    /// and callers that need them wait for that read. Init stays free of the round trip, and a
+    /// Secrets Manager outage at cold start answers 503 until it passes instead of failing every
+    /// start of the environment.
+    pub fn pending(
+        source: crate::config::JwtKeySource,
+        secrets: aws_sdk_secretsmanager::Client,
+    ) -> Self {
+        Self {
+            set: std::sync::RwLock::new(None),
+            reload: None,
+            sessions: None,
+        }
+        .with_reload(source, secrets)
     }
 
     /// Reads the keys again from `source` when a token names a key this copy does not know (a
@@ -150,13 +181,37 @@ impl JwtKeys {
             source,
             secrets,
             last_try: tokio::sync::Mutex::new(None),
+            first_try: tokio::sync::Mutex::new(None),
             read_at: std::sync::Mutex::new(now),
         });
         self
     }
 
-    fn keys(&self) -> std::sync::Arc<KeySet> {
+    fn keys(&self) -> Option<std::sync::Arc<KeySet>> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether keys are known, reading them first if none have been read yet (at most once a
+    /// second per environment while reads fail; concurrent callers share one read).
+    pub async fn ready(&self) -> bool {
+        if self.keys().is_some() {
+            return true;
+        }
+        let Some(reload) = &self.reload else {
+            return false;
+        };
+        // Its own gate, apart from the re-reads': the first read must not use up the slot a
+        // rotation's re-read needs.
+        let mut last = reload.first_try.lock().await;
+        if self.keys().is_some() {
+            return true; // read while this caller waited
+        }
+        if last.is_some_and(|at| at.elapsed() < FIRST_READ_AT_MOST_EVERY) {
+            return false;
+        }
+        self.read_now(reload).await;
+        *last = Some(std::time::Instant::now());
+        self.keys().is_some()
     }
 
     /// Reads the keys again unless the last attempt was less than `interval` ago. `true` when
@@ -172,22 +227,31 @@ impl JwtKeys {
                 return ok;
             }
         }
+        let ok = self.read_now(reload).await;
+        *last = Some((std::time::Instant::now(), ok));
+        ok
+    }
+
+    /// One read of the keys (bounded by [`RELOAD_TIMEOUT`]); `true` when they were replaced.
+    async fn read_now(&self, reload: &Reload) -> bool {
+        // A first read takes a missing previous version as none; a re-read keeps the keys it
+        // has rather than forget one it cannot read.
+        let strict = self.keys().is_some();
         let read = tokio::time::timeout(
             RELOAD_TIMEOUT,
-            super::keys::read(&reload.source, &reload.secrets, true),
+            super::keys::read(&reload.source, &reload.secrets, strict),
         )
         .await
         .unwrap_or_else(|_| Err("the read timed out".to_owned()));
-        let ok = self.replace(reload, read);
-        *last = Some((std::time::Instant::now(), ok));
-        ok
+        self.replace(reload, read)
     }
 
     fn replace(&self, reload: &Reload, read: Result<(String, Vec<String>), String>) -> bool {
         match read {
             Ok((current, previous)) => match key_set(&current, &previous) {
                 Ok(set) => {
-                    *self.set.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(set);
+                    *self.set.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(std::sync::Arc::new(set));
                     *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
                         std::time::Instant::now();
                     true
@@ -208,6 +272,10 @@ impl JwtKeys {
     /// does not know (at most every 30 s per environment): after a rotation, an environment
     /// started before it accepts tokens signed with the new key. Counted once.
     pub async fn verify_fresh(&self, token: &str) -> Result<Claims, TokenError> {
+        if !self.ready().await {
+            count(&Err(TokenError::Unavailable));
+            return Err(TokenError::Unavailable);
+        }
         let result = match self.verify_inner(token) {
             Err(TokenError::UnknownKey) if self.reread(RELOAD_AT_MOST_EVERY).await => {
                 self.verify_inner(token)
@@ -218,8 +286,12 @@ impl JwtKeys {
         result
     }
 
-    /// Reads the keys again if this copy is older than [`SIGNING_KEYS_MAX_AGE`] (before signing).
-    pub async fn refresh_for_signing(&self) {
+    /// Before signing: waits for the first read of the keys, and reads them again if this copy
+    /// is older than [`SIGNING_KEYS_MAX_AGE`]. `false` when there are no keys to sign with.
+    pub async fn ready_to_sign(&self) -> bool {
+        if !self.ready().await {
+            return false;
+        }
         let stale = self.reload.as_ref().is_some_and(|r| {
             r.read_at
                 .lock()
@@ -230,6 +302,7 @@ impl JwtKeys {
         if stale {
             self.reread(RELOAD_AT_MOST_EVERY).await;
         }
+        true
     }
 
     pub fn with_sessions(mut self, sessions: std::sync::Arc<super::Sessions>) -> Self {
@@ -241,15 +314,19 @@ impl JwtKeys {
         self.sessions.as_deref()
     }
 
-    pub fn current_kid(&self) -> String {
-        self.keys().current.kid.clone()
+    pub fn current_kid(&self) -> Option<String> {
+        self.keys().map(|k| k.current.kid.clone())
     }
 
-    pub fn issue(&self, claims: &Claims) -> String {
-        let keys = self.keys();
+    /// A signed token, or [`TokenError::Unavailable`] before any keys could be read (callers
+    /// check [`JwtKeys::ready_to_sign`] before changing anything they would sign for).
+    pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
+        super::hs256::install();
+        let keys = self.keys().ok_or(TokenError::Unavailable)?;
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(keys.current.kid.clone());
-        encode(&header, claims, &keys.current.encoding).unwrap_or_default()
+        encode(&header, claims, &keys.current.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
     /// Verifies signature, algorithm (HS256 only: `none` and others are refused) and expiry (no
@@ -261,6 +338,7 @@ impl JwtKeys {
     }
 
     fn verify_inner(&self, token: &str) -> Result<Claims, TokenError> {
+        super::hs256::install();
         let header = decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Invalid(format!(
@@ -271,7 +349,7 @@ impl JwtKeys {
         let kid = header
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
-        let keys = self.keys();
+        let keys = self.keys().ok_or(TokenError::Unavailable)?;
         let key = std::iter::once(&keys.current)
             .chain(&keys.previous)
             .find(|k| k.kid == kid)
@@ -311,7 +389,7 @@ mod tests {
     #[test]
     fn round_trip_and_rotation() {
         let keys = JwtKeys::new(A, &[]).unwrap();
-        let token = keys.issue(&claims(60));
+        let token = keys.issue(&claims(60)).unwrap();
         assert_eq!(keys.verify(&token).unwrap(), keys.verify(&token).unwrap());
         let rotated = JwtKeys::new(B, &[A.to_owned()]).unwrap();
         assert_eq!(
@@ -327,10 +405,10 @@ mod tests {
     fn expired_tampered_and_none_are_refused() {
         let keys = JwtKeys::new(A, &[]).unwrap();
         assert_eq!(
-            keys.verify(&keys.issue(&claims(-1))),
+            keys.verify(&keys.issue(&claims(-1)).unwrap()),
             Err(TokenError::Expired)
         );
-        let token = keys.issue(&claims(60));
+        let token = keys.issue(&claims(60)).unwrap();
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = parts[1].replace('A', "B").replace('e', "f");
         assert!(matches!(
@@ -341,7 +419,7 @@ mod tests {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(format!(
             r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
-            keys.current_kid()
+            keys.current_kid().unwrap()
         ));
         let none = format!("{header}.{}.", token.split('.').nth(1).unwrap());
         assert!(matches!(keys.verify(&none), Err(TokenError::Invalid(_))));

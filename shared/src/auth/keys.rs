@@ -1,41 +1,42 @@
-//! Loads the JWT keys at cold start: from Secrets Manager (`JWT_SECRET_ARN`: the current
-//! version signs, AWSPREVIOUS still verifies, so a rotation never logs anyone out) or from
-//! `JWT_SECRET` (plus `JWT_SECRET_PREVIOUS` for a manual rotation). They are read again after a
-//! rotation (see `JwtKeys::verify_fresh`).
+//! The JWT keys: from Secrets Manager (`JWT_SECRET_ARN`: the current version signs,
+//! AWSPREVIOUS still verifies, so a rotation never logs anyone out) or from `JWT_SECRET` (plus
+//! `JWT_SECRET_PREVIOUS` for a manual rotation). Secrets Manager is read in the background from
+//! cold start on (`JwtKeys::pending`), and again after a rotation (`JwtKeys::verify_fresh`).
 
 use aws_sdk_secretsmanager::Client;
 
 use super::JwtKeys;
 use crate::config::JwtKeySource;
 
-pub async fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
-    let (current, previous) = read(source, secrets, false).await?;
-    let keys = JwtKeys::new(&current, &previous)?;
-    Ok(match source {
-        // Environment variables never change in a running environment: nothing to read again.
-        JwtKeySource::Secret(_) => keys,
-        JwtKeySource::SecretsManager { .. } => keys.with_reload(source.clone(), secrets.clone()),
-    })
+/// Keys from the environment now (a bad one fails the start); keys from Secrets Manager pending.
+pub fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
+    match source {
+        JwtKeySource::Secret(current) => JwtKeys::new(current, &previous_from_env()),
+        JwtKeySource::SecretsManager { .. } => {
+            Ok(JwtKeys::pending(source.clone(), secrets.clone()))
+        }
+    }
+}
+
+fn previous_from_env() -> Vec<String> {
+    std::env::var("JWT_SECRET_PREVIOUS")
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The current key and those still accepted, as the source holds them now. `strict`: a failed
-/// read of the previous version is an error (a re-read keeps the keys it has), where at cold
-/// start it counts as none (a token signed with it makes the function read again).
+/// read of the previous version is an error (a re-read keeps the keys it has), where on the
+/// first read it counts as none (a token signed with it makes the function read again).
 pub(super) async fn read(
     source: &JwtKeySource,
     secrets: &Client,
     strict: bool,
 ) -> Result<(String, Vec<String>), String> {
     match source {
-        JwtKeySource::Secret(secret) => {
-            let previous: Vec<String> = std::env::var("JWT_SECRET_PREVIOUS")
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect();
-            Ok((secret.clone(), previous))
-        }
+        JwtKeySource::Secret(secret) => Ok((secret.clone(), previous_from_env())),
         JwtKeySource::SecretsManager { arn } => {
-            // Both versions at once: init waits for one round trip, not two.
+            // Both versions at once: one round trip, not two.
             let (current, previous) = tokio::join!(
                 secrets.get_secret_value().secret_id(arn).send(),
                 secrets

@@ -1,6 +1,7 @@
 //! Authentication: access tokens (JWT), refresh-token families with reuse detection, password
 //! hashing, the user store, and the key material (Secrets Manager or `JWT_SECRET`).
 
+mod hs256;
 pub mod jwt;
 pub mod keys;
 pub mod password;

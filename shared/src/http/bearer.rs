@@ -51,11 +51,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let keys = Arc::<JwtKeys>::from_ref(state);
         let result = match parts.extensions.remove::<Verified>() {
-            // A key rotated since this environment read its keys: read them again (rate-limited).
-            Some(Verified(Err(TokenError::UnknownKey))) => match bearer(&parts.headers) {
-                Some(token) => keys.verify_fresh(token).await,
-                None => Err(TokenError::UnknownKey),
-            },
+            // A key rotated since this environment read its keys, or none read yet: read them
+            // (rate-limited; a first read in flight is waited for).
+            Some(Verified(Err(e @ (TokenError::UnknownKey | TokenError::Unavailable)))) => {
+                match bearer(&parts.headers) {
+                    Some(token) => keys.verify_fresh(token).await,
+                    None => Err(e),
+                }
+            }
             Some(Verified(result)) => result,
             None => {
                 let token = bearer(&parts.headers).ok_or_else(|| {
@@ -67,12 +70,20 @@ where
             }
         };
         let claims = result.map_err(|e| {
+            if e == TokenError::Unavailable {
+                return ApiError::unavailable(
+                    "access tokens cannot be checked right now (the signing keys could not be \
+                     read); retry shortly",
+                );
+            }
             ApiError::unauthorized(match e {
                 TokenError::Expired => "the access token has expired; refresh it".to_owned(),
                 TokenError::UnknownKey => {
                     "the access token was signed with a key that is no longer valid".to_owned()
                 }
-                TokenError::Invalid(_) => "the access token is not valid".to_owned(),
+                TokenError::Invalid(_) | TokenError::Unavailable => {
+                    "the access token is not valid".to_owned()
+                }
             })
         })?;
         if let Some(sessions) = keys.sessions() {

@@ -27,8 +27,9 @@ pub use rate_limit::{Principal, RateLimiter, RatePolicy};
 /// smaller, and a small cap keeps a hostile body from costing memory.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// What every authenticated function loads at cold start: the JWT keys (from Secrets Manager or
-/// the environment) and the rate limiter that identifies callers by them.
+/// What every authenticated function sets up at cold start: the JWT keys (from the environment,
+/// or read from Secrets Manager in the background) and the rate limiter that identifies callers
+/// by them.
 pub async fn authenticated(
     config: &crate::config::Config,
     sdk: &crate::aws::SdkConfig,
@@ -44,10 +45,17 @@ pub async fn authenticated(
         ),
     );
     let keys = std::sync::Arc::new(
-        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk))
-            .await?
+        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk))?
             .with_sessions(std::sync::Arc::new(sessions)),
     );
+    // Keys from Secrets Manager: the read starts now and runs while the runtime asks for the
+    // first event; the first request that needs them waits for it (not init).
+    tokio::spawn({
+        let keys = keys.clone();
+        async move {
+            keys.ready().await;
+        }
+    });
     let limiter = RateLimiter::from_config(config, sdk, keys.clone())?;
     Ok((keys, limiter))
 }
@@ -204,7 +212,7 @@ where
     crate::telemetry::init();
     let config = crate::config::Config::load().unwrap_or_else(|e| e.exit());
     let server = config.server().unwrap_or_else(|e| e.exit());
-    let sdk = crate::aws::load_sdk_config().await;
+    let sdk = crate::aws::load_sdk_config();
     let app = build(config, sdk).await.unwrap_or_else(|e| {
         eprintln!("Error: {e}");
         std::process::exit(1)

@@ -70,6 +70,9 @@ pub struct RateLimiter {
     table: String,
     policy: RatePolicy,
     identify: Identify,
+    /// The keys `identify` verifies with, waited for before identifying (the first requests of
+    /// an environment may arrive before they are read).
+    keys: Option<std::sync::Arc<crate::auth::JwtKeys>>,
 }
 
 impl RateLimiter {
@@ -82,12 +85,15 @@ impl RateLimiter {
     ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
         let (limit, window_secs) = config.rate_limit().map_err(|e| e.to_string())?;
-        Ok(Self::new(
-            crate::aws::dynamodb(sdk),
-            tables.state,
-            RatePolicy { limit, window_secs },
-            super::bearer::identify(keys),
-        ))
+        Ok(Self {
+            keys: Some(keys.clone()),
+            ..Self::new(
+                crate::aws::dynamodb(sdk),
+                tables.state,
+                RatePolicy { limit, window_secs },
+                super::bearer::identify(keys),
+            )
+        })
     }
 
     pub fn new(
@@ -101,6 +107,7 @@ impl RateLimiter {
             table,
             policy,
             identify,
+            keys: None,
         }
     }
 
@@ -143,6 +150,9 @@ pub async fn middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
+    if let Some(keys) = &limiter.keys {
+        keys.ready().await;
+    }
     let caller = (limiter.identify)(&mut req);
     let principal = caller
         .as_ref()

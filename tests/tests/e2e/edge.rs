@@ -129,10 +129,11 @@ async fn expired_tampered_none_and_wrong_key_tokens_get_401() {
         exp,
         jti: "x".into(),
     };
-    let expired = keys.issue(&claims(now - 10));
+    let expired = keys.issue(&claims(now - 10)).unwrap();
     let wrong_key = shared::auth::JwtKeys::new("another-key-another-key-another-key!", &[])
         .unwrap()
-        .issue(&claims(now + 600));
+        .issue(&claims(now + 600))
+        .unwrap();
     let mut parts: Vec<&str> = good.split('.').collect();
     let forged_payload = {
         use base64::Engine;
@@ -751,7 +752,8 @@ async fn after_a_key_rotation_running_functions_accept_the_new_key() {
     // What an auth function started after the rotation signs.
     let after = shared::auth::JwtKeys::new(&rotated, &[])
         .unwrap()
-        .issue(&claims);
+        .issue(&claims)
+        .unwrap();
     let r = me(&after).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(
@@ -763,6 +765,80 @@ async fn after_a_key_rotation_running_functions_accept_the_new_key() {
     // A key that no rotation produced stays refused.
     let forged = shared::auth::JwtKeys::new("forged-0123456789abcdef0123456789abcdef", &[])
         .unwrap()
-        .issue(&claims);
+        .issue(&claims)
+        .unwrap();
     problem(me(&forged).await, 401).await;
+}
+
+/// The JWT keys are read after init, in the background. While Secrets Manager cannot give
+/// them (here: the secret does not exist yet), requests that need them answer 503 problem+json
+/// and change nothing; once the secret can be read, the same running functions serve them,
+/// without a restart.
+#[tokio::test]
+async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
+    let secret = format!("e2e-late-jwt-{}", uuid::Uuid::new_v4());
+    let app = App::start("late-keys", &[("JWT_SECRET_ARN", &secret)]).await;
+    let t = tenant();
+    let (name, password) = app.user(&t, &["user"]).await;
+    let body = problem(app.login(&name, &password).await, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("signing keys"),
+        "{body}"
+    );
+    let forged = shared::auth::JwtKeys::new("not-the-key-not-the-key-not-the-key!", &[])
+        .unwrap()
+        .issue(&Claims {
+            sub: name.clone(),
+            tenant: t.clone(),
+            roles: vec!["user".into()],
+            iat: chrono::Utc::now().timestamp(),
+            exp: chrono::Utc::now().timestamp() + 600,
+            jti: "j".into(),
+            ver: 0,
+        })
+        .unwrap();
+    let r = app
+        .http
+        .get(app.url("/workflows"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 503).await;
+
+    aws_sdk_secretsmanager::Client::new(&app.sdk)
+        .create_secret()
+        .name(&secret)
+        .secret_string(format!("late-{}-0123456789abcdef", uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    // Failed first reads are retried at most once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let token = loop {
+        let r = app.login(&name, &password).await;
+        if r.status() == 200 {
+            let body: Value = r.json().await.unwrap();
+            break body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+        assert!(std::time::Instant::now() < deadline, "keys never read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let r = app
+        .http
+        .get(app.url("/workflows"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = app
+        .http
+        .get(app.url("/workflows"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
 }
