@@ -415,30 +415,21 @@ impl Config {
 
     /// A provider's API key: `<PREFIX>_API_KEY_ARN` (Secrets Manager) or `<PREFIX>_API_KEY`;
     /// `None` when neither is set (the provider is then not configured).
-    pub async fn provider_key(
+    /// A provider's key: `<PREFIX>_API_KEY_ARN` (read from Secrets Manager on first use, see
+    /// [`crate::engine::llm::key::KeyCell`]) or `<PREFIX>_API_KEY`; `None` when neither is set
+    /// (the provider is not configured).
+    pub fn provider_key(
         &self,
         prefix: &str,
         secrets: &aws_sdk_secretsmanager::Client,
-    ) -> Result<Option<crate::engine::llm::ApiKey>, String> {
-        if let Some(arn) = self.value(&format!("{prefix}_API_KEY_ARN")) {
-            let value = secrets
-                .get_secret_value()
-                .secret_id(&arn)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "reading {prefix}_API_KEY_ARN: {}",
-                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                    )
-                })?
-                .secret_string
-                .ok_or_else(|| format!("{prefix}_API_KEY_ARN has no string value"))?;
-            return Ok(Some(crate::engine::llm::ApiKey::new(value)));
+    ) -> Option<crate::engine::llm::key::KeyCell> {
+        use crate::engine::llm::{key::KeyCell, ApiKey};
+        let variable = format!("{prefix}_API_KEY_ARN");
+        if let Some(arn) = self.value(&variable) {
+            return Some(KeyCell::secret(variable, arn, secrets.clone()));
         }
-        Ok(self
-            .value(&format!("{prefix}_API_KEY"))
-            .map(crate::engine::llm::ApiKey::new))
+        self.value(&format!("{prefix}_API_KEY"))
+            .map(|key| KeyCell::value(ApiKey::new(key)))
     }
 
     pub fn gateway_url(&self) -> Option<String> {

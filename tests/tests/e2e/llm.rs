@@ -476,6 +476,59 @@ async fn a_provider_key_never_reaches_logs_events_or_the_api() {
     }
 }
 
+/// A key named by `*_API_KEY_ARN` is read after init, in the background. A step that needs it
+/// while the secret cannot be read fails retryably (`ProviderUnavailable`, the key's variable
+/// named, no key anywhere); once the secret exists, the same running worker reads it and calls
+/// with it, without a restart.
+#[tokio::test]
+async fn a_provider_key_from_secrets_manager_is_read_after_init_and_again_after_a_failed_read() {
+    let providers = Providers::start().await;
+    let secret = format!("e2e-openai-key-{}", uuid::Uuid::new_v4());
+    let app = App::start_engine(
+        "llm-key-arn",
+        &[
+            ("OPENAI_API_KEY_ARN", &secret),
+            ("OPENAI_BASE_URL", &providers.base),
+        ],
+    )
+    .await;
+    let c = Client::new(&app, "t-key-arn").await;
+    let wf = c
+        .create(json!({"name": "ask", "start": "ask", "steps": {
+            "ask": {"type": "llm", "provider": "openai", "model": "gpt-4o-mini", "prompt": "hello",
+                    "retry": {"max_attempts": 1}}}}))
+        .await;
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["error"]["kind"], "ProviderUnavailable", "{e:#}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OPENAI_API_KEY_ARN"),
+        "{e:#}"
+    );
+    assert!(
+        providers.seen.lock().unwrap().is_empty(),
+        "no call without a key"
+    );
+
+    let key = format!("sk-from-secrets-manager-{}", uuid::Uuid::new_v4().simple());
+    aws_sdk_secretsmanager::Client::new(&app.sdk)
+        .create_secret()
+        .name(&secret)
+        .secret_string(&key)
+        .send()
+        .await
+        .unwrap();
+    let id = c.start(&wf, json!({})).await;
+    let e = c.finished(&id).await;
+    assert_eq!(e["status"], "succeeded", "{e:#}");
+    let seen = providers.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1["authorization"], format!("Bearer {key}").as_str());
+}
+
 #[tokio::test]
 async fn ten_concurrent_executions_against_a_budget_that_fits_five() {
     let providers = Providers::start().await;

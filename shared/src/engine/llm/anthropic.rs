@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{ApiKey, Completion, Endpoint, Prompt, Provider, ProviderError};
+use super::key::KeyCell;
+use super::{Completion, Endpoint, Prompt, Provider, ProviderError};
 
 /// The API version this client speaks.
 pub const API_VERSION: &str = "2023-06-01";
@@ -13,7 +14,7 @@ pub const API_VERSION: &str = "2023-06-01";
 pub struct Anthropic(Endpoint);
 
 impl Anthropic {
-    pub fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
+    pub fn new(base: String, key: KeyCell, timeout: Duration) -> Self {
         Self(Endpoint::new(base, key, timeout))
     }
 }
@@ -39,11 +40,13 @@ impl Provider for Anthropic {
         if let Some(t) = p.temperature {
             body["temperature"] = json!(t);
         }
-        let headers = [
-            ("x-api-key", self.0.key.expose().to_owned()),
-            ("anthropic-version", API_VERSION.to_owned()),
-        ];
-        let v = self.0.post("/v1/messages", &headers, &body).await?;
+        let headers = |key: &super::ApiKey| {
+            vec![
+                ("x-api-key", key.expose().to_owned()),
+                ("anthropic-version", API_VERSION.to_owned()),
+            ]
+        };
+        let v = self.0.post("/v1/messages", headers, &body).await?;
         let content: String = v["content"]
             .as_array()
             .ok_or_else(|| ProviderError::Malformed("no content".into()))?

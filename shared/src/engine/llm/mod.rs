@@ -4,6 +4,7 @@
 
 mod anthropic;
 mod bedrock;
+pub mod key;
 mod openai;
 pub mod resilience;
 pub mod tokens;
@@ -147,12 +148,12 @@ pub(crate) fn status_error(
 /// A provider's HTTPS endpoint: base URL, key and a client built once per cold start.
 pub(crate) struct Endpoint {
     base: String,
-    pub(crate) key: ApiKey,
+    pub(crate) key: key::KeyCell,
     client: reqwest::Client,
 }
 
 impl Endpoint {
-    pub(crate) fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
+    pub(crate) fn new(base: String, key: key::KeyCell, timeout: Duration) -> Self {
         let client = crate::tls::reqwest_builder()
             .timeout(timeout)
             .build()
@@ -164,23 +165,26 @@ impl Endpoint {
         }
     }
 
-    /// POSTs `body` to `path` with `headers`; the answer's JSON, or the classified failure.
+    /// POSTs `body` to `path` with the headers `auth` makes from the key (waiting for its first
+    /// read if need be); the answer's JSON, or the classified failure.
     pub(crate) async fn post(
         &self,
         path: &str,
-        headers: &[(&str, String)],
+        auth: impl FnOnce(&ApiKey) -> Vec<(&'static str, String)>,
         body: &Value,
     ) -> Result<Value, ProviderError> {
+        let key = self.key.get().await?;
+        let headers = auth(&key);
         let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
         for (name, value) in headers {
-            request = request.header(*name, value);
+            request = request.header(name, value);
         }
         let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.map_err(|e| transport_error(&e))?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &text, &self.key));
+            return Err(status_error(status, &headers, &text, &key));
         }
         serde_json::from_str(&text).map_err(|e| ProviderError::Malformed(format!("not JSON: {e}")))
     }
@@ -252,12 +256,13 @@ impl Llm {
             prices,
             budgets,
         };
-        // Both keys at once: a cold start waits for one Secrets Manager round trip, not two.
-        let (openai, anthropic) = tokio::join!(
-            config.provider_key("OPENAI", &secrets),
-            config.provider_key("ANTHROPIC", &secrets),
-        );
-        if let Some(key) = openai? {
+        // Keys from Secrets Manager are read in the background, both at once, from now on.
+        let openai = config.provider_key("OPENAI", &secrets);
+        let anthropic = config.provider_key("ANTHROPIC", &secrets);
+        for key in openai.iter().chain(&anthropic) {
+            key.prefetch();
+        }
+        if let Some(key) = openai {
             let base = config
                 .value("OPENAI_BASE_URL")
                 .unwrap_or_else(|| "https://api.openai.com".into());
@@ -269,7 +274,7 @@ impl Llm {
                 )),
             );
         }
-        if let Some(key) = anthropic? {
+        if let Some(key) = anthropic {
             let base = config
                 .value("ANTHROPIC_BASE_URL")
                 .unwrap_or_else(|| "https://api.anthropic.com".into());

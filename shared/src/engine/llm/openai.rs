@@ -5,12 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{ApiKey, Completion, Endpoint, Prompt, Provider, ProviderError};
+use super::key::KeyCell;
+use super::{Completion, Endpoint, Prompt, Provider, ProviderError};
 
 pub struct OpenAi(Endpoint);
 
 impl OpenAi {
-    pub fn new(base: String, key: ApiKey, timeout: Duration) -> Self {
+    pub fn new(base: String, key: KeyCell, timeout: Duration) -> Self {
         Self(Endpoint::new(base, key, timeout))
     }
 }
@@ -38,11 +39,9 @@ impl Provider for OpenAi {
         if p.json {
             body["response_format"] = json!({"type": "json_object"});
         }
-        let auth = format!("Bearer {}", self.0.key.expose());
-        let v = self
-            .0
-            .post("/v1/chat/completions", &[("authorization", auth)], &body)
-            .await?;
+        let auth =
+            |key: &super::ApiKey| vec![("authorization", format!("Bearer {}", key.expose()))];
+        let v = self.0.post("/v1/chat/completions", auth, &body).await?;
         let content = v["choices"][0]["message"]["content"]
             .as_str()
             .ok_or_else(|| ProviderError::Malformed("no choices[0].message.content".into()))?;
