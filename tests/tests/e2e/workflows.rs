@@ -284,16 +284,24 @@ async fn linear_workflow_completes_with_its_outputs() {
     );
     assert_eq!(peer.calls("linear"), 1);
     assert!(e["duration_ms"].as_i64().is_some());
-    // The listing projection catches up with the same summary.
-    let r = c
-        .send(
-            reqwest::Method::GET,
-            &format!("/executions?workflow_id={wf}&status=succeeded"),
-            None,
-        )
-        .await;
-    let page: Value = r.json().await.unwrap();
-    assert_eq!(page["items"][0]["execution_id"], id.as_str(), "{page:#}");
+    // The listing projection catches up with the same summary (it is written after the final
+    // event, which the execution's own view reads).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c
+            .send(
+                reqwest::Method::GET,
+                &format!("/executions?workflow_id={wf}&status=succeeded"),
+                None,
+            )
+            .await;
+        let page: Value = r.json().await.unwrap();
+        if page["items"][0]["execution_id"] == id.as_str() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let w: Value = c.get_json(&format!("/workflows/{wf}")).await;
     assert_eq!(w["stats"]["runs"], 1, "{w:#}");
     assert_eq!(w["stats"]["success_rate"], 1.0);
