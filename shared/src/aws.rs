@@ -11,12 +11,15 @@ pub use aws_types::SdkConfig;
 /// The SDK configuration every function runs with, read from the variables Lambda sets:
 /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (the
 /// function role's credentials, valid for the environment's lifetime), plus `AWS_ENDPOINT_URL`,
-/// which is how the local stack points every client at moto. Retries (standard, 3 attempts) and
-/// the 3.1 s connect timeout are the SDK's defaults, set here explicitly.
+/// which is how the local stack points every client at moto; also `AWS_USE_FIPS_ENDPOINT`,
+/// `AWS_USE_DUALSTACK_ENDPOINT`, `AWS_RETRY_MODE`, `AWS_MAX_ATTEMPTS` and
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` as the SDK reads them (per-service `AWS_ENDPOINT_URL_*`
+/// are not read). Retries (standard, 3 attempts) and the 3.1 s connect timeout are the SDK's
+/// defaults, set here explicitly.
 ///
 /// Not aws-config's default chain: it links STS, SSO and profile parsing (about 400 KiB of every
 /// artifact) and reads `~/.aws` at start-up, for sources a Lambda function never uses. Operator
-/// tools that run outside Lambda (the migrator's command line) keep the full chain.
+/// tools that run outside Lambda (`migrator`, `auth create-admin`) keep the full chain.
 /// Every client shares one HTTPS client ([`crate::tls::aws_https_client`]).
 pub fn load_sdk_config() -> SdkConfig {
     sdk_config_from(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
@@ -45,7 +48,9 @@ fn sdk_config_from(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
                 .map(Region::new),
         )
         .credentials_provider(credentials)
-        .retry_config(RetryConfig::standard())
+        .retry_config(retry_config(&var))
+        .use_fips(flag(&var, "AWS_USE_FIPS_ENDPOINT"))
+        .use_dual_stack(flag(&var, "AWS_USE_DUALSTACK_ENDPOINT"))
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(std::time::Duration::from_millis(3100))
@@ -53,9 +58,27 @@ fn sdk_config_from(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
         )
         .http_client(crate::tls::aws_https_client());
     if let Some(url) = var("AWS_ENDPOINT_URL") {
-        builder = builder.endpoint_url(url);
+        if !flag(&var, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") {
+            builder = builder.endpoint_url(url);
+        }
     }
     builder.build()
+}
+
+fn flag(var: &impl Fn(&str) -> Option<String>, name: &str) -> bool {
+    var(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Standard (3 attempts) unless `AWS_RETRY_MODE=adaptive` or `AWS_MAX_ATTEMPTS` says otherwise.
+fn retry_config(var: &impl Fn(&str) -> Option<String>) -> RetryConfig {
+    let config = match var("AWS_RETRY_MODE").as_deref() {
+        Some(mode) if mode.eq_ignore_ascii_case("adaptive") => RetryConfig::adaptive(),
+        _ => RetryConfig::standard(),
+    };
+    match var("AWS_MAX_ATTEMPTS").and_then(|n| n.trim().parse::<u32>().ok()) {
+        Some(n) if n > 0 => config.with_max_attempts(n),
+        _ => config,
+    }
 }
 
 /// No credentials in the environment: every call fails saying which variables to set.
@@ -472,6 +495,18 @@ mod tests {
         assert_eq!(config.region().map(|r| r.as_ref()), Some("eu-west-1"));
         assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:4566"));
         assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(3));
+        assert_eq!(config.use_fips(), Some(false));
+
+        let config = sdk_config_from(env(&[
+            ("AWS_REGION", "us-gov-west-1"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+            ("AWS_MAX_ATTEMPTS", "5"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]));
+        assert_eq!(config.use_fips(), Some(true));
+        assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(5));
+        assert_eq!(config.endpoint_url(), None);
     }
 
     #[tokio::test]

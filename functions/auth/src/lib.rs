@@ -81,7 +81,8 @@ struct TokenResponse {
 }
 
 fn keys_unavailable() -> ApiError {
-    ApiError::unavailable(
+    ApiError::unavailable_for(
+        1,
         "tokens cannot be signed right now (the signing keys could not be read); retry shortly",
     )
 }

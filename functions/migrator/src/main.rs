@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let migrations = migrator::embedded()?;
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        // An operator's machine: the full credential chain (profiles, SSO, assumed roles).
+        // An operator's machine: the full credential chain (profiles, assumed roles).
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(shared::tls::aws_https_client())
             .load()

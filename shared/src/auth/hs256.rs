@@ -78,8 +78,13 @@ static PROVIDER: CryptoProvider = CryptoProvider {
 pub(super) fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // Err only when one is already installed, which is then ours.
-        let _ = PROVIDER.install_default();
+        if let Err(installed) = PROVIDER.install_default() {
+            // Only this module installs one; anything else is jsonwebtoken's placeholder, locked
+            // in by a call before this one, and would refuse (panic on) every token.
+            if !std::ptr::eq(installed, &PROVIDER) {
+                tracing::error!("jsonwebtoken was used before its HS256 provider was installed");
+            }
+        }
     });
 }
 

@@ -209,8 +209,10 @@ impl JwtKeys {
         if last.is_some_and(|at| at.elapsed() < FIRST_READ_AT_MOST_EVERY) {
             return false;
         }
-        self.read_now(reload).await;
+        // Stamped when the read starts: a read frozen with its environment (the spawned one at
+        // cold start) and timed out on thaw does not hold back the first request after it.
         *last = Some(std::time::Instant::now());
+        self.read_now(reload).await;
         self.keys().is_some()
     }
 
@@ -247,6 +249,22 @@ impl JwtKeys {
     }
 
     fn replace(&self, reload: &Reload, read: Result<(String, Vec<String>), String>) -> bool {
+        if self.keys().is_none() {
+            return match read.and_then(|(current, previous)| key_set(&current, &previous)) {
+                Ok(set) => {
+                    *self.set.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(std::sync::Arc::new(set));
+                    *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                        std::time::Instant::now();
+                    true
+                }
+                Err(e) => {
+                    emit("jwt_key_reads_failed_total", 1.0, Unit::Count, &[]);
+                    tracing::error!(error = %e, "JWT keys could not be read; requests that need them answer 503 until they can");
+                    false
+                }
+            };
+        }
         match read {
             Ok((current, previous)) => match key_set(&current, &previous) {
                 Ok(set) => {
@@ -333,7 +351,10 @@ impl JwtKeys {
     /// leeway). Counts `jwt_validations_total` by result.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let result = self.verify_inner(token);
-        count(&result);
+        // Not counted: the caller waits for the keys and verifies again (`verify_fresh`).
+        if result != Err(TokenError::Unavailable) {
+            count(&result);
+        }
         result
     }
 

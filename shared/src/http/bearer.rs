@@ -71,7 +71,8 @@ where
         };
         let claims = result.map_err(|e| {
             if e == TokenError::Unavailable {
-                return ApiError::unavailable(
+                return ApiError::unavailable_for(
+                    1,
                     "access tokens cannot be checked right now (the signing keys could not be \
                      read); retry shortly",
                 );

@@ -115,6 +115,14 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After` (seconds).
+    pub fn unavailable_for(retry_after: u64, detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::unavailable(detail)
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

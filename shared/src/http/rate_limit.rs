@@ -150,8 +150,14 @@ pub async fn middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // Only a request with a token waits for the keys to identify its caller.
     if let Some(keys) = &limiter.keys {
-        keys.ready().await;
+        if req
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            keys.ready().await;
+        }
     }
     let caller = (limiter.identify)(&mut req);
     let principal = caller

@@ -10,7 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 ///
 /// `RUST_LOG` takes a default level and per-target levels (`info`, `warn,shared=debug`).
 /// Not `EnvFilter`: its span and field directives are never used here, and the regex engine
-/// behind them was about 240 KiB of every function's artifact.
+/// behind them was about 240 KiB of every function's artifact (linked only when called).
 pub fn init() {
     let (filter, refused) = filter(std::env::var("RUST_LOG").ok().as_deref());
     let installed = tracing_subscriber::registry()
@@ -26,20 +26,32 @@ pub fn init() {
         .try_init()
         .is_ok();
     if let (true, Some(e)) = (installed, refused) {
-        tracing::warn!(error = %e, "RUST_LOG not understood; logging at info");
+        tracing::warn!(error = %e, "RUST_LOG partly not understood");
     }
 }
 
-/// The filter `RUST_LOG` asks for, or `info` (with the reason when it was not understood).
+/// The filter `RUST_LOG` asks for (`info` when unset). Directives this filter cannot take (span
+/// and field filters) are left out one by one, and named, rather than dropping the whole value.
 fn filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
     let info = || Targets::new().with_default(tracing::Level::INFO);
-    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
-        None => (info(), None),
-        Some(directives) => match directives.parse::<Targets>() {
-            Ok(targets) => (targets, None),
-            Err(e) => (info(), Some(format!("{directives:?}: {e}"))),
-        },
-    }
+    let (kept, refused): (Vec<&str>, Vec<&str>) = rust_log
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .partition(|d| d.parse::<Targets>().is_ok());
+    let targets = if kept.is_empty() {
+        info()
+    } else {
+        kept.join(",").parse().unwrap_or_else(|_| info())
+    };
+    let refused = (!refused.is_empty()).then(|| {
+        format!(
+            "directives left out (not supported): {}",
+            refused.join(", ")
+        )
+    });
+    (targets, refused)
 }
 
 /// Time left in a Lambda invocation whose deadline is `deadline_ms` (milliseconds since the Unix
@@ -69,5 +81,14 @@ mod tests {
         let (f, refused) = super::filter(Some("[span{x=1}]=nonsense"));
         assert!(refused.is_some());
         assert!(f.would_enable("x", &Level::INFO));
+        // One directive it cannot take leaves the others in force.
+        let (f, refused) = super::filter(Some("error,shared=loud"));
+        assert!(refused.unwrap().contains("shared=loud"));
+        assert!(!f.would_enable("x", &Level::WARN));
+        assert!(f.would_enable("x", &Level::ERROR));
+        // A span filter names no target there is, so only the default applies.
+        let (f, _) = super::filter(Some("error,shared[exec]=debug"));
+        assert!(!f.would_enable("shared", &Level::DEBUG));
+        assert!(f.would_enable("shared", &Level::ERROR));
     }
 }

@@ -58,6 +58,10 @@ pub enum ProviderError {
     Malformed(String),
     /// The provider kept failing; calls are refused until a probe succeeds.
     CircuitOpen,
+    /// The provider's API key could not be read (from Secrets Manager): no call went out, and
+    /// the provider itself is not blamed (no in-call retry, no circuit count). `retryable` when
+    /// the read may succeed later (timeouts, throttling), not for a missing secret or a refusal.
+    KeyUnavailable { message: String, retryable: bool },
 }
 
 impl ProviderError {
@@ -79,6 +83,11 @@ impl ProviderError {
                 "CircuitOpen",
                 format!("{provider} failed repeatedly; calls are paused until it recovers"),
                 true,
+            ),
+            Self::KeyUnavailable { message, retryable } => StepError::new(
+                "ProviderKeyUnavailable",
+                format!("{provider}: {message}"),
+                retryable,
             ),
         }
     }

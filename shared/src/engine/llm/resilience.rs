@@ -101,6 +101,8 @@ impl<P: Provider> Provider for Resilient<P> {
                     self.record(true);
                     return result;
                 }
+                // Nothing reached the provider; the key's own gate paces reads.
+                Err(ProviderError::KeyUnavailable { .. }) => return result,
                 Err(ProviderError::RateLimited { retry_after, .. }) => {
                     self.record(false);
                     retry_after.unwrap_or(backoff)
