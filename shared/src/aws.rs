@@ -19,7 +19,8 @@ pub use aws_types::SdkConfig;
 ///
 /// Not aws-config's default chain: it links STS, SSO and profile parsing (about 400 KiB of every
 /// artifact) and reads `~/.aws` at start-up, for sources a Lambda function never uses. Operator
-/// tools that run outside Lambda (`migrator`, `auth create-admin`) keep the full chain.
+/// commands that run outside Lambda: the migrator keeps the full chain; `auth create-admin` reads
+/// the environment like the functions (the README says how to export credentials).
 /// Every client shares one HTTPS client ([`crate::tls::aws_https_client`]).
 pub fn load_sdk_config() -> SdkConfig {
     sdk_config_from(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))

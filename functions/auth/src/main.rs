@@ -8,18 +8,15 @@ async fn main() -> Result<(), shared::http::ServeError> {
     shared::telemetry::init();
     let config = Config::load().unwrap_or_else(|e| e.exit());
     let server = config.server().unwrap_or_else(|e| e.exit());
+    // Credentials from the environment here too (aws-config's chain would be 0.3 MB of this
+    // function's artifact): an operator exports theirs first (README).
+    let sdk = shared::aws::load_sdk_config();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("create-admin") {
-        // An operator's machine: the full credential chain (profiles, assumed roles).
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(shared::tls::aws_https_client())
-            .load()
-            .await;
         let tables = config.tables().unwrap_or_else(|e| e.exit());
         let store = shared::auth::AuthStore::new(shared::aws::dynamodb(&sdk), tables.state);
         std::process::exit(auth::cli::create_admin(&store, &args[1..]).await);
     }
-    let sdk = shared::aws::load_sdk_config();
     let app = auth::app(&config, &sdk).await.unwrap_or_else(|e| {
         eprintln!("Error: {e}");
         std::process::exit(1)

@@ -78,8 +78,7 @@ struct Reload {
     /// The last read attempted again and whether it succeeded (none yet). Held during a read,
     /// so concurrent callers wait for it instead of reading too.
     last_try: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
-    /// When the first read was last attempted while there are no keys yet (see
-    /// [`JwtKeys::ready`]); held during that read.
+    /// When the last failed first read ended (see [`JwtKeys::ready`]); held during a read.
     first_try: tokio::sync::Mutex<Option<std::time::Instant>>,
     read_at: std::sync::Mutex<std::time::Instant>,
 }
@@ -202,17 +201,22 @@ impl JwtKeys {
         };
         // Its own gate, apart from the re-reads': the first read must not use up the slot a
         // rotation's re-read needs.
+        let waiting_since = std::time::Instant::now();
         let mut last = reload.first_try.lock().await;
         if self.keys().is_some() {
             return true; // read while this caller waited
         }
-        if last.is_some_and(|at| at.elapsed() < FIRST_READ_AT_MOST_EVERY) {
+        // A failed read is the answer to those that waited for it, and to all for a second.
+        if last.is_some_and(|ended| {
+            ended >= waiting_since || ended.elapsed() < FIRST_READ_AT_MOST_EVERY
+        }) {
             return false;
         }
-        // Stamped when the read starts: a read frozen with its environment (the spawned one at
-        // cold start) and timed out on thaw does not hold back the first request after it.
-        *last = Some(std::time::Instant::now());
-        self.read_now(reload).await;
+        let started = std::time::Instant::now();
+        let ok = self.read_now(reload).await;
+        // A read that outlasted its timeout by far was frozen with its environment (the one
+        // spawned at cold start): its failure says nothing about now.
+        *last = (!ok && started.elapsed() <= RELOAD_TIMEOUT * 3 / 2).then(std::time::Instant::now);
         self.keys().is_some()
     }
 
@@ -259,7 +263,12 @@ impl JwtKeys {
                     true
                 }
                 Err(e) => {
-                    emit("jwt_key_reads_failed_total", 1.0, Unit::Count, &[]);
+                    emit(
+                        "jwt_key_reads_failed_total",
+                        1.0,
+                        Unit::Count,
+                        &[("read", "first")],
+                    );
                     tracing::error!(error = %e, "JWT keys could not be read; requests that need them answer 503 until they can");
                     false
                 }
@@ -280,6 +289,12 @@ impl JwtKeys {
                 }
             },
             Err(e) => {
+                emit(
+                    "jwt_key_reads_failed_total",
+                    1.0,
+                    Unit::Count,
+                    &[("read", "again")],
+                );
                 tracing::error!(error = %e, "JWT keys could not be read again; keeping the previous ones");
                 false
             }

@@ -821,6 +821,7 @@ async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
     problem(r, 503).await;
 
     aws_sdk_secretsmanager::Client::new(&app.sdk)

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ApiKey, ProviderError};
+use crate::telemetry::metrics::{emit, Unit};
 
 /// How long one read of a key may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// A failed read is the answer for this long to every caller (those waiting for it included),
-/// so an outage costs one read per second per environment, not one per call.
+/// A failed read is the answer for this long after it ended, and to every caller that was
+/// waiting for it: an outage costs one read per second per environment, not one per call.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
@@ -31,7 +32,7 @@ enum Source {
 #[derive(Default)]
 struct State {
     key: Option<ApiKey>,
-    /// When the last failed read started, and its error.
+    /// When the last failed read ended, and its error.
     failed: Option<(Instant, ProviderError)>,
 }
 
@@ -73,17 +74,16 @@ impl KeyCell {
                 state,
             } => (variable, arn, secrets, state),
         };
+        let waiting_since = Instant::now();
         let mut state = state.lock().await;
         if let Some(key) = &state.key {
             return Ok(key.clone());
         }
-        if let Some((at, e)) = &state.failed {
-            if at.elapsed() < RETRY_AFTER {
+        if let Some((ended, e)) = &state.failed {
+            if *ended >= waiting_since || ended.elapsed() < RETRY_AFTER {
                 return Err(e.clone());
             }
         }
-        // Stamped when the read starts: a read frozen with its environment and timed out on
-        // thaw does not hold back the first call after it.
         let started = Instant::now();
         match read(variable, arn, secrets).await {
             Ok(key) => {
@@ -92,7 +92,16 @@ impl KeyCell {
                 Ok(key)
             }
             Err(e) => {
-                state.failed = Some((started, e.clone()));
+                emit(
+                    "provider_key_reads_failed_total",
+                    1.0,
+                    Unit::Count,
+                    &[("variable", variable.as_str())],
+                );
+                // A read that outlasted its timeout by far was frozen with its environment
+                // (the one started at cold start): its failure says nothing about now.
+                state.failed = (started.elapsed() <= READ_TIMEOUT * 3 / 2)
+                    .then(|| (Instant::now(), e.clone()));
                 Err(e)
             }
         }
@@ -143,5 +152,69 @@ async fn read(
             );
             Err(unavailable(!permanent))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A Secrets Manager that answers every read after `delay` with ResourceNotFound.
+    async fn slow_missing_secret(delay: Duration) -> (String, Arc<AtomicU32>) {
+        let reads = Arc::new(AtomicU32::new(0));
+        let counted = reads.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    [("content-type", "application/x-amz-json-1.1")],
+                    r#"{"__type":"ResourceNotFoundException","message":"no such secret"}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, reads)
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_for_a_slow_failed_read_share_it() {
+        let (url, reads) = slow_missing_secret(Duration::from_millis(1200)).await;
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "a", "b", None, None, "test",
+            ))
+            .endpoint_url(url)
+            .http_client(crate::tls::aws_https_client())
+            .build();
+        let cell = KeyCell::secret(
+            "OPENAI_API_KEY_ARN".into(),
+            "missing".into(),
+            aws_sdk_secretsmanager::Client::from_conf(config),
+        );
+        // Five calls at once: one read, longer than the second a failure stands for.
+        let results = futures::future::join_all((0..5).map(|_| cell.get())).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        for result in results {
+            match result {
+                Err(ProviderError::KeyUnavailable { message, retryable }) => {
+                    assert!(!retryable, "a missing secret is for an operator to fix");
+                    assert!(message.contains("OPENAI_API_KEY_ARN"), "{message}");
+                    assert!(!message.contains("no such secret"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Within the second after it, the failure is the answer; no new read.
+        assert!(cell.get().await.is_err());
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 }

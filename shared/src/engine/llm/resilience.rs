@@ -101,8 +101,15 @@ impl<P: Provider> Provider for Resilient<P> {
                     self.record(true);
                     return result;
                 }
-                // Nothing reached the provider; the key's own gate paces reads.
-                Err(ProviderError::KeyUnavailable { .. }) => return result,
+                // Nothing reached the provider; the key's own gate paces reads. A probe this
+                // admitted did not happen: let the next call probe.
+                Err(ProviderError::KeyUnavailable { .. }) => {
+                    self.circuit
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .probing = false;
+                    return result;
+                }
                 Err(ProviderError::RateLimited { retry_after, .. }) => {
                     self.record(false);
                     retry_after.unwrap_or(backoff)
