@@ -8,7 +8,11 @@
 //! own. Step, provider and MCP calls (reqwest) share one rustls configuration with the same roots.
 
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use base64::Engine as _;
 
 /// Makes ring the process's rustls provider (reqwest uses it); idempotent.
@@ -72,6 +76,10 @@ fn system_roots_wanted() -> bool {
 /// The HTTPS client every AWS SDK client of this process shares.
 pub fn aws_https_client() -> SharedHttpClient {
     install_crypto_provider();
+    SharedHttpClient::new(BuiltOnFirstUse(Default::default()))
+}
+
+fn build_aws_https_client() -> SharedHttpClient {
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
     let trust = if system_roots_wanted() {
@@ -87,6 +95,34 @@ pub fn aws_https_client() -> SharedHttpClient {
             tracing::warn!(error = %e, "TLS context refused; the SDK's default trust store is used");
             builder.build_https()
         }
+    }
+}
+
+/// The SDK's hyper client, built on the first request rather than at start-up. As it comes, it
+/// builds a TLS connector (parsing every root certificate) in `validate_base_client_config` and
+/// throws it away, each time an SDK client is constructed: that was 87 % of an HTTP function's
+/// init (callgrind). Here the roots are encoded and parsed once, by the first request, per
+/// timeout settings.
+#[derive(Debug)]
+struct BuiltOnFirstUse(std::sync::Arc<std::sync::OnceLock<SharedHttpClient>>);
+
+impl HttpClient for BuiltOnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0
+            .get_or_init(build_aws_https_client)
+            .http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        // What the hyper client says of itself (the user agent), without building it.
+        Some(ConnectorMetadata::new(
+            "hyper",
+            Some(std::borrow::Cow::Borrowed("1.x")),
+        ))
     }
 }
 
@@ -120,5 +156,35 @@ mod tests {
         let (valid, invalid) = roots.add_parsable_certificates(certs);
         assert_eq!(invalid, 0);
         assert!(valid > 100, "{valid}");
+    }
+
+    #[tokio::test]
+    async fn sdk_clients_build_the_https_client_on_their_first_request_only() {
+        let built = std::sync::Arc::new(std::sync::OnceLock::new());
+        let app = axum::Router::new().fallback(|| async {
+            (
+                [("content-type", "application/x-amz-json-1.0")],
+                r#"{"TableNames":[]}"#,
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "a", "b", None, None, "test",
+            ))
+            .endpoint_url(url)
+            .http_client(aws_smithy_runtime_api::client::http::SharedHttpClient::new(
+                super::BuiltOnFirstUse(built.clone()),
+            ))
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let _another = client.clone();
+        assert!(built.get().is_none(), "constructing clients builds nothing");
+        client.list_tables().send().await.unwrap();
+        assert!(built.get().is_some(), "the first request builds it");
     }
 }
