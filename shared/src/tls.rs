@@ -73,10 +73,14 @@ fn system_roots_wanted() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-/// The HTTPS client every AWS SDK client of this process shares.
+/// The HTTPS client every AWS SDK client of this process shares (one hyper client, so one
+/// connection pool per timeout settings, however often this is called).
 pub fn aws_https_client() -> SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
     install_crypto_provider();
-    SharedHttpClient::new(BuiltOnFirstUse(Default::default()))
+    CLIENT
+        .get_or_init(|| SharedHttpClient::new(BuiltOnFirstUse(Default::default())))
+        .clone()
 }
 
 fn build_aws_https_client() -> SharedHttpClient {

@@ -284,6 +284,12 @@ impl JwtKeys {
                     true
                 }
                 Err(e) => {
+                    emit(
+                        "jwt_key_reads_failed_total",
+                        1.0,
+                        Unit::Count,
+                        &[("read", "again")],
+                    );
                     tracing::error!(error = %e, "JWT keys read again are unusable; keeping the previous ones");
                     false
                 }
