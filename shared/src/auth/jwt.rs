@@ -253,55 +253,28 @@ impl JwtKeys {
     }
 
     fn replace(&self, reload: &Reload, read: Result<(String, Vec<String>), String>) -> bool {
-        if self.keys().is_none() {
-            return match read.and_then(|(current, previous)| key_set(&current, &previous)) {
-                Ok(set) => {
-                    *self.set.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(std::sync::Arc::new(set));
-                    *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                        std::time::Instant::now();
-                    true
-                }
-                Err(e) => {
-                    emit(
-                        "jwt_key_reads_failed_total",
-                        1.0,
-                        Unit::Count,
-                        &[("read", "first")],
-                    );
-                    tracing::error!(error = %e, "JWT keys could not be read; requests that need them answer 503 until they can");
-                    false
-                }
-            };
-        }
-        match read {
-            Ok((current, previous)) => match key_set(&current, &previous) {
-                Ok(set) => {
-                    *self.set.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(std::sync::Arc::new(set));
-                    *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                        std::time::Instant::now();
-                    true
-                }
-                Err(e) => {
-                    emit(
-                        "jwt_key_reads_failed_total",
-                        1.0,
-                        Unit::Count,
-                        &[("read", "again")],
-                    );
-                    tracing::error!(error = %e, "JWT keys read again are unusable; keeping the previous ones");
-                    false
-                }
-            },
+        let first = self.keys().is_none();
+        match read.and_then(|(current, previous)| key_set(&current, &previous)) {
+            Ok(set) => {
+                *self.set.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::sync::Arc::new(set));
+                *reload.read_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                    std::time::Instant::now();
+                true
+            }
             Err(e) => {
+                let read = if first { "first" } else { "again" };
                 emit(
                     "jwt_key_reads_failed_total",
                     1.0,
                     Unit::Count,
-                    &[("read", "again")],
+                    &[("read", read)],
                 );
-                tracing::error!(error = %e, "JWT keys could not be read again; keeping the previous ones");
+                if first {
+                    tracing::error!(error = %e, "JWT keys could not be read; requests that need them answer 503 until they can");
+                } else {
+                    tracing::error!(error = %e, "JWT keys could not be read again, or are unusable; keeping the previous ones");
+                }
                 false
             }
         }

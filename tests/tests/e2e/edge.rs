@@ -779,6 +779,14 @@ async fn after_a_key_rotation_running_functions_accept_the_new_key() {
 async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
     let secret = format!("e2e-late-jwt-{}", uuid::Uuid::new_v4());
     let app = App::start("late-keys", &[("JWT_SECRET_ARN", &secret)]).await;
+    let workflows = async |token: &str| {
+        app.http
+            .get(app.url("/workflows"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
     let t = tenant();
     let (name, password) = app.user(&t, &["user"]).await;
     let r = app.login(&name, &password).await;
@@ -814,13 +822,7 @@ async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
             ver: 0,
         })
         .unwrap();
-    let r = app
-        .http
-        .get(app.url("/workflows"))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
+    let r = workflows(&forged).await;
     assert_eq!(r.headers()["retry-after"], "1");
     problem(r, 503).await;
 
@@ -846,13 +848,7 @@ async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
     // Each function reads the keys for itself (and this one's last failed read may be under a
     // second old): poll it too.
     loop {
-        let r = app
-            .http
-            .get(app.url("/workflows"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = workflows(&token).await;
         if r.status() == 200 {
             break;
         }
@@ -860,12 +856,6 @@ async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
         assert!(std::time::Instant::now() < deadline, "keys never read");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = app
-        .http
-        .get(app.url("/workflows"))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
+    let r = workflows(&forged).await;
     problem(r, 401).await;
 }
