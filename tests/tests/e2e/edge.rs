@@ -727,14 +727,7 @@ async fn after_a_key_rotation_running_functions_accept_the_new_key() {
     let t = tenant();
     let (name, password) = app.user(&t, &["user"]).await;
     let (before, _) = app.tokens(&name, &password).await;
-    let me = async |token: &str| {
-        app.http
-            .get(app.url("/workflows"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    };
+    let me = async |token: &str| app.get_as("/workflows", token).await;
     assert_eq!(me(&before).await.status(), 200);
     let claims = app.keys().await.verify(&before).unwrap();
 
@@ -779,14 +772,7 @@ async fn after_a_key_rotation_running_functions_accept_the_new_key() {
 async fn jwt_keys_that_cannot_be_read_yet_answer_503_until_they_can() {
     let secret = format!("e2e-late-jwt-{}", uuid::Uuid::new_v4());
     let app = App::start("late-keys", &[("JWT_SECRET_ARN", &secret)]).await;
-    let workflows = async |token: &str| {
-        app.http
-            .get(app.url("/workflows"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    };
+    let workflows = async |token: &str| app.get_as("/workflows", token).await;
     let t = tenant();
     let (name, password) = app.user(&t, &["user"]).await;
     let r = app.login(&name, &password).await;

@@ -303,16 +303,7 @@ async fn access_tokens_stop_working_when_the_user_is_disabled_changed_or_logs_ou
     let (admin, password) = app.user(tenant, &["admin"]).await;
     let (token, _) = app.tokens(&admin, &password).await;
     let admin = Client { app: &app, token };
-    let works = async |token: &str| {
-        app.http
-            .get(app.url("/workflows"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let works = async |token: &str| app.get_as("/workflows", token).await.status().as_u16();
 
     let (disabled, pw) = app.user(tenant, &["user"]).await;
     let (token, _) = app.tokens(&disabled, &pw).await;
