@@ -3,9 +3,19 @@
 //! Why not the SDK's default client: it links aws-lc-rs (a second, larger crypto library beside
 //! the ring our other clients could use) and reads every certificate of the system's store when
 //! the first client is built, which was about half of a function's init (docs/PERFORMANCE.md,
-//! cold start). AWS clients trust the Mozilla roots compiled in (`webpki-root-certs`), unless
-//! `SSL_CERT_FILE` or `SSL_CERT_DIR` is set, which means an operator wants the system's or their
-//! own. Step, provider and MCP calls (reqwest) share one rustls configuration with the same roots.
+//! cold start).
+//!
+//! AWS clients trust the roots AWS endpoints chain to (Amazon Trust Services: Amazon Root CA 1-4
+//! and Starfield Services Root G2, compiled in), not the whole Mozilla set: five certificates to
+//! read on the first request instead of 118 (most of an HTTP function's cold start went there),
+//! and a smaller trust set for the calls that carry the function's credentials. They trust the
+//! system's roots instead when those cannot be AWS's own endpoints or an operator asks:
+//! `SSL_CERT_FILE` or `SSL_CERT_DIR` set, an `https` endpoint override (`AWS_ENDPOINT_URL*`), or
+//! a region outside the `aws` and `aws-us-gov` partitions (China, ISO, European Sovereign Cloud).
+//!
+//! Step, provider and MCP calls (reqwest) reach any host: they share one rustls configuration
+//! with the Mozilla roots compiled in (`webpki-root-certs`), or the system's when `SSL_CERT_*`
+//! is set.
 
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -13,7 +23,6 @@ use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use base64::Engine as _;
 
 /// Makes ring the process's rustls provider (reqwest uses it); idempotent.
 pub fn install_crypto_provider() {
@@ -86,12 +95,14 @@ pub fn aws_https_client() -> SharedHttpClient {
 fn build_aws_https_client() -> SharedHttpClient {
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    let trust = if system_roots_wanted() {
-        TrustStore::default()
-    } else {
-        TrustStore::empty()
+    // `vars_os`: `vars` panics on a variable that is not Unicode.
+    let vars = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    let trust = match aws_trust(vars) {
+        AwsTrust::System => TrustStore::default(),
+        AwsTrust::Amazon => TrustStore::empty()
             .with_native_roots(false)
-            .with_pem_certificate(compiled_in_roots_pem())
+            .with_pem_certificate(AWS_ROOTS_PEM),
     };
     match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => builder.tls_context(context).build_https(),
@@ -100,6 +111,55 @@ fn build_aws_https_client() -> SharedHttpClient {
             builder.build_https()
         }
     }
+}
+
+/// Amazon Trust Services' roots, picked from webpki-root-certs by build.rs.
+static AWS_ROOTS_PEM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aws_roots.pem"));
+
+/// The roots AWS clients trust.
+#[derive(Debug, PartialEq, Eq)]
+enum AwsTrust {
+    /// Amazon Trust Services' (compiled in).
+    Amazon,
+    /// The system's, or the operator's through `SSL_CERT_FILE`/`SSL_CERT_DIR`.
+    System,
+}
+
+/// From the process's environment: the same variables the SDK configuration is read from (the
+/// migrator's command line may also take a region or endpoint from a profile; `SSL_CERT_FILE`
+/// covers that).
+fn aws_trust(vars: impl Iterator<Item = (String, String)>) -> AwsTrust {
+    let vars: std::collections::HashMap<String, String> =
+        vars.filter(|(_, v)| !v.is_empty()).collect();
+    let var = |name: &str| vars.get(name).map(String::as_str);
+    if var("SSL_CERT_FILE").is_some() || var("SSL_CERT_DIR").is_some() {
+        return AwsTrust::System;
+    }
+    let ignored =
+        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let https_override = vars.iter().any(|(name, value)| {
+        name.starts_with("AWS_ENDPOINT_URL")
+            && value
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    });
+    if https_override && !ignored {
+        return AwsTrust::System;
+    }
+    match var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+        Some(region) if !in_amazon_trust_partition(region) => AwsTrust::System,
+        _ => AwsTrust::Amazon,
+    }
+}
+
+/// Regions of the `aws` and `aws-us-gov` partitions, whose endpoints chain to Amazon Trust
+/// Services (the SDK's own partition pattern, `^(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+$`, with
+/// the ISO regions, which share its prefixes, left out).
+fn in_amazon_trust_partition(region: &str) -> bool {
+    let prefixes = [
+        "us-", "eu-", "ap-", "sa-", "ca-", "me-", "af-", "il-", "mx-",
+    ];
+    prefixes.iter().any(|p| region.starts_with(p)) && !region.contains("-iso")
 }
 
 /// The SDK's hyper client, built on the first request rather than at start-up. As it comes, it
@@ -130,36 +190,63 @@ impl HttpClient for BuiltOnFirstUse {
     }
 }
 
-/// The compiled-in roots as one PEM document (the form the SDK's trust store takes).
-fn compiled_in_roots_pem() -> Vec<u8> {
-    let engine = base64::engine::general_purpose::STANDARD;
-    let mut pem = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2_200);
-    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        let encoded = engine.encode(cert.as_ref());
-        for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    pem.into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_compiled_in_roots_are_all_readable_certificates() {
+    fn aws_clients_trust_the_five_amazon_trust_services_roots() {
         use rustls::pki_types::{pem::PemObject, CertificateDer};
-        let pem = super::compiled_in_roots_pem();
-        let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+        let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(super::AWS_ROOTS_PEM)
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(certs.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert_eq!(certs.len(), 5);
+        for name in [
+            "Amazon Root CA 1",
+            "Amazon Root CA 4",
+            "Starfield Services Root",
+        ] {
+            assert!(
+                certs
+                    .iter()
+                    .any(|c| c.windows(name.len()).any(|w| w == name.as_bytes())),
+                "{name}"
+            );
+        }
         let mut roots = rustls::RootCertStore::empty();
-        let (valid, invalid) = roots.add_parsable_certificates(certs);
-        assert_eq!(invalid, 0);
-        assert!(valid > 100, "{valid}");
+        assert_eq!(roots.add_parsable_certificates(certs), (5, 0));
+    }
+
+    #[test]
+    fn aws_clients_trust_the_system_roots_where_aws_endpoints_are_not_expected() {
+        use super::{aws_trust, AwsTrust::*};
+        let trust = |vars: &[(&str, &str)]| {
+            aws_trust(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        };
+        assert_eq!(trust(&[("AWS_REGION", "us-east-1")]), Amazon);
+        assert_eq!(trust(&[("AWS_REGION", "us-gov-west-1")]), Amazon);
+        assert_eq!(trust(&[("AWS_DEFAULT_REGION", "eu-central-2")]), Amazon);
+        assert_eq!(trust(&[]), Amazon);
+        // The local stack: plain HTTP, no roots read at all.
+        let local = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ];
+        assert_eq!(trust(&local), Amazon);
+        assert_eq!(trust(&[("AWS_REGION", "cn-north-1")]), System);
+        assert_eq!(trust(&[("AWS_REGION", "us-iso-east-1")]), System);
+        assert_eq!(trust(&[("AWS_REGION", "us-isob-east-1")]), System);
+        assert_eq!(trust(&[("AWS_REGION", "eusc-de-east-1")]), System);
+        assert_eq!(trust(&[("SSL_CERT_FILE", "/etc/pki/ca.pem")]), System);
+        assert_eq!(trust(&[("SSL_CERT_DIR", "/etc/ssl/certs")]), System);
+        assert_eq!(trust(&[("SSL_CERT_DIR", "")]), Amazon);
+        let proxy = [("AWS_ENDPOINT_URL", "HTTPS://dynamodb.internal.example")];
+        assert_eq!(trust(&proxy), System);
+        let one_service = [("AWS_ENDPOINT_URL_DYNAMODB", "https://ddb.internal.example")];
+        assert_eq!(trust(&one_service), System);
+        let ignored = [
+            ("AWS_ENDPOINT_URL", "https://dynamodb.internal.example"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ];
+        assert_eq!(trust(&ignored), Amazon);
     }
 
     #[tokio::test]

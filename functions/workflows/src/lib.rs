@@ -34,11 +34,15 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let services = shared::engine::Services::new(config, sdk)?;
+    // Its two stores only, not `Services`: the event store behind `Services` is a trait object,
+    // so building it would link every DynamoDB write path into a function that reads and
+    // writes workflow items only (docs/PERFORMANCE.md, function artifacts).
+    let tables = config.tables().map_err(|e| e.to_string())?;
+    let dynamodb = shared::aws::dynamodb(sdk);
     let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
     let state = WorkflowsState {
-        workflows: services.workflows,
-        projections: services.projections,
+        workflows: WorkflowStore::new(dynamodb.clone(), tables.state.clone()),
+        projections: Projections::new(dynamodb, tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))
