@@ -9,9 +9,10 @@
 //! and Starfield Services Root G2, compiled in), not the whole Mozilla set: five certificates to
 //! read on the first request instead of 118 (most of an HTTP function's cold start went there),
 //! and a smaller trust set for the calls that carry the function's credentials. They trust the
-//! system's roots instead when those cannot be AWS's own endpoints or an operator asks:
-//! `SSL_CERT_FILE` or `SSL_CERT_DIR` set, an `https` endpoint override (`AWS_ENDPOINT_URL*`), or
-//! a region outside the `aws` and `aws-us-gov` partitions (China, ISO, European Sovereign Cloud).
+//! system's roots instead when those may not be AWS's own endpoints or an operator asks:
+//! `SSL_CERT_FILE` or `SSL_CERT_DIR` set, an `https` endpoint override (`AWS_ENDPOINT_URL*`), a
+//! region outside the `aws` and `aws-us-gov` partitions (China, ISO, European Sovereign Cloud);
+//! always for an `https` `BEDROCK_ENDPOINT_URL` (a gateway) and the migrator's command line.
 //!
 //! Step, provider and MCP calls (reqwest) reach any host: they share one rustls configuration
 //! with the Mozilla roots compiled in (`webpki-root-certs`), or the system's when `SSL_CERT_*`
@@ -83,28 +84,44 @@ fn system_roots_wanted() -> bool {
 }
 
 /// The HTTPS client every AWS SDK client of this process shares (one hyper client, so one
-/// connection pool per timeout settings, however often this is called).
+/// connection pool per timeout settings, however often this is called). Its roots follow the
+/// environment ([`AwsTrust`]).
 pub fn aws_https_client() -> SharedHttpClient {
     static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
     install_crypto_provider();
     CLIENT
-        .get_or_init(|| SharedHttpClient::new(BuiltOnFirstUse(Default::default())))
+        .get_or_init(|| SharedHttpClient::new(BuiltOnFirstUse::new(None)))
         .clone()
 }
 
-fn build_aws_https_client() -> SharedHttpClient {
+/// Like [`aws_https_client`], trusting the system's roots whatever the environment says: for
+/// an endpoint that may not be AWS's own (an `https` Bedrock gateway) and for the migrator's
+/// command line, whose profile may name a region or endpoint this module cannot see.
+pub fn aws_https_client_trusting_system_roots() -> SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
+    install_crypto_provider();
+    CLIENT
+        .get_or_init(|| SharedHttpClient::new(BuiltOnFirstUse::new(Some(AwsTrust::System))))
+        .clone()
+}
+
+fn build_aws_https_client(trust: Option<AwsTrust>) -> SharedHttpClient {
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    // `vars_os`: `vars` panics on a variable that is not Unicode.
-    let vars = std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
-    let trust = match aws_trust(vars) {
+    let trust = trust.unwrap_or_else(|| {
+        // `vars_os`: `vars` panics on a variable that is not Unicode.
+        aws_trust(std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        }))
+    });
+    let store = match trust {
+        // The SDK reads the system's store (`SSL_CERT_FILE`/`SSL_CERT_DIR` first), once.
         AwsTrust::System => TrustStore::default(),
         AwsTrust::Amazon => TrustStore::empty()
             .with_native_roots(false)
             .with_pem_certificate(AWS_ROOTS_PEM),
     };
-    match TlsContext::builder().with_trust_store(trust).build() {
+    match TlsContext::builder().with_trust_store(store).build() {
         Ok(context) => builder.tls_context(context).build_https(),
         Err(e) => {
             tracing::warn!(error = %e, "TLS context refused; the SDK's default trust store is used");
@@ -113,11 +130,12 @@ fn build_aws_https_client() -> SharedHttpClient {
     }
 }
 
-/// Amazon Trust Services' roots, picked from webpki-root-certs by build.rs.
-static AWS_ROOTS_PEM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aws_roots.pem"));
+/// Amazon Trust Services' roots, as published at amazontrust.com/repository (the test below
+/// pins their SHA-256 fingerprints).
+static AWS_ROOTS_PEM: &[u8] = include_bytes!("../certs/amazon-trust-services.pem");
 
 /// The roots AWS clients trust.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AwsTrust {
     /// Amazon Trust Services' (compiled in).
     Amazon,
@@ -125,9 +143,8 @@ enum AwsTrust {
     System,
 }
 
-/// From the process's environment: the same variables the SDK configuration is read from (the
-/// migrator's command line may also take a region or endpoint from a profile; `SSL_CERT_FILE`
-/// covers that).
+/// From the process's environment: the variables the SDK configuration is read from
+/// (`shared::aws`).
 fn aws_trust(vars: impl Iterator<Item = (String, String)>) -> AwsTrust {
     let vars: std::collections::HashMap<String, String> =
         vars.filter(|(_, v)| !v.is_empty()).collect();
@@ -165,10 +182,22 @@ fn in_amazon_trust_partition(region: &str) -> bool {
 /// The SDK's hyper client, built on the first request rather than at start-up. As it comes, it
 /// builds a TLS connector (parsing every root certificate) in `validate_base_client_config` and
 /// throws it away, each time an SDK client is constructed: that was 87 % of an HTTP function's
-/// init (callgrind). Here the roots are encoded and parsed once, by the first request, per
-/// timeout settings.
+/// init (callgrind). Here the roots are read once, by the first request.
 #[derive(Debug)]
-struct BuiltOnFirstUse(std::sync::Arc<std::sync::OnceLock<SharedHttpClient>>);
+struct BuiltOnFirstUse {
+    client: std::sync::Arc<std::sync::OnceLock<SharedHttpClient>>,
+    /// `None`: decided from the environment when built.
+    trust: Option<AwsTrust>,
+}
+
+impl BuiltOnFirstUse {
+    fn new(trust: Option<AwsTrust>) -> Self {
+        Self {
+            client: Default::default(),
+            trust,
+        }
+    }
+}
 
 impl HttpClient for BuiltOnFirstUse {
     fn http_connector(
@@ -176,8 +205,8 @@ impl HttpClient for BuiltOnFirstUse {
         settings: &HttpConnectorSettings,
         components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        self.0
-            .get_or_init(build_aws_https_client)
+        self.client
+            .get_or_init(|| build_aws_https_client(self.trust))
             .http_connector(settings, components)
     }
 
@@ -195,22 +224,26 @@ mod tests {
     #[test]
     fn aws_clients_trust_the_five_amazon_trust_services_roots() {
         use rustls::pki_types::{pem::PemObject, CertificateDer};
+        use sha2::Digest as _;
         let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(super::AWS_ROOTS_PEM)
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(certs.len(), 5);
-        for name in [
-            "Amazon Root CA 1",
-            "Amazon Root CA 4",
-            "Starfield Services Root",
-        ] {
-            assert!(
-                certs
-                    .iter()
-                    .any(|c| c.windows(name.len()).any(|w| w == name.as_bytes())),
-                "{name}"
-            );
-        }
+        let fingerprints: Vec<String> = certs
+            .iter()
+            .map(|c| hex::encode(sha2::Sha256::digest(c.as_ref())))
+            .collect();
+        // Amazon Root CA 1-4 and Starfield Services Root Certificate Authority - G2, as
+        // amazontrust.com/repository lists them.
+        assert_eq!(
+            fingerprints,
+            [
+                "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e",
+                "1ba5b2aa8c65401a82960118f80bec4f62304d83cec4713a19c39c011ea46db4",
+                "18ce6cfe7bf14e60b2e347b8dfe868cb31d02ebb3ada271569f50343b46db3a4",
+                "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
+                "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
+            ]
+        );
         let mut roots = rustls::RootCertStore::empty();
         assert_eq!(roots.add_parsable_certificates(certs), (5, 0));
     }
@@ -235,6 +268,19 @@ mod tests {
         assert_eq!(trust(&[("AWS_REGION", "us-iso-east-1")]), System);
         assert_eq!(trust(&[("AWS_REGION", "us-isob-east-1")]), System);
         assert_eq!(trust(&[("AWS_REGION", "eusc-de-east-1")]), System);
+        assert_eq!(trust(&[("AWS_REGION", "eu-isoe-west-1")]), System);
+        assert_eq!(trust(&[("AWS_REGION", "us-isof-south-1")]), System);
+        // AWS_REGION first, as the SDK configuration reads them.
+        let both = [
+            ("AWS_REGION", "cn-northwest-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ];
+        assert_eq!(trust(&both), System);
+        let both = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "cn-northwest-1"),
+        ];
+        assert_eq!(trust(&both), Amazon);
         assert_eq!(trust(&[("SSL_CERT_FILE", "/etc/pki/ca.pem")]), System);
         assert_eq!(trust(&[("SSL_CERT_DIR", "/etc/ssl/certs")]), System);
         assert_eq!(trust(&[("SSL_CERT_DIR", "")]), Amazon);
@@ -244,7 +290,7 @@ mod tests {
         assert_eq!(trust(&one_service), System);
         let ignored = [
             ("AWS_ENDPOINT_URL", "https://dynamodb.internal.example"),
-            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "TRUE"),
         ];
         assert_eq!(trust(&ignored), Amazon);
     }
@@ -269,7 +315,10 @@ mod tests {
             ))
             .endpoint_url(url)
             .http_client(aws_smithy_runtime_api::client::http::SharedHttpClient::new(
-                super::BuiltOnFirstUse(built.clone()),
+                super::BuiltOnFirstUse {
+                    client: built.clone(),
+                    trust: None,
+                },
             ))
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);

@@ -12,9 +12,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let migrations = migrator::embedded()?;
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        // An operator's machine: the full credential chain (profiles, assumed roles).
+        // An operator's machine: the full credential chain (profiles, assumed roles), and the
+        // system's roots (a profile may name any region or endpoint).
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(shared::tls::aws_https_client())
+            .http_client(shared::tls::aws_https_client_trusting_system_roots())
             .load()
             .await;
         let runner = Migrator::new(shared::aws::dynamodb(&sdk), tables);
