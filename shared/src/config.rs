@@ -123,10 +123,17 @@ pub struct Config {
     file: FileConfig,
 }
 
+/// The process's environment, without the variables that are not Unicode (`std::env::vars`
+/// panics on those; none of ours can be one).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+}
+
 impl Config {
     /// Reads the process environment and, if `CONFIG_FILE` is set, that TOML file.
     pub fn load() -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
+        let env: HashMap<String, String> = process_env().collect();
         let file = match env.get("CONFIG_FILE") {
             Some(path) => Some(
                 std::fs::read_to_string(path).map_err(|e| ConfigError::File {

@@ -108,12 +108,7 @@ pub fn aws_https_client_trusting_system_roots() -> SharedHttpClient {
 fn build_aws_https_client(trust: Option<AwsTrust>) -> SharedHttpClient {
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    let trust = trust.unwrap_or_else(|| {
-        // `vars_os`: `vars` panics on a variable that is not Unicode.
-        aws_trust(std::env::vars_os().filter_map(|(name, value)| {
-            Some((name.into_string().ok()?, value.into_string().ok()?))
-        }))
-    });
+    let trust = trust.unwrap_or_else(|| aws_trust(crate::config::process_env()));
     let store = match trust {
         // The SDK reads the system's store (`SSL_CERT_FILE`/`SSL_CERT_DIR` first), once.
         AwsTrust::System => TrustStore::default(),
