@@ -390,11 +390,11 @@ impl Config {
     /// The MCP server registry on this deployment's state table.
     pub fn mcp_registry(
         &self,
-        sdk: &crate::aws::SdkConfig,
+        clients: &crate::aws::Clients,
     ) -> Result<crate::mcp::McpRegistry, ConfigError> {
         Ok(crate::mcp::McpRegistry::new(
-            crate::aws::dynamodb(sdk),
-            crate::aws::secretsmanager(sdk),
+            clients.dynamodb(),
+            clients.secrets(),
             self.tables()?.state,
             self.mcp_secret_prefix(),
         ))
@@ -410,11 +410,11 @@ impl Config {
     /// Tenants' secrets on this deployment's state table and Secrets Manager.
     pub fn tenant_secrets(
         &self,
-        sdk: &crate::aws::SdkConfig,
+        clients: &crate::aws::Clients,
     ) -> Result<crate::secrets::TenantSecrets, ConfigError> {
         Ok(crate::secrets::TenantSecrets::new(
-            crate::aws::dynamodb(sdk),
-            crate::aws::secretsmanager(sdk),
+            clients.dynamodb(),
+            clients.secrets(),
             self.tables()?.state,
             self.tenant_secret_prefix(),
         ))
@@ -428,12 +428,12 @@ impl Config {
     pub fn provider_key(
         &self,
         prefix: &str,
-        secrets: &aws_sdk_secretsmanager::Client,
+        clients: &crate::aws::Clients,
     ) -> Option<crate::engine::llm::key::KeyCell> {
         use crate::engine::llm::{key::KeyCell, ApiKey};
         let variable = format!("{prefix}_API_KEY_ARN");
         if let Some(arn) = self.value(&variable) {
-            return Some(KeyCell::secret(variable, arn, secrets.clone()));
+            return Some(KeyCell::secret(variable, arn, clients.secrets()));
         }
         self.value(&format!("{prefix}_API_KEY"))
             .map(|key| KeyCell::value(ApiKey::new(key)))

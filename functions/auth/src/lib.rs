@@ -36,8 +36,9 @@ pub async fn app(
 ) -> Result<Router, String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
     let tables = config.tables().map_err(|e| e.to_string())?;
-    let dynamodb = shared::aws::dynamodb(sdk);
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let dynamodb = clients.dynamodb();
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let state = AuthState {
         store: AuthStore::new(dynamodb, tables.state),
         keys,

@@ -35,9 +35,10 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let state = ExecutionsState {
-        services: Services::new(config, sdk)?,
+        services: Services::with_clients(config, clients)?,
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))

@@ -50,8 +50,9 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
-    let services = Services::new(config, sdk)?;
+    let clients = shared::aws::Clients::new(sdk);
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
+    let services = Services::with_clients(config, clients.clone())?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let introspection = config.flag("GRAPHQL_INTROSPECTION");
     let allow_private = config
@@ -59,18 +60,15 @@ pub async fn app(
         .map_err(|e| e.to_string())?
         .allow_private_networks;
     let mcp = Arc::new(shared::mcp::McpClients::new(
-        config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+        config.mcp_registry(&clients).map_err(|e| e.to_string())?,
         allow_private,
         std::time::Duration::from_secs(config.mcp_timeout_secs().map_err(|e| e.to_string())?),
     ));
     let schema = schema::builder(introspection)
         .data(services.clone())
-        .data(AuthStore::new(
-            shared::aws::dynamodb(sdk),
-            tables.state.clone(),
-        ))
+        .data(AuthStore::new(clients.dynamodb(), tables.state.clone()))
         .data(shared::services::usage::Money::new(
-            shared::aws::dynamodb(sdk),
+            clients.dynamodb(),
             tables.state,
         ))
         .data(mcp)

@@ -34,7 +34,8 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let allow_private = config
         .engine()
         .map_err(|e| e.to_string())?
@@ -42,7 +43,7 @@ pub async fn app(
     let timeout = config.mcp_timeout_secs().map_err(|e| e.to_string())?;
     let state = McpState {
         clients: Arc::new(McpClients::new(
-            config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+            config.mcp_registry(&clients).map_err(|e| e.to_string())?,
             allow_private,
             Duration::from_secs(timeout),
         )),

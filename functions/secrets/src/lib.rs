@@ -31,9 +31,10 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let state = SecretsState {
-        secrets: Arc::new(config.tenant_secrets(sdk).map_err(|e| e.to_string())?),
+        secrets: Arc::new(config.tenant_secrets(&clients).map_err(|e| e.to_string())?),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))

@@ -36,7 +36,7 @@ impl Handler {
         let stall = config.stall_sweep_after_secs().map_err(|e| e.to_string())?;
         let services = Services::new(config, sdk)?;
         Ok(Self {
-            budgets: Budgets::new(shared::aws::dynamodb(sdk), tables.state)
+            budgets: Budgets::new(services.clients.dynamodb(), tables.state)
                 .with_alerts(services.repo.store().clone()),
             hold_grace: chrono::Duration::seconds(grace as i64),
             stall_after: chrono::Duration::seconds(stall as i64),

@@ -34,10 +34,11 @@ pub async fn app(
     config: &shared::config::Config,
     sdk: &shared::aws::SdkConfig,
 ) -> Result<Router, String> {
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let state = UsageState {
-        money: Money::new(shared::aws::dynamodb(sdk), tables.state),
+        money: Money::new(clients.dynamodb(), tables.state),
         keys,
     };
     Ok(shared::http::function_layers(router(state), Some(limiter)))

@@ -19,7 +19,7 @@ impl Handler {
     ) -> Result<Self, String> {
         let services = Services::new(config, sdk)?;
         Ok(Self {
-            worker: services.worker(config, sdk).await?,
+            worker: services.worker(config).await?,
             services,
         })
     }

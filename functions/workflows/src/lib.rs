@@ -38,8 +38,9 @@ pub async fn app(
     // so building it would link every DynamoDB write path into a function that reads and
     // writes workflow items only (docs/PERFORMANCE.md, function artifacts).
     let tables = config.tables().map_err(|e| e.to_string())?;
-    let dynamodb = shared::aws::dynamodb(sdk);
-    let (keys, limiter) = shared::http::authenticated(config, sdk).await?;
+    let clients = shared::aws::Clients::new(sdk);
+    let dynamodb = clients.dynamodb();
+    let (keys, limiter) = shared::http::authenticated(config, &clients).await?;
     let state = WorkflowsState {
         workflows: WorkflowStore::new(dynamodb.clone(), tables.state.clone()),
         projections: Projections::new(dynamodb, tables.state),

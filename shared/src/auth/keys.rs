@@ -9,11 +9,11 @@ use super::JwtKeys;
 use crate::config::JwtKeySource;
 
 /// Keys from the environment now (a bad one fails the start); keys from Secrets Manager pending.
-pub fn load(source: &JwtKeySource, secrets: &Client) -> Result<JwtKeys, String> {
+pub fn load(source: &JwtKeySource, clients: &crate::aws::Clients) -> Result<JwtKeys, String> {
     match source {
         JwtKeySource::Secret(current) => JwtKeys::new(current, &previous_from_env()),
         JwtKeySource::SecretsManager { .. } => {
-            Ok(JwtKeys::pending(source.clone(), secrets.clone()))
+            Ok(JwtKeys::pending(source.clone(), clients.secrets()))
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Services {
     pub workflows: crate::workflows::WorkflowStore,
     pub usage: crate::executions::usage::UsageLedger,
     pub upcasters: std::sync::Arc<crate::events::Upcasters>,
+    /// What the stores were built on, for the function's other stores.
+    pub clients: crate::aws::Clients,
 }
 
 impl Services {
@@ -69,8 +71,15 @@ impl Services {
         config: &crate::config::Config,
         sdk: &crate::aws::SdkConfig,
     ) -> Result<Self, String> {
+        Self::with_clients(config, crate::aws::Clients::new(sdk))
+    }
+
+    pub fn with_clients(
+        config: &crate::config::Config,
+        clients: crate::aws::Clients,
+    ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
-        let dynamodb = crate::aws::dynamodb(sdk);
+        let dynamodb = clients.dynamodb();
         let upcasters = std::sync::Arc::new(crate::events::Upcasters::default());
         let store = crate::events::DynamoEventStore::new(
             dynamodb.clone(),
@@ -89,6 +98,7 @@ impl Services {
             workflows: crate::workflows::WorkflowStore::new(dynamodb.clone(), tables.state.clone()),
             usage: crate::executions::usage::UsageLedger::new(dynamodb, tables.state),
             upcasters,
+            clients,
         })
     }
 
@@ -104,12 +114,12 @@ impl Services {
     pub async fn worker(
         &self,
         config: &crate::config::Config,
-        sdk: &crate::aws::SdkConfig,
     ) -> Result<std::sync::Arc<Worker>, String> {
         let engine = config.engine().map_err(|e| e.to_string())?;
         let tables = config.tables().map_err(|e| e.to_string())?;
-        let prices = llm::Prices::new(crate::aws::dynamodb(sdk), tables.state.clone());
-        let budgets = budget::Budgets::new(crate::aws::dynamodb(sdk), tables.state)
+        let clients = &self.clients;
+        let prices = llm::Prices::new(clients.dynamodb(), tables.state.clone());
+        let budgets = budget::Budgets::new(clients.dynamodb(), tables.state)
             .with_alerts(self.repo.store().clone());
         Ok(Worker::new(
             self.repo.clone(),
@@ -119,15 +129,15 @@ impl Services {
                     engine.allow_private_networks,
                     std::time::Duration::from_secs(engine.http_timeout_secs),
                 ),
-                llm: llm::Llm::from_config(config, sdk, Some(prices), Some(budgets)).await?,
+                llm: llm::Llm::from_config(config, clients, Some(prices), Some(budgets)).await?,
                 mcp: crate::mcp::McpClients::new(
-                    config.mcp_registry(sdk).map_err(|e| e.to_string())?,
+                    config.mcp_registry(clients).map_err(|e| e.to_string())?,
                     engine.allow_private_networks,
                     std::time::Duration::from_secs(
                         config.mcp_timeout_secs().map_err(|e| e.to_string())?,
                     ),
                 ),
-                secrets: config.tenant_secrets(sdk).map_err(|e| e.to_string())?,
+                secrets: config.tenant_secrets(clients).map_err(|e| e.to_string())?,
             },
             // Leftover tasks of ended executions are dropped (no spend after a cancel).
             Some(self.projections.clone()),

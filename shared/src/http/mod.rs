@@ -32,12 +32,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// by them.
 pub async fn authenticated(
     config: &crate::config::Config,
-    sdk: &crate::aws::SdkConfig,
+    clients: &crate::aws::Clients,
 ) -> Result<(std::sync::Arc<crate::auth::JwtKeys>, RateLimiter), String> {
     let auth = config.auth().map_err(|e| e.to_string())?;
     let tables = config.tables().map_err(|e| e.to_string())?;
     let sessions = crate::auth::Sessions::new(
-        crate::auth::AuthStore::new(crate::aws::dynamodb(sdk), tables.state),
+        crate::auth::AuthStore::new(clients.dynamodb(), tables.state),
         std::time::Duration::from_secs(
             config
                 .token_revocation_cache_secs()
@@ -45,8 +45,7 @@ pub async fn authenticated(
         ),
     );
     let keys = std::sync::Arc::new(
-        crate::auth::keys::load(&auth.key, &crate::aws::secretsmanager(sdk))?
-            .with_sessions(std::sync::Arc::new(sessions)),
+        crate::auth::keys::load(&auth.key, clients)?.with_sessions(std::sync::Arc::new(sessions)),
     );
     // Keys from Secrets Manager: the read starts now and runs while the runtime asks for the
     // first event; the first request that needs them waits for it (not init).
@@ -56,7 +55,7 @@ pub async fn authenticated(
             keys.ready().await;
         }
     });
-    let limiter = RateLimiter::from_config(config, sdk, keys.clone())?;
+    let limiter = RateLimiter::from_config(config, clients.dynamodb(), keys.clone())?;
     Ok((keys, limiter))
 }
 

@@ -80,7 +80,7 @@ impl RateLimiter {
     /// policy from `RATE_LIMIT_REQUESTS` / `RATE_LIMIT_WINDOW_SECS`.
     pub fn from_config(
         config: &crate::config::Config,
-        sdk: &crate::aws::SdkConfig,
+        dynamodb: aws_sdk_dynamodb::Client,
         keys: std::sync::Arc<crate::auth::JwtKeys>,
     ) -> Result<Self, String> {
         let tables = config.tables().map_err(|e| e.to_string())?;
@@ -88,7 +88,7 @@ impl RateLimiter {
         Ok(Self {
             keys: Some(keys.clone()),
             ..Self::new(
-                crate::aws::dynamodb(sdk),
+                dynamodb,
                 tables.state,
                 RatePolicy { limit, window_secs },
                 super::bearer::identify(keys),

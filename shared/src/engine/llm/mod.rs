@@ -253,11 +253,11 @@ impl Llm {
     /// `BEDROCK_ENDPOINT_URL` to override where it is called.
     pub async fn from_config(
         config: &crate::config::Config,
-        sdk: &crate::aws::SdkConfig,
+        clients: &crate::aws::Clients,
         prices: Option<Prices>,
         budgets: Option<super::budget::Budgets>,
     ) -> Result<Self, String> {
-        let secrets = crate::aws::secretsmanager(sdk);
+        let sdk = clients.sdk();
         let timeout = Duration::from_secs(config.llm_timeout_secs().map_err(|e| e.to_string())?);
         let policy = resilience_policy(config)?;
         let mut llm = Llm {
@@ -266,8 +266,8 @@ impl Llm {
             budgets,
         };
         // Keys from Secrets Manager are read in the background, both at once, from now on.
-        let openai = config.provider_key("OPENAI", &secrets);
-        let anthropic = config.provider_key("ANTHROPIC", &secrets);
+        let openai = config.provider_key("OPENAI", clients);
+        let anthropic = config.provider_key("ANTHROPIC", clients);
         for key in openai.iter().chain(&anthropic) {
             key.prefetch();
         }
