@@ -102,8 +102,10 @@ impl ProvideCredentials for Missing {
 /// The AWS clients of one function, each built once: constructing a client (its configuration
 /// layers and runtime plugins) cost about 110 k instructions, and the stores of a function built
 /// their own, up to six DynamoDB clients in one cold start (docs/PERFORMANCE.md, cold start).
-/// Cloning shares the clients. Secrets Manager's is built on first use: a function that never
-/// calls it skips its endpoint tables.
+/// Cloning shares the clients. Secrets Manager's is built when a store that needs it is built
+/// (every function with an ARN for its JWT key), so the stream functions that need none skip its
+/// endpoint tables. Sharing changes no behaviour: the SDK keeps retry quotas per service and
+/// region for the whole process, not per client.
 #[derive(Clone)]
 pub struct Clients {
     sdk: SdkConfig,

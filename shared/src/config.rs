@@ -420,8 +420,6 @@ impl Config {
         ))
     }
 
-    /// A provider's API key: `<PREFIX>_API_KEY_ARN` (Secrets Manager) or `<PREFIX>_API_KEY`;
-    /// `None` when neither is set (the provider is then not configured).
     /// A provider's key: `<PREFIX>_API_KEY_ARN` (read from Secrets Manager on first use, see
     /// [`crate::engine::llm::key::KeyCell`]) or `<PREFIX>_API_KEY`; `None` when neither is set
     /// (the provider is not configured).
