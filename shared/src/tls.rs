@@ -149,12 +149,9 @@ fn aws_trust(vars: impl Iterator<Item = (String, String)>) -> AwsTrust {
     }
     let ignored =
         var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let https_override = vars.iter().any(|(name, value)| {
-        name.starts_with("AWS_ENDPOINT_URL")
-            && value
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-    });
+    let https_override = vars
+        .iter()
+        .any(|(name, value)| name.starts_with("AWS_ENDPOINT_URL") && is_https(value));
     if https_override && !ignored {
         return AwsTrust::System;
     }
@@ -162,6 +159,12 @@ fn aws_trust(vars: impl Iterator<Item = (String, String)>) -> AwsTrust {
         Some(region) if !in_amazon_trust_partition(region) => AwsTrust::System,
         _ => AwsTrust::Amazon,
     }
+}
+
+/// An `https` URL, whatever the scheme's case.
+pub(crate) fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 /// Regions of the `aws` and `aws-us-gov` partitions, whose endpoints chain to Amazon Trust

@@ -36,10 +36,7 @@ impl Bedrock {
             );
         if let Some(url) = endpoint {
             // A gateway's certificate need not chain to Amazon's roots (shared::tls).
-            if url
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-            {
+            if crate::tls::is_https(&url) {
                 config = config.http_client(crate::tls::aws_https_client_trusting_system_roots());
             }
             config = config.endpoint_url(url);
