@@ -1,4 +1,4 @@
-//! Wiring only: config, clients, then the HTTP server (or the operator's `create-admin` command).
+//! Wiring only: config, clients, then the Lambda runtime (or the operator's `create-admin` command).
 
 use shared::config::Config;
 use shared::http::{edge_layers, serve};
@@ -21,10 +21,5 @@ async fn main() -> Result<(), shared::http::ServeError> {
         eprintln!("Error: {e}");
         std::process::exit(1)
     });
-    serve(
-        edge_layers(app, &server.cors_origins),
-        &server.host,
-        server.port,
-    )
-    .await
+    serve(edge_layers(app, &server.cors_origins)).await
 }

@@ -4,6 +4,7 @@
 pub mod definition;
 pub mod execution;
 pub mod expr;
+pub mod schema;
 pub mod secret_ref;
 pub mod validate;
 

@@ -245,7 +245,7 @@ fn valid_id(id: &str) -> bool {
 /// those); also checks the schema itself compiles.
 fn input_properties(c: &mut Checker<'_>) -> Option<BTreeSet<String>> {
     let schema = c.def.input_schema.as_ref()?;
-    if let Err(e) = jsonschema::validator_for(schema) {
+    if let Err(e) = super::schema::compile(schema) {
         c.add("/input_schema", format!("not a valid JSON Schema: {e}"));
         return None;
     }
@@ -591,7 +591,7 @@ fn check_step(
             }
             tv(c, "prompt", &Value::String(llm.prompt.clone()), false);
             if let Some(schema) = &llm.output_schema {
-                if let Err(e) = jsonschema::validator_for(schema) {
+                if let Err(e) = super::schema::compile(schema) {
                     c.add(
                         format!("{base}/output_schema"),
                         format!("not a valid JSON Schema: {e}"),
@@ -837,12 +837,13 @@ pub fn validate_input(def: &Definition, input: &Value) -> Vec<Problem> {
     let Some(schema) = &def.input_schema else {
         return Vec::new();
     };
-    match jsonschema::validator_for(schema) {
-        Ok(validator) => validator
-            .iter_errors(input)
-            .map(|e| Problem {
-                pointer: format!("/input{}", e.instance_path()),
-                message: e.to_string(),
+    match super::schema::compile(schema) {
+        Ok(schema) => schema
+            .violations(input)
+            .into_iter()
+            .map(|v| Problem {
+                pointer: format!("/input{}", v.pointer),
+                message: v.message,
             })
             .collect(),
         Err(e) => vec![Problem {

@@ -10,8 +10,6 @@ mod problem;
 pub mod rate_limit;
 pub mod request_id;
 
-use std::net::SocketAddr;
-
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -182,23 +180,18 @@ pub fn gateway_service(router: Router) -> GatewayService {
     )
 }
 
-/// Runs the router under the Lambda runtime when deployed, or as a local HTTP server on
-/// `host:port` (Ctrl-C stops it).
-pub async fn serve(router: Router, host: &str, port: u16) -> Result<(), lambda_http::Error> {
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return lambda_http::run(gateway_service(router)).await;
+/// Runs the router under the Lambda runtime. A function binary serves nothing else: locally,
+/// `wfe-local` serves every function's router on one port (`scripts/start`), so no HTTP server
+/// is linked into an artifact Lambda never runs it in (about 100 KiB of code).
+pub async fn serve(router: Router) -> Result<(), lambda_http::Error> {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Err(
+            "AWS_LAMBDA_RUNTIME_API is not set: this binary runs under AWS Lambda; \
+             `scripts/start` (wfe-local) serves every function locally"
+                .into(),
+        );
     }
-    let listener = tokio::net::TcpListener::bind((host, port)).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
+    lambda_http::run(gateway_service(router)).await
 }
 
 /// The whole `main` of an HTTP function: logs, config, SDK, the function's router from `build`,
@@ -216,12 +209,7 @@ where
         eprintln!("Error: {e}");
         std::process::exit(1)
     });
-    serve(
-        edge_layers(app, &server.cors_origins),
-        &server.host,
-        server.port,
-    )
-    .await
+    serve(edge_layers(app, &server.cors_origins)).await
 }
 
 /// What `serve` fails with (the Lambda runtime's error type).

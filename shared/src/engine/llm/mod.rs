@@ -502,16 +502,17 @@ impl Llm {
                     false,
                 )
             })?;
-            let validator = jsonschema::validator_for(schema).map_err(|e| {
+            let schema = crate::domain::schema::compile(schema).map_err(|e| {
                 StepError::new(
                     "OutputSchemaMismatch",
                     format!("the step's output_schema is not valid: {e}"),
                     false,
                 )
             })?;
-            let problems: Vec<String> = validator
-                .iter_errors(&parsed)
-                .map(|e| format!("{}: {e}", e.instance_path()))
+            let problems: Vec<String> = schema
+                .violations(&parsed)
+                .into_iter()
+                .map(|v| format!("{}: {}", v.pointer, v.message))
                 .collect();
             if !problems.is_empty() {
                 return Err(StepError::new(
