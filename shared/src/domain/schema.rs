@@ -45,7 +45,24 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
         .map_err(describe)?;
     let mut schemas = boon::Schemas::new();
     let index = compiler.compile(LOCATION, &mut schemas).map_err(describe)?;
+    // boon finds a `$ref` cycle only when validating; one that every instance reaches (as
+    // `null` does) is refused here, when the definition is saved, rather than at every start.
+    if let Err(e) = schemas.validate(&Value::Null, index) {
+        if let Some(cycle) = first(&e, &|k| matches!(k, boon::ErrorKind::RefCycle { .. })) {
+            return Err(in_schema_terms(&cycle.kind.to_string()));
+        }
+    }
     Ok(Schema { schemas, index })
+}
+
+fn first<'e, 's, 'v>(
+    e: &'e boon::ValidationError<'s, 'v>,
+    matches: &dyn Fn(&boon::ErrorKind<'s, 'v>) -> bool,
+) -> Option<&'e boon::ValidationError<'s, 'v>> {
+    if matches(&e.kind) {
+        return Some(e);
+    }
+    e.causes.iter().find_map(|c| first(c, matches))
 }
 
 /// A compile error in the schema's own terms: what breaks the metaschema, pointer by pointer,
@@ -63,9 +80,16 @@ fn describe(e: boon::CompileError) -> String {
         }
         other => format!("{other:#}"),
     };
-    // One line (boon's regex errors draw a caret under the pattern), in the schema's own terms.
+    in_schema_terms(&text)
+}
+
+/// One line (boon's regex errors draw a caret under the pattern), naming the schema rather than
+/// boon's address for it.
+fn in_schema_terms(text: &str) -> String {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    text.replace(LOCATION, "the schema").replace(BASE, "")
+    text.replace(&format!("{LOCATION}#"), "#")
+        .replace(LOCATION, "the schema")
+        .replace(BASE, "")
 }
 
 impl Schema {
@@ -84,7 +108,7 @@ fn leaves(e: &boon::ValidationError<'_, '_>, out: &mut Vec<Violation>) {
     if e.causes.is_empty() {
         out.push(Violation {
             pointer: e.instance_location.to_string(),
-            message: e.kind.to_string(),
+            message: in_schema_terms(&e.kind.to_string()),
         });
     }
     for cause in &e.causes {
@@ -141,6 +165,29 @@ mod tests {
         // The standard metaschemas are built in, not fetched.
         compile(&json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"}))
             .unwrap();
+    }
+
+    #[test]
+    fn reference_cycles_are_refused_or_reported_never_followed() {
+        for cyclic in [
+            json!({"$ref": "#"}),
+            json!({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}),
+            json!({"$dynamicAnchor": "x", "$dynamicRef": "#x"}),
+        ] {
+            let e = compile(&cyclic).err().unwrap();
+            assert!(
+                e.contains("reference cycle") && !e.contains("invalid"),
+                "{e}"
+            );
+        }
+        // Reached only through an object: a violation for such inputs, not a crash.
+        let s = compile(&json!({"$defs": {"b": {"$ref": "#/$defs/b"}}, "properties": {"a": {"$ref": "#/$defs/b"}}})).unwrap();
+        let v = s.violations(&json!({"a": 1}));
+        assert!(
+            v.iter().any(|v| v.message.contains("reference cycle")),
+            "{v:?}"
+        );
+        assert!(s.violations(&json!({"b": 1})).is_empty());
     }
 
     #[test]
