@@ -184,6 +184,13 @@ pub fn gateway_service(router: Router) -> GatewayService {
 /// `wfe-local` serves every function's router on one port (`scripts/start`), so no HTTP server
 /// is linked into an artifact Lambda never runs it in (about 100 KiB of code).
 pub async fn serve(router: Router) -> Result<(), lambda_http::Error> {
+    under_lambda()?;
+    lambda_http::run(gateway_service(router)).await
+}
+
+/// Checked first, before configuration is read: run outside Lambda, a function says where to
+/// go instead of failing on the first setting it misses.
+pub fn under_lambda() -> Result<(), lambda_http::Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         return Err(
             "AWS_LAMBDA_RUNTIME_API is not set: this binary runs under AWS Lambda; \
@@ -191,7 +198,7 @@ pub async fn serve(router: Router) -> Result<(), lambda_http::Error> {
                 .into(),
         );
     }
-    lambda_http::run(gateway_service(router)).await
+    Ok(())
 }
 
 /// The whole `main` of an HTTP function: logs, config, SDK, the function's router from `build`,
@@ -201,6 +208,7 @@ where
     F: FnOnce(crate::config::Config, crate::aws::SdkConfig) -> Fut,
     Fut: std::future::Future<Output = Result<Router, String>>,
 {
+    under_lambda()?;
     crate::telemetry::init();
     let config = crate::config::Config::load().unwrap_or_else(|e| e.exit());
     let server = config.server().unwrap_or_else(|e| e.exit());

@@ -336,13 +336,13 @@ impl Llm {
         }
     }
 
-    async fn complete<'a>(
+    async fn complete(
         &self,
-        request: &'a Value,
+        request: &Value,
         tenant: &str,
         attempt: &str,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(Completion, Usage, Option<&'a Value>), StepError> {
+    ) -> Result<(Completion, Usage, Option<crate::domain::schema::Schema>), StepError> {
         let provider_name = request["provider"].as_str().unwrap_or_default();
         let Some(provider) = self.providers.get(provider_name) else {
             return Err(StepError::new(
@@ -352,6 +352,18 @@ impl Llm {
             ));
         };
         let schema = request.get("output_schema").filter(|s| !s.is_null());
+        // Compiled before the call: a schema that cannot be used fails the step before anything
+        // is spent (one saved by an earlier version may not compile today).
+        let compiled = schema
+            .map(crate::domain::schema::compile)
+            .transpose()
+            .map_err(|e| {
+                StepError::new(
+                    "OutputSchemaMismatch",
+                    format!("the step's output_schema is not valid: {e}"),
+                    false,
+                )
+            })?;
         let prompt = Prompt {
             model: request["model"].as_str().unwrap_or_default().to_owned(),
             system: request["system"].as_str().map(str::to_owned),
@@ -477,7 +489,7 @@ impl Llm {
                 &[("tenant", tenant), ("model", &model)],
             );
         }
-        Ok((completion, usage, schema))
+        Ok((completion, usage, compiled))
     }
 
     /// Releases what an interrupted attempt still holds on the budgets (see `Budgets::release`).
@@ -491,7 +503,7 @@ impl Llm {
     fn shape(
         completion: Completion,
         usage: Usage,
-        schema: Option<&Value>,
+        schema: Option<crate::domain::schema::Schema>,
     ) -> Result<Value, StepError> {
         let mut output = json!({"text": completion.text, "usage": usage});
         if let Some(schema) = schema {
@@ -499,13 +511,6 @@ impl Llm {
                 StepError::new(
                     "OutputSchemaMismatch",
                     format!("the answer is not JSON: {e}"),
-                    false,
-                )
-            })?;
-            let schema = crate::domain::schema::compile(schema).map_err(|e| {
-                StepError::new(
-                    "OutputSchemaMismatch",
-                    format!("the step's output_schema is not valid: {e}"),
                     false,
                 )
             })?;
