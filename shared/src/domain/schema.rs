@@ -6,6 +6,11 @@
 //!   tenant's schema never reads a file of the host or fetches a URL.
 //! - `pattern` runs on the `regex` crate, in time linear in the input; a pattern it cannot run
 //!   (look-around, back-references) is refused when the schema is saved, not at run time.
+//!
+//! Schemas come from tenants and are checked on functions every tenant shares, so the work one
+//! can cause is bounded: structural limits here, before boon sees the schema; a work and depth
+//! budget inside boon (vendored, `vendor/boon/PATCHES.md`); and both compiling and checking
+//! run on a thread of their own with a stack no schema can exhaust within that depth.
 
 use serde_json::Value;
 
@@ -35,22 +40,113 @@ impl boon::UrlLoader for NoLoader {
     }
 }
 
-/// Patterns one schema may hold (`pattern` values and `patternProperties` keys): each compiles
-/// to at most 512 KiB (the vendored boon's limit), so this bounds a schema's regex memory.
-pub const MAX_PATTERNS: usize = 64;
+/// Bytes of one schema (as compact JSON).
+pub const MAX_SCHEMA_BYTES: usize = 100_000;
+/// Patterns one schema may hold (`pattern` values and `patternProperties` keys). Each is at most
+/// `boon::MAX_REGEX_LEN` bytes and compiles to a few automata of at most 128 KiB each (the
+/// vendored boon's limit), so this bounds a schema's regex memory to a few tens of MiB.
+pub const MAX_PATTERNS: usize = 32;
+/// Resources and anchors (`$id`, `$anchor`, `$dynamicAnchor`) one schema may declare: boon
+/// resolves references by scanning them.
+pub const MAX_IDS: usize = 64;
+/// Bytes of one reference (`$ref`, `$dynamicRef`, `$recursiveRef`): boon walks its pointer
+/// recursively, a frame per token.
+pub const MAX_REF_BYTES: usize = 512;
+/// The stack compiling and checking run on: `boon::DEPTH_LIMIT` nested evaluations take about
+/// 2 MiB in a debug build (about 15 KiB a level), well under this. Reserved, not committed.
+const STACK_BYTES: usize = 16 * 1024 * 1024;
 /// Violations reported for one instance; the rest are counted in the last.
 pub const MAX_VIOLATIONS: usize = 50;
 /// Characters of one violation's message (an `enum` of thousands of values names them all).
 const MAX_MESSAGE: usize = 500;
 
+/// Runs `f` on a thread with [`STACK_BYTES`] of stack, borrowing what it needs.
+fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("json-schema".into())
+            .stack_size(STACK_BYTES)
+            .spawn_scoped(scope, f)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had (the process is at its limit): a panic the caller's turn
+            // catches, as for any other failure to allocate.
+            Err(e) => panic!("no thread for JSON Schema work: {e}"),
+        }
+    })
+}
+
 /// Compiles `schema`, or says why it is not a valid JSON Schema.
 pub fn compile(schema: &Value) -> Result<Schema, String> {
-    let patterns = count_patterns(schema);
-    if patterns > MAX_PATTERNS {
+    limits(schema)?;
+    with_stack(|| compile_bounded(schema))
+}
+
+/// The structural limits, checked before boon sees the schema.
+fn limits(schema: &Value) -> Result<(), String> {
+    let bytes = serde_json::to_vec(schema).map_or(usize::MAX, |b| b.len());
+    if bytes > MAX_SCHEMA_BYTES {
         return Err(format!(
-            "{patterns} patterns (`pattern` and `patternProperties`); at most {MAX_PATTERNS}"
+            "the schema is {bytes} bytes; at most {MAX_SCHEMA_BYTES}"
         ));
     }
+    let mut found = Counts::default();
+    count(schema, &mut found);
+    if found.patterns > MAX_PATTERNS {
+        return Err(format!(
+            "{} patterns (`pattern` and `patternProperties`); at most {MAX_PATTERNS}",
+            found.patterns
+        ));
+    }
+    if found.ids > MAX_IDS {
+        return Err(format!(
+            "{} `$id`, `$anchor` and `$dynamicAnchor`; at most {MAX_IDS}",
+            found.ids
+        ));
+    }
+    if let Some(long) = found.long_ref {
+        return Err(format!(
+            "a reference of {long} bytes; at most {MAX_REF_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    patterns: usize,
+    ids: usize,
+    long_ref: Option<usize>,
+}
+
+/// Counts over every object of the schema (keywords and data alike: a count that includes an
+/// `enum` value named `pattern` only errs towards refusing).
+fn count(v: &Value, found: &mut Counts) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("pattern", Value::String(_)) => found.patterns += 1,
+                    ("patternProperties", Value::Object(p)) => found.patterns += p.len(),
+                    ("$id" | "$anchor" | "$dynamicAnchor", _) => found.ids += 1,
+                    ("$ref" | "$dynamicRef" | "$recursiveRef", Value::String(r))
+                        if r.len() > MAX_REF_BYTES =>
+                    {
+                        found.long_ref = Some(r.len())
+                    }
+                    _ => {}
+                }
+                count(v, found);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| count(v, found)),
+        _ => {}
+    }
+}
+
+fn compile_bounded(schema: &Value) -> Result<Schema, String> {
     let mut compiler = boon::Compiler::new();
     compiler.set_default_draft(boon::Draft::V2020_12);
     compiler.use_loader(Box::new(NoLoader));
@@ -60,8 +156,8 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
     let mut schemas = boon::Schemas::new();
     let index = compiler.compile(LOCATION, &mut schemas).map_err(describe)?;
     // boon finds `$ref` cycles, and runs out of its work budget, only when validating. A schema
-    // where every instance does (as `null` does) is refused here, when it is saved, rather than
-    // failing every start.
+    // where `null` does (so most instances will) is refused here, when it is saved, rather than
+    // failing starts.
     if let Err(e) = schemas.validate(&Value::Null, index) {
         let unusable = |k: &boon::ErrorKind<'_, '_>| {
             matches!(
@@ -74,24 +170,6 @@ pub fn compile(schema: &Value) -> Result<Schema, String> {
         }
     }
     Ok(Schema { schemas, index })
-}
-
-fn count_patterns(v: &Value) -> usize {
-    match v {
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                let own = match (k.as_str(), v) {
-                    ("pattern", Value::String(_)) => 1,
-                    ("patternProperties", Value::Object(p)) => p.len(),
-                    _ => 0,
-                };
-                own + count_patterns(v)
-            })
-            .sum(),
-        Value::Array(items) => items.iter().map(count_patterns).sum(),
-        _ => 0,
-    }
 }
 
 fn first<'e, 's, 'v>(
@@ -117,9 +195,10 @@ fn describe(e: boon::CompileError) -> String {
             )
         }
         boon::CompileError::ValidationError { src, .. } => {
-            let mut found = Vec::new();
+            let mut found = Found::default();
             collect(src, &mut found);
             found
+                .list
                 .iter()
                 .map(|v| format!("at {:?}: {}", v.pointer, v.message))
                 .collect::<Vec<_>>()
@@ -143,67 +222,81 @@ impl Schema {
     /// Every way `instance` breaks the schema (empty when it conforms), at most
     /// [`MAX_VIOLATIONS`].
     pub fn violations(&self, instance: &Value) -> Vec<Violation> {
-        let mut out = Vec::new();
-        if let Err(e) = self.schemas.validate(instance, self.index) {
-            collect(&e, &mut out);
-        }
-        if out.len() > MAX_VIOLATIONS {
-            let more = out.len() - (MAX_VIOLATIONS - 1);
-            out.truncate(MAX_VIOLATIONS - 1);
-            out.push(Violation {
-                pointer: String::new(),
-                message: format!("and {more} more problems"),
+        with_stack(|| {
+            let mut found = Found::default();
+            if let Err(e) = self.schemas.validate(instance, self.index) {
+                collect(&e, &mut found);
+            }
+            let mut out = found.list;
+            if found.more > 0 {
+                out.push(Violation {
+                    pointer: String::new(),
+                    message: format!("and {} more problems", found.more),
+                });
+            }
+            out
+        })
+    }
+}
+
+/// Violations found, the first [`MAX_VIOLATIONS`] - 1 in full and the rest only counted.
+#[derive(Default)]
+struct Found {
+    list: Vec<Violation>,
+    more: usize,
+}
+
+impl Found {
+    fn push(&mut self, pointer: String, message: impl FnOnce() -> String) {
+        if self.list.len() < MAX_VIOLATIONS - 1 {
+            self.list.push(Violation {
+                pointer,
+                message: clip(message()),
             });
+        } else {
+            self.more += 1;
         }
-        out
     }
 }
 
 /// boon reports a tree (each `$ref` or `allOf` a node). Its leaves are the violations, except
-/// where a node is the whole story: an `anyOf`/`oneOf` none of whose alternatives match is one
-/// violation listing what each alternative wanted, and a property name that breaks
-/// `propertyNames` names that property.
-fn collect(e: &boon::ValidationError<'_, '_>, out: &mut Vec<Violation>) {
+/// where a node is the whole story: an `anyOf`/`oneOf` none of whose alternatives match, or a
+/// `contains` no item matches, is one violation saying what each alternative wanted, and a
+/// property name that breaks `propertyNames` names that property.
+fn collect(e: &boon::ValidationError<'_, '_>, out: &mut Found) {
     use boon::ErrorKind as K;
     let pointer = e.instance_location.to_string();
-    let message = match &e.kind {
-        K::AnyOf | K::OneOf(None) => {
-            let alternatives: Vec<String> = e
-                .causes
-                .iter()
-                .map(|c| {
-                    let mut inner = Vec::new();
-                    collect(c, &mut inner);
-                    inner
-                        .into_iter()
-                        .map(|v| relative(&pointer, v))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .collect();
+    let inner = |c: &boon::ValidationError<'_, '_>, parent: &str| {
+        let mut inner = Found::default();
+        collect(c, &mut inner);
+        let mut parts: Vec<String> = inner
+            .list
+            .into_iter()
+            .map(|v| relative(parent, v))
+            .collect();
+        if inner.more > 0 {
+            parts.push(format!("{} more", inner.more));
+        }
+        parts.join(", ")
+    };
+    match &e.kind {
+        K::AnyOf | K::OneOf(None) => out.push(pointer.clone(), || {
+            let alternatives: Vec<String> = e.causes.iter().map(|c| inner(c, &pointer)).collect();
             format!("matches none of: {}", alternatives.join("; or "))
-        }
-        K::PropertyName { .. } => {
-            let mut inner = Vec::new();
-            for c in &e.causes {
-                collect(c, &mut inner);
-            }
-            let why: Vec<String> = inner.into_iter().map(|v| v.message).collect();
+        }),
+        K::Contains | K::MinContains { .. } => out.push(pointer, || e.kind.to_string()),
+        K::PropertyName { .. } => out.push(pointer, || {
+            let why: Vec<String> = e.causes.iter().map(|c| inner(c, "")).collect();
             format!("{}: {}", e.kind, why.join(", "))
-        }
-        K::RefCycle { .. } => in_schema_terms(&e.kind.to_string()),
-        _ if e.causes.is_empty() => e.kind.to_string(),
+        }),
+        K::RefCycle { .. } => out.push(pointer, || in_schema_terms(&e.kind.to_string())),
+        _ if e.causes.is_empty() => out.push(pointer, || e.kind.to_string()),
         _ => {
             for c in &e.causes {
                 collect(c, out);
             }
-            return;
         }
-    };
-    out.push(Violation {
-        pointer,
-        message: clip(message),
-    });
+    }
 }
 
 /// An inner violation as part of its parent's message.
@@ -219,6 +312,7 @@ fn clip(mut message: String) -> String {
     if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE) {
         message.truncate(cut);
         message.push_str("...");
+        message.shrink_to_fit();
     }
     message
 }
@@ -382,13 +476,21 @@ mod tests {
             |n: i64| json!({"allOf": (0..n).map(|i| json!({"minimum": i})).collect::<Vec<_>>()});
         let s = compile(&many(2_000)).unwrap();
         assert_eq!(s.violations(&json!(1_998)).len(), 1);
-        // Checking it against its metaschema alone would take more than the budget.
         let e = compile(&many(20_000)).err().unwrap();
+        assert!(e.contains("at most 100000"), "{e}");
+        // Under the size limit, a schema whose check against its metaschema alone would take
+        // more than the budget is refused for that.
+        let wide = json!({"properties": (0..1_900).map(|i| (format!("{i}"), json!({"anyOf": [{"type": "string"}, {"minimum": 1}]}))).collect::<serde_json::Map<_, _>>()});
+        let e = compile(&wide).err().unwrap();
         assert!(e.starts_with("the schema is too large to check"), "{e}");
     }
 
     #[test]
     fn multiple_of_is_decimal() {
+        // Integers are exact beyond f64's 2^53.
+        let even = compile(&json!({"multipleOf": 2})).unwrap();
+        assert_eq!(even.violations(&json!(9_007_199_254_740_993u64)).len(), 1);
+        assert!(even.violations(&json!(9_007_199_254_740_994u64)).is_empty());
         let cents = compile(&json!({"multipleOf": 0.01})).unwrap();
         for ok in [json!(19.99), json!(0.07), json!(100), json!(-3.3), json!(0)] {
             assert!(cents.violations(&ok).is_empty(), "{ok}");
@@ -417,9 +519,13 @@ mod tests {
             .unwrap();
         assert!(e.contains("size limit"), "{e}");
         let many: serde_json::Map<String, Value> =
-            (0..65).map(|i| (format!("^p{i}"), json!({}))).collect();
+            (0..33).map(|i| (format!("^p{i}"), json!({}))).collect();
         let e = compile(&json!({"patternProperties": many})).err().unwrap();
-        assert!(e.contains("at most 64"), "{e}");
+        assert!(e.contains("at most 32"), "{e}");
+        let e = compile(&json!({"pattern": "\\d".repeat(600)}))
+            .err()
+            .unwrap();
+        assert!(e.starts_with("at \"/pattern\""), "{e}");
     }
 
     #[test]
@@ -441,5 +547,82 @@ mod tests {
         let v = s.violations(&json!((0..200).collect::<Vec<_>>()));
         assert_eq!(v.len(), MAX_VIOLATIONS);
         assert_eq!(v[MAX_VIOLATIONS - 1].message, "and 151 more problems");
+    }
+
+    #[test]
+    fn deep_nesting_of_every_kind_is_cut_off_not_a_stack_overflow() {
+        // Each level a different definition, through allOf, items and properties in turn.
+        let mut defs = serde_json::Map::new();
+        for i in 0..400 {
+            let next = json!({"$ref": format!("#/$defs/d{}", i + 1)});
+            let level = match i % 3 {
+                0 => json!({"allOf": [next]}),
+                1 => json!({"items": next}),
+                _ => json!({"properties": {"a": next}}),
+            };
+            defs.insert(format!("d{i}"), level);
+        }
+        defs.insert("d400".into(), json!({"type": "string"}));
+        let schema = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        let mut deep = json!("x");
+        for i in 0..24 {
+            deep = if i % 2 == 0 {
+                json!([deep])
+            } else {
+                json!({"a": deep})
+            };
+        }
+        // The caller's stack does not matter: boon runs on a thread of its own.
+        let found = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || compile(&schema).map(|s| s.violations(&deep)))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(
+            found.is_empty() || found[0].message.contains("nests deeper"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn nested_validations_share_the_budget() {
+        // `propertyNames` checks each name as an instance of its own; its work counts against the
+        // same budget, and its exhaustion is not hidden by `not`.
+        let mut schema = doubling(40);
+        schema.as_object_mut().unwrap().remove("$ref");
+        schema["anyOf"] =
+            json!([{"type": "null"}, {"not": {"propertyNames": {"$ref": "#/$defs/d0"}}}]);
+        let s = compile(&schema).unwrap();
+        let v = s.violations(&json!({"a": 1, "b": 2}));
+        assert!(v[0].message.contains("more than 200000 steps"), "{v:?}");
+    }
+
+    #[test]
+    fn work_is_charged_by_the_size_of_what_is_looked_at() {
+        // 1,000 alternatives that each walk every key of a 50,000-key object.
+        let schema = json!({"anyOf": vec![json!({"additionalProperties": false}); 1000]});
+        let s = compile(&schema).unwrap();
+        let big: serde_json::Map<String, Value> =
+            (0..50_000).map(|i| (format!("k{i}"), json!(1))).collect();
+        let v = s.violations(&Value::Object(big));
+        assert!(v[0].message.contains("more than 200000 steps"), "{v:?}");
+    }
+
+    #[test]
+    fn schemas_past_the_structural_limits_are_refused() {
+        let long = format!("#/{}", "not/".repeat(200));
+        let e = compile(&json!({"$ref": long})).err().unwrap();
+        assert!(e.contains("at most 512"), "{e}");
+        let ids: Vec<Value> = (0..65)
+            .map(|i| json!({"$anchor": format!("a{i}")}))
+            .collect();
+        let e = compile(&json!({"allOf": ids})).err().unwrap();
+        assert!(e.contains("at most 64"), "{e}");
+        let e = compile(&json!({"description": "x".repeat(MAX_SCHEMA_BYTES)}))
+            .err()
+            .unwrap();
+        assert!(e.contains("at most 100000"), "{e}");
     }
 }

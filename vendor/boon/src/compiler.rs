@@ -374,7 +374,7 @@ impl ObjCompiler<'_, '_, '_, '_, '_, '_> {
                 if let Some(Value::Object(obj)) = self.value("patternProperties") {
                     for pname in obj.keys() {
                         let ecma =
-                            ecma::convert(pname).map_err(|src| CompileError::InvalidRegex {
+                            bounded_convert(pname).map_err(|src| CompileError::InvalidRegex {
                                 url: self.up.format("patternProperties"),
                                 regex: pname.to_owned(),
                                 src,
@@ -473,7 +473,7 @@ impl ObjCompiler<'_, '_, '_, '_, '_, '_> {
                     regex: p.to_owned(),
                     src,
                 };
-                let ecma = ecma::convert(p).map_err(invalid)?;
+                let ecma = bounded_convert(p).map_err(invalid)?;
                 s.pattern = Some(bounded_regex(ecma.as_ref()).map_err(|e| invalid(e.into()))?);
             }
 
@@ -996,11 +996,20 @@ impl Queue {
 
 // patched: every compiled pattern is bounded (regex's own default allows 10 MiB per pattern; a
 // schema holds many).
-pub(crate) const REGEX_SIZE_LIMIT: usize = 512 * 1024;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 128 * 1024;
 
 fn bounded_regex(pattern: &str) -> Result<Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
+}
+
+/// patched: `ecma::convert` re-parses the pattern once per escape it rewrites, so its length is
+/// bounded first.
+fn bounded_convert(pattern: &str) -> Result<std::borrow::Cow<'_, str>, Box<dyn Error>> {
+    if pattern.len() > crate::formats::MAX_REGEX_LEN {
+        return Err(format!("longer than {} bytes", crate::formats::MAX_REGEX_LEN).into());
+    }
+    ecma::convert(pattern)
 }

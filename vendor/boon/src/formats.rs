@@ -51,6 +51,10 @@ fn validate_regex(v: &Value) -> Result<(), Box<dyn Error>> {
     let Value::String(s) = v else {
         return Ok(());
     };
+    // patched: the conversion re-parses the pattern once per escape it rewrites (quadratic).
+    if s.len() > MAX_REGEX_LEN {
+        return Err(format!("longer than {MAX_REGEX_LEN} bytes").into());
+    }
     ecma::convert(s).map(|_| ())
 }
 
@@ -836,3 +840,7 @@ fn validate_uri_template(v: &Value) -> Result<(), Box<dyn Error>> {
     }
     Ok(())
 }
+
+/// patched: the longest pattern `format: regex` checks (and the longest `pattern` a schema may
+/// hold: the compiler converts it the same way).
+pub const MAX_REGEX_LEN: usize = 1000;

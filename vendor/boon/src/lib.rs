@@ -116,6 +116,7 @@ mod validator;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::FileLoader;
+pub use formats::MAX_REGEX_LEN;
 pub use validator::{DEPTH_LIMIT, WORK_LIMIT};
 pub use {
     compiler::{CompileError, Compiler, Draft},

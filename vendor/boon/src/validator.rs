@@ -18,37 +18,62 @@ macro_rules! item {
 
 // patched: a budget per validation. Schemas are untrusted: `allOf` of two references to the
 // same definition, chained 40 deep, is 2^40 evaluations from a 2 KB schema, and a long chain of
-// references recurses once per link. Every evaluation is counted; past the limit, or past the
-// depth, the validation fails with `WorkLimit` whatever the branches said (an exhausted branch
-// under `not` or `anyOf` must not pass for a valid one).
-/// Schema evaluations one validation may take.
-pub const WORK_LIMIT: u32 = 200_000;
+// references recurses once per link. Every evaluation is charged for the instance node it looks
+// at (one step, plus one per key or item, plus one per 64 bytes of a string: the loops, regex
+// matches and bookkeeping it does over that node), and an `enum` one per value it compares;
+// past the limit, or past the depth, the validation fails with `WorkLimit` whatever the
+// branches said (an exhausted branch under `not` or `anyOf` must not pass for a valid one).
+/// Steps one validation may take.
+pub const WORK_LIMIT: u64 = 200_000;
 /// How deep evaluations may nest (references, applicators and the instance's own depth).
 pub const DEPTH_LIMIT: u32 = 128;
 
 #[derive(Clone, Copy, Default)]
 struct Budget {
-    steps: u32,
+    steps: u64,
     depth: u32,
     exhausted: bool,
+    /// A validation is running on this thread: a nested one (`propertyNames` validates each
+    /// name as its own instance) shares its budget rather than starting a fresh one.
+    active: bool,
 }
 
 thread_local! {
-    static BUDGET: std::cell::Cell<Budget> = const { std::cell::Cell::new(Budget { steps: 0, depth: 0, exhausted: false }) };
+    static BUDGET: std::cell::Cell<Budget> = const {
+        std::cell::Cell::new(Budget { steps: 0, depth: 0, exhausted: false, active: false })
+    };
 }
 
-/// One evaluation entered; `false` when the budget is spent (then it stays spent).
-fn enter() -> bool {
+/// Charges `steps`; `false` when the budget is spent (then it stays spent).
+fn charge(steps: u64) -> bool {
     BUDGET.with(|b| {
         let mut now = b.get();
-        now.steps += 1;
-        now.depth += 1;
-        if now.steps > WORK_LIMIT || now.depth > DEPTH_LIMIT {
+        now.steps = now.steps.saturating_add(steps);
+        if now.steps > WORK_LIMIT {
             now.exhausted = true;
         }
         b.set(now);
         !now.exhausted
     })
+}
+
+/// One evaluation of `v` entered; `false` when the budget is spent.
+fn enter(v: &Value) -> bool {
+    let size = match v {
+        Value::Object(map) => map.len() as u64,
+        Value::Array(items) => items.len() as u64,
+        Value::String(text) => text.len() as u64 / 64,
+        _ => 0,
+    };
+    BUDGET.with(|b| {
+        let mut now = b.get();
+        now.depth += 1;
+        if now.depth > DEPTH_LIMIT {
+            now.exhausted = true;
+        }
+        b.set(now);
+    });
+    charge(1 + size)
 }
 
 /// Leaves the evaluation `enter` counted, on every path out of it.
@@ -69,11 +94,22 @@ pub(crate) fn validate<'s, 'v>(
     schema: &'s Schema,
     schemas: &'s Schemas,
 ) -> Result<(), ValidationError<'s, 'v>> {
-    // patched: each validation starts with a full budget, and its verdict is `WorkLimit` when
-    // the budget ran out anywhere inside it.
-    let outer = BUDGET.with(|b| b.replace(Budget::default()));
+    // patched: an outermost validation starts with a full budget (a nested one shares it), and
+    // its verdict is `WorkLimit` when the budget ran out anywhere inside it.
+    let outer = BUDGET.with(|b| b.get());
+    if !outer.active {
+        BUDGET.with(|b| {
+            b.set(Budget {
+                active: true,
+                ..Budget::default()
+            })
+        });
+    }
     let result = validate_within_budget(v, schema, schemas);
-    let spent = BUDGET.with(|b| b.replace(outer)).exhausted;
+    let spent = BUDGET.with(|b| b.get()).exhausted;
+    if !outer.active {
+        BUDGET.with(|b| b.set(outer));
+    }
     if spent {
         return Err(ValidationError {
             schema_url: &schema.loc,
@@ -167,7 +203,7 @@ impl<'v, 's> Validator<'v, 's, '_, '_> {
 
         // patched: counted against the validation's budget.
         let _leave = Leave;
-        if !enter() {
+        if !enter(v) {
             return Err(self.error(kind!(WorkLimit)));
         }
 
@@ -208,6 +244,10 @@ impl<'v, 's> Validator<'v, 's, '_, '_> {
 
         // enum --
         if let Some(Enum { types, values }) = &s.enum_ {
+            // patched: each value compared is charged.
+            if !charge(values.len() as u64) {
+                return Err(self.error(kind!(WorkLimit)));
+            }
             if !types.contains(Type::of(v)) || !values.iter().any(|e| equals(e, v)) {
                 return Err(self.error(kind!(Enum, want: values)));
             }
@@ -1248,6 +1288,9 @@ impl<'s> ErrorKind<'s, '_> {
 
 // patched: `multipleOf` on the numbers' shortest decimal forms.
 fn is_multiple_of(num: &serde_json::Number, mul: &serde_json::Number) -> bool {
+    if let (Some(n), Some(m)) = (num.as_i128(), mul.as_i128()) {
+        return m == 0 || n % m == 0;
+    }
     let (Some(numf), Some(mulf)) = (num.as_f64(), mul.as_f64()) else {
         return true;
     };
