@@ -837,9 +837,8 @@ pub fn validate_input(def: &Definition, input: &Value) -> Vec<Problem> {
     let Some(schema) = &def.input_schema else {
         return Vec::new();
     };
-    match super::schema::compile(schema) {
-        Ok(schema) => schema
-            .violations(input)
+    match super::schema::check(schema, input) {
+        Ok(violations) => violations
             .into_iter()
             .map(|v| Problem {
                 pointer: format!("/input{}", v.pointer),

@@ -223,8 +223,14 @@ impl Compiler {
             return Ok(index);
         }
 
+        // patched: what one compile may build, however its references reach it.
+        let mut loc_bytes = 0usize;
         while queue.schemas.len() > compiled.len() {
+            if queue.schemas.len() > MAX_SCHEMAS || loc_bytes > MAX_LOC_BYTES {
+                return Err(CompileError::TooLarge);
+            }
             let up = &queue.schemas[compiled.len()];
+            loc_bytes += up.url.as_str().len() + up.ptr.as_str().len();
             self.roots.ensure_subschema(up)?;
             let Some(root) = self.roots.get(&up.url) else {
                 return Err(CompileError::Bug("or_load didn't add".into()));
@@ -823,6 +829,9 @@ pub enum CompileError {
     /// Encountered bug in compiler implementation. Please report
     /// this as an issue for this crate.
     Bug(Box<dyn Error>),
+
+    /// patched: more than `MAX_SCHEMAS` subschemas, or `MAX_LOC_BYTES` of their addresses.
+    TooLarge,
 }
 
 impl Error for CompileError {
@@ -917,6 +926,10 @@ impl Display for CompileError {
                     "encountered bug in jsonschema compiler. please report: {src}"
                 )
             }
+            Self::TooLarge => write!(
+                f,
+                "the schema compiles to more than {MAX_SCHEMAS} subschemas or {MAX_LOC_BYTES} bytes of their addresses"
+            ),
         }
     }
 }
@@ -996,12 +1009,15 @@ impl Queue {
 
 // patched: every compiled pattern is bounded (regex's own default allows 10 MiB per pattern; a
 // schema holds many).
-pub(crate) const REGEX_SIZE_LIMIT: usize = 128 * 1024;
+// A Unicode class repeated (`[\p{L}\p{M} '-]{1,100}`) takes about 600 KiB; the lazy DFA's cache
+// is held smaller (past it, matching falls back to a slower engine, still linear).
+pub(crate) const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+pub(crate) const REGEX_CACHE_LIMIT: usize = 256 * 1024;
 
 fn bounded_regex(pattern: &str) -> Result<Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_CACHE_LIMIT)
         .build()
 }
 
@@ -1013,3 +1029,9 @@ fn bounded_convert(pattern: &str) -> Result<std::borrow::Cow<'_, str>, Box<dyn E
     }
     ecma::convert(pattern)
 }
+
+/// patched: subschemas one compile may build.
+pub const MAX_SCHEMAS: usize = 10_000;
+/// patched: bytes of the addresses of the subschemas one compile builds (each is kept with its
+/// schema, and a subschema under long keys has a long address).
+pub const MAX_LOC_BYTES: usize = 4 * 1024 * 1024;

@@ -1,7 +1,4 @@
-use std::{
-    collections::{hash_map::Entry, HashMap},
-    str::FromStr,
-};
+use std::collections::{hash_map::Entry, HashMap};
 
 use once_cell::sync::Lazy;
 use serde_json::{Map, Value};
@@ -413,7 +410,8 @@ impl Draft {
                 }
                 if pos & POS_ITEM != 0 {
                     let (tok, ptr) = split(ptr);
-                    if usize::from_str(tok).is_ok() && self.is_subschema(ptr) {
+                    // patched: one spelling per index.
+                    if canonical_index(tok).is_some() && self.is_subschema(ptr) {
                         return true;
                     }
                 }

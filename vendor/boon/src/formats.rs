@@ -843,4 +843,4 @@ fn validate_uri_template(v: &Value) -> Result<(), Box<dyn Error>> {
 
 /// patched: the longest pattern `format: regex` checks (and the longest `pattern` a schema may
 /// hold: the compiler converts it the same way).
-pub const MAX_REGEX_LEN: usize = 1000;
+pub const MAX_REGEX_LEN: usize = 512;

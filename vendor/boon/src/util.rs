@@ -2,7 +2,6 @@ use std::{
     borrow::{Borrow, Cow},
     fmt::Display,
     hash::{Hash, Hasher},
-    str::FromStr,
 };
 
 use ahash::{AHashMap, AHasher};
@@ -68,7 +67,8 @@ impl JsonPointer {
                     }
                 }
                 Value::Array(arr) => {
-                    if let Ok(i) = usize::from_str(tok.as_ref()) {
+                    // patched: one spelling per index (`00` and `+0` are not `0`).
+                    if let Some(i) = canonical_index(tok.as_ref()) {
                         if let Some(item) = arr.get(i) {
                             v = item;
                             continue;
@@ -541,5 +541,18 @@ mod tests {
         assert!(equals(&v1, &v2));
         assert!(seen.insert(HashedValue(&v1), 1).is_none());
         assert!(seen.insert(HashedValue(&v2), 1).is_some());
+    }
+}
+
+/// patched: an array index as JSON Pointer spells it: `0`, or digits without a leading zero.
+/// `usize::from_str` also takes `00` and `+0`, and each spelling of one index was a new place
+/// for the compiler to compile the same subschema again.
+pub(crate) fn canonical_index(tok: &str) -> Option<usize> {
+    let canonical = tok == "0"
+        || (!tok.is_empty() && !tok.starts_with('0') && tok.bytes().all(|b| b.is_ascii_digit()));
+    if canonical {
+        tok.parse().ok()
+    } else {
+        None
     }
 }

@@ -24,7 +24,7 @@ macro_rules! item {
 // past the limit, or past the depth, the validation fails with `WorkLimit` whatever the
 // branches said (an exhausted branch under `not` or `anyOf` must not pass for a valid one).
 /// Steps one validation may take.
-pub const WORK_LIMIT: u64 = 200_000;
+pub const WORK_LIMIT: u64 = 500_000;
 /// How deep evaluations may nest (references, applicators and the instance's own depth).
 pub const DEPTH_LIMIT: u32 = 128;
 
@@ -60,7 +60,7 @@ fn charge(steps: u64) -> bool {
 /// One evaluation of `v` entered; `false` when the budget is spent.
 fn enter(v: &Value) -> bool {
     let size = match v {
-        Value::Object(map) => map.len() as u64,
+        Value::Object(map) => map.keys().map(|k| 1 + k.len() as u64 / 64).sum(),
         Value::Array(items) => items.len() as u64,
         Value::String(text) => text.len() as u64 / 64,
         _ => 0,
@@ -97,19 +97,28 @@ pub(crate) fn validate<'s, 'v>(
     // patched: an outermost validation starts with a full budget (a nested one shares it), and
     // its verdict is `WorkLimit` when the budget ran out anywhere inside it.
     let outer = BUDGET.with(|b| b.get());
-    if !outer.active {
+    // Restores the outer budget on every way out, unwinding included.
+    struct Restore(Option<Budget>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0 {
+                BUDGET.with(|b| b.set(outer));
+            }
+        }
+    }
+    let _restore = if outer.active {
+        Restore(None)
+    } else {
         BUDGET.with(|b| {
             b.set(Budget {
                 active: true,
                 ..Budget::default()
             })
         });
-    }
+        Restore(Some(outer))
+    };
     let result = validate_within_budget(v, schema, schemas);
     let spent = BUDGET.with(|b| b.get()).exhausted;
-    if !outer.active {
-        BUDGET.with(|b| b.set(outer));
-    }
     if spent {
         return Err(ValidationError {
             schema_url: &schema.loc,
@@ -327,6 +336,11 @@ impl<'v> Validator<'v, '_, '_, '_> {
         }
 
         // required --
+        // patched: each required name looked up (and perhaps listed as missing) is charged.
+        if !charge(s.required.len() as u64) {
+            self.add_error(kind!(WorkLimit));
+            return;
+        }
         if !s.required.is_empty() {
             if let Some(missing) = self.find_missing(obj, &s.required) {
                 self.add_error(kind!(Required, want: missing));
